@@ -1,0 +1,42 @@
+# Every target sets itself up on a fresh machine: only Python 3.11 and pip are assumed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps run test test-fast lint chaos bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages some tests need (docker-compose to validate the compose file, chromium for the
+# dashboard test). Installed only when missing; skipped without root or apt.
+system-deps:
+	@sh scripts/system-deps.sh
+
+run: install
+	$(BIN)/twoway dev
+
+test: install system-deps
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+chaos: install
+	$(BIN)/python -m bench.chaos --duration 120
+
+bench: install
+	$(BIN)/python -m bench.run --out bench/results.json
+
+clean:
+	rm -rf $(VENV) .twoway

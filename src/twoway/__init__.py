@@ -1,0 +1,1 @@
+"""twoway: two-way customer sync between PostgreSQL and Stripe over Kafka."""

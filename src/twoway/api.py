@@ -1,0 +1,75 @@
+"""The HTTP application: customers, webhooks, sync operations, dashboard, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from twoway.connectors import registry
+from twoway.customers.routes import router as customers_router
+from twoway.kit import errors
+from twoway.kit.auth import require_api_key
+from twoway.kit.db import make_engine, make_sessionmaker
+from twoway.kit.kafka import broker_reachable
+from twoway.kit.limits import BodyLimitMiddleware
+from twoway.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.require_database_url())
+        app.state.engine = engine
+        app.state.sessions = make_sessionmaker(engine)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(title="twoway", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.api_keys = settings.api_keys()
+    app.state.webhook_connectors = {name: registry.build(name, settings) for name in registry.enabled_systems(settings)}
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    protected = [Depends(require_api_key)]
+    app.include_router(customers_router, dependencies=protected)
+    _include_optional(app, protected)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready(request: Request) -> Any:
+        checks = {"database": await _db_ok(request), "broker": await broker_reachable(settings.require_kafka())}
+        status = 200 if all(checks.values()) else 503
+        return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)
+
+    return app
+
+
+def _include_optional(app: FastAPI, protected: list[Any]) -> None:
+    """Routers of later features; each brings its own prefix."""
+    from twoway.dashboard.routes import router as dashboard_router
+    from twoway.ops.metrics import router as metrics_router
+    from twoway.sync.routes import router as sync_router
+    from twoway.webhooks.routes import router as webhooks_router
+
+    app.include_router(webhooks_router)
+    app.include_router(sync_router, dependencies=protected)
+    app.include_router(metrics_router)
+    app.include_router(dashboard_router)
+
+
+async def _db_ok(request: Request) -> bool:
+    try:
+        async with request.app.state.sessions() as session:
+            await session.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False

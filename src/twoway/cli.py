@@ -1,0 +1,170 @@
+"""The `twoway` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from twoway.logs import configure
+from twoway.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Two-way customer sync: PostgreSQL <-> Stripe.")
+console = Console()
+
+try:
+    from twoway.emulator.cli import emulator_app
+
+    app.add_typer(emulator_app, name="emulator", help="Local emulators of external systems.")
+except ImportError:  # pragma: no cover - the emulator ships with the package
+    pass
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    configure(settings.log_level, settings.log_json)
+    return settings
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from twoway.kit.migrate import upgrade
+
+    upgrade(_settings().require_database_url())
+    console.print("migrations applied")
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Defaults to API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Defaults to API_PORT")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth",
+                                                   help="Serve without API keys (local use only)")] = False,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from twoway.api import create_app
+
+    settings = _settings()
+    if not settings.api_keys() and not insecure_no_auth:
+        console.print("[red]TWOWAY_API_KEYS is not set.[/red] Set it, or pass --insecure-no-auth for local use.")
+        raise typer.Exit(2)
+    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+
+
+@app.command()
+def worker(
+    only: Annotated[str | None, typer.Option(help="Comma-separated components: relay,outbound,inbound,"
+                                                  "retry,sweeper,poller")] = None,
+) -> None:
+    """Run the relay, the sync consumers, retries, the sweeper and the poller. Run as many as you like."""
+    from twoway.sync.worker import COMPONENTS, Worker
+
+    settings = _settings()
+    components = [c.strip() for c in only.split(",")] if only else list(COMPONENTS)
+    unknown = set(components) - set(COMPONENTS)
+    if unknown:
+        raise typer.BadParameter(f"unknown components: {', '.join(sorted(unknown))}")
+
+    async def main() -> None:
+        w = Worker(settings, components=components)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, w.stop.set)
+        await w.run()
+
+    asyncio.run(main())
+
+
+@app.command()
+def dev(
+    state_dir: Annotated[Path, typer.Option(help="Where embedded data and logs live")] = Path(".twoway"),
+) -> None:
+    """Run the whole system: embedded PostgreSQL, broker and Stripe emulator when not configured."""
+    from twoway.dev import DevSystem
+
+    settings = _settings()
+    system = DevSystem(state=state_dir, settings=settings)
+
+    def _stop(*_: object) -> None:
+        system.stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        info = system.start()
+        console.print(f"[bold green]twoway is up[/bold green]\n  API        {info['api_url']}  (docs at /docs)"
+                      f"\n  Dashboard  {info['api_url']}/?key={info['api_key']}\n  API key    {info['api_key']}")
+        if info.get("stripe_api_base"):
+            console.print(f"  Stripe emulator  {info['stripe_api_base']}/")
+        console.print(f"  Settings for scripts: {state_dir / 'dev.json'}\nPress Ctrl-C to stop.")
+        system.supervise()
+    finally:
+        console.print("stopping...")
+        system.stop()
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Backlogs, consumer lag, sync states, dead letters and last successes."""
+    from twoway.kit.db import make_engine, make_sessionmaker
+    from twoway.ops.status import full_status
+
+    settings = _settings()
+
+    async def main() -> dict[str, object]:
+        engine = make_engine(settings.require_database_url(), pool_size=2)
+        try:
+            return await full_status(make_sessionmaker(engine), settings)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(main())
+    if as_json:
+        print(json.dumps(result, default=str, indent=2))
+        return
+    table = Table(title="twoway status")
+    table.add_column("what")
+    table.add_column("value")
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value, default=str) if not isinstance(value, int) else str(value))
+    console.print(table)
+
+
+@app.command()
+def replay(
+    failure_id: Annotated[int | None, typer.Argument(help="A dead letter's id")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter")] = False,
+) -> None:
+    """Send dead letters back through the normal sync path."""
+    from twoway.kit.db import make_engine, make_sessionmaker, unit_of_work
+    from twoway.sync import replay as replays
+
+    if failure_id is None and not all_:
+        raise typer.BadParameter("give a dead letter id or --all")
+    settings = _settings()
+
+    async def main() -> int:
+        engine = make_engine(settings.require_database_url(), pool_size=2)
+        try:
+            async with unit_of_work(make_sessionmaker(engine)) as session:
+                if all_:
+                    return await replays.replay_all(session)
+                return int(await replays.replay(session, failure_id or 0))
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(main())
+    console.print(f"replayed {count} dead letter(s)")
+    if failure_id is not None and count == 0:
+        sys.exit(1)

@@ -1,0 +1,87 @@
+"""The seam every external system plugs into. Neutral dataclasses in and out; no SDK objects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ExternalRecord:
+    """An external object in our terms: field values keyed by our field names."""
+
+    external_id: str
+    fields: dict[str, str]
+    internal_id: int | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """A change notice from the external system. Only a hint: handlers re-read the object."""
+
+    event_id: str
+    type: str
+    kind: str
+    external_id: str
+    created: datetime | None
+    record: ExternalRecord | None
+    payload: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def is_delete(self) -> bool:
+        return self.record is not None and self.record.deleted
+
+
+class ConnectorError(Exception):
+    """A failed call. `transient` errors are retried with backoff; the rest are parked as dead."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None,
+                 code: str | None = None, rate_limited: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+        self.code = code
+        self.rate_limited = rate_limited
+
+
+class NotFound(ConnectorError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False, status=404, code="resource_missing")
+
+
+class WebhookRejected(Exception):
+    """Verification failed; the reason is safe to record (no secret, no signature)."""
+
+
+class Connector(Protocol):
+    system: str
+
+    def kinds(self) -> tuple[str, ...]: ...
+
+    async def fetch(self, kind: str, external_id: str) -> ExternalRecord: ...
+
+    async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
+                     idempotency_key: str) -> ExternalRecord: ...
+
+    async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
+                     idempotency_key: str) -> ExternalRecord: ...
+
+    async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None: ...
+
+    async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
+                              idempotency_key: str) -> ExternalRecord: ...
+
+    async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None: ...
+
+    def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]: ...
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> InboundEvent | None:
+        """The event, or None for a verified event of a type we do not sync. Raises WebhookRejected."""
+        ...
+
+    async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]: ...
+
+    async def close(self) -> None: ...

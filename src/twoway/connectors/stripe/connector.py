@@ -1,0 +1,243 @@
+"""The one module that talks to Stripe through the official SDK, with an injected client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+
+from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
+from twoway.connectors.stripe import mapping
+from twoway.kit.ratelimit import TokenBucket
+from twoway.settings import Settings
+
+SYSTEM = "stripe"
+KIND = "customer"
+HANDLED_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+RATE_LIMIT_RETRIES = 6
+
+
+class StripeConnector:
+    system = SYSTEM
+
+    def __init__(self, client: stripe.StripeClient, *, limiter: TokenBucket, webhook_secrets: list[str],
+                 livemode: bool, tolerance: int = 300) -> None:
+        self.client = client
+        self.limiter = limiter
+        self.webhook_secrets = webhook_secrets
+        self.livemode = livemode
+        self.tolerance = tolerance
+        self.calls: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeConnector:
+        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+        client = stripe.StripeClient(
+            settings.stripe_key() or "sk_test_unset",
+            base_addresses=base,  # type: ignore[arg-type]
+            max_network_retries=0,  # we retry ourselves, with durable scheduling
+            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
+        )
+        rate = settings.effective_stripe_rate()
+        return cls(client, limiter=TokenBucket(rate), webhook_secrets=settings.webhook_secrets(),
+                   livemode=settings.stripe_livemode(), tolerance=settings.webhook_tolerance_seconds)
+
+    def kinds(self) -> tuple[str, ...]:
+        return (KIND,)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One Stripe call under the rate limiter; 429s wait and retry here, they are never failures."""
+        from twoway.ops import metrics
+
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            await self.limiter.acquire()
+            try:
+                result = await fn(*args, **kwargs)
+                metrics.STRIPE_CALLS.labels(op=op, status="200").inc()
+                return result
+            except stripe.RateLimitError as exc:
+                metrics.STRIPE_CALLS.labels(op=op, status="429").inc()
+                if attempt == RATE_LIMIT_RETRIES:
+                    raise _translate(exc)
+                self.limiter.penalize(min(4.0, 0.25 * 2**attempt))
+            except stripe.StripeError as exc:
+                metrics.STRIPE_CALLS.labels(op=op, status=str(exc.http_status or "error")).inc()
+                raise _translate(exc)
+            except Exception as exc:  # httpx or anyio failures the SDK did not wrap
+                metrics.STRIPE_CALLS.labels(op=op, status="network").inc()
+                raise ConnectorError(f"network error: {type(exc).__name__}", transient=True)
+        raise AssertionError("unreachable")
+
+    async def fetch(self, kind: str, external_id: str) -> ExternalRecord:
+        try:
+            obj = await self._call("retrieve", self.client.v1.customers.retrieve_async, external_id)
+        except NotFound:
+            return ExternalRecord(external_id, {}, deleted=True)
+        return _record(obj)
+
+    async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
+                     idempotency_key: str) -> ExternalRecord:
+        params = {**mapping.to_stripe(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
+        obj = await self._call("create", self.client.v1.customers.create_async, params,
+                               {"idempotency_key": idempotency_key})
+        return _record(obj)
+
+    async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
+                     idempotency_key: str) -> ExternalRecord:
+        obj = await self._call("update", self.client.v1.customers.update_async, external_id,
+                               mapping.to_stripe(changes), {"idempotency_key": idempotency_key})
+        return _record(obj)
+
+    async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
+                              idempotency_key: str) -> ExternalRecord:
+        params = {"metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
+        obj = await self._call("update", self.client.v1.customers.update_async, external_id, params,
+                               {"idempotency_key": idempotency_key})
+        return _record(obj)
+
+    async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None:
+        try:
+            await self._call("delete", self.client.v1.customers.delete_async, external_id,
+                             None, {"idempotency_key": idempotency_key})
+        except NotFound:
+            return  # already gone: the goal state holds
+
+    async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None:
+        query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
+        result = await self._call("search", self.client.v1.customers.search_async, {"query": query, "limit": 10})
+        found = [o for o in result.data if mapping.internal_id_of(o) == internal_id]
+        return _record(found[0]) if found else None
+
+    async def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if after:
+                params["starting_after"] = after
+            page = await self._call("list", self.client.v1.customers.list_async, params)
+            for obj in page.data:
+                yield _record(obj)
+            if not page.has_more or not page.data:
+                return
+            after = page.data[-1].id
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> InboundEvent | None:
+        signature = headers.get("stripe-signature")
+        if not signature:
+            raise WebhookRejected("missing Stripe-Signature header")
+        if not self.webhook_secrets:
+            # An empty secret verifies against an empty key, which anyone can forge.
+            raise WebhookRejected("no webhook secret configured")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WebhookRejected("body is not UTF-8")
+        _verify_any(text, signature, self.webhook_secrets, self.tolerance)
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            raise WebhookRejected("body is not JSON")
+        if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+            raise WebhookRejected("body is not a Stripe event")
+        if bool(payload.get("livemode")) != self.livemode:
+            raise WebhookRejected("livemode of the event does not match the API key's mode")
+        return event_from_payload(payload)
+
+    async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]:
+        """Events newer than `cursor`, oldest first. Without a cursor, start from now."""
+        events = self.client.v1.events
+        if cursor is None:
+            latest = await self._call("events", events.list_async, {"limit": 1})
+            return [], (latest.data[0].id if latest.data else "")
+        collected: list[InboundEvent] = []
+        while True:
+            params: dict[str, Any] = {"limit": 100}
+            if cursor:
+                params["ending_before"] = cursor
+            page = await self._call("events", events.list_async, params)
+            if not page.data:
+                return collected, cursor
+            for obj in reversed(page.data):
+                event = event_from_payload(obj.to_dict())
+                if event is not None:
+                    collected.append(event)
+            cursor = page.data[0].id
+            if not page.has_more:
+                return collected, cursor
+
+    async def close(self) -> None:
+        try:
+            await self.client._requestor._client.close_async()  # type: ignore[attr-defined]
+        except Exception:
+            pass
+
+
+def _verify_any(text: str, signature: str, secrets: list[str], tolerance: int) -> None:
+    reason = "signature does not match"
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(text, signature, secret, tolerance)
+            return
+        except stripe.SignatureVerificationError as exc:
+            reason = _safe_reason(str(exc.user_message or exc))
+    raise WebhookRejected(reason)
+
+
+def _safe_reason(message: str) -> str:
+    if "tolerance" in message.lower():
+        return "timestamp outside the tolerance zone"
+    if "extract" in message.lower():
+        return "malformed Stripe-Signature header"
+    return "signature does not match"
+
+
+def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent | None:
+    type_ = payload.get("type")
+    if type_ not in HANDLED_EVENTS:
+        return None
+    obj = (payload.get("data") or {}).get("object") or {}
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
+        raise WebhookRejected("event carries no object id")
+    record = _record(obj, deleted=type_ == "customer.deleted")
+    created = payload.get("created")
+    when = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
+    return InboundEvent(event_id=str(payload["id"]), type=str(type_), kind=KIND, external_id=obj["id"],
+                        created=when, record=record, payload=dict(payload))
+
+
+def _record(obj: Any, deleted: bool = False) -> ExternalRecord:
+    data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    return ExternalRecord(
+        external_id=data["id"],
+        fields={} if data.get("deleted") and "email" not in data else mapping.from_stripe(data),
+        internal_id=mapping.internal_id_of(data),
+        deleted=deleted or bool(data.get("deleted")),
+    )
+
+
+def _translate(exc: stripe.StripeError) -> ConnectorError:
+    status = exc.http_status
+    code = getattr(exc, "code", None)
+    message = f"stripe {status}: {exc.user_message or type(exc).__name__}"
+    if isinstance(exc, stripe.RateLimitError):
+        return ConnectorError(message, transient=True, status=429, code="rate_limit", rate_limited=True)
+    if isinstance(exc, stripe.IdempotencyError):
+        return ConnectorError(message, transient=False, status=status, code="idempotency_error")
+    if isinstance(exc, stripe.APIConnectionError):
+        return ConnectorError(f"stripe connection error: {type(exc).__name__}", transient=True)
+    if status == 404:
+        return NotFound(message)
+    transient = status is None or status >= 500 or status in (409, 429)
+    return ConnectorError(message, transient=transient, status=status, code=code)
+
+
+async def _noop() -> None:
+    await asyncio.sleep(0)

@@ -1,0 +1,212 @@
+"""`twoway dev`: the whole system from one command, embedding whatever is not configured."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from twoway.kit.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, port_open, wait_for_port
+from twoway.settings import Settings
+
+DEV_JSON_KEYS = ("api_url", "api_key", "database_url", "kafka_bootstrap_servers",
+                 "stripe_api_base", "stripe_secret_key", "stripe_webhook_secret")
+
+
+@dataclass
+class DevSystem:
+    state: Path
+    settings: Settings
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pg: EmbeddedPostgres | None = None
+    broker: EmbeddedBroker | None = None
+    api_port: int = 0
+    stopping: bool = False
+    _args: dict[str, list[str]] = field(default_factory=dict)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> dict[str, str | None]:
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "dev.json").unlink(missing_ok=True)
+        _kill_leftovers(self.state / "dev.pids")
+        self.api_port = self._pick_port("api.port", self.settings.api_port)
+        self._database()
+        self._broker()
+        self._emulator()
+        api_key = self._api_key()
+        self._migrate()
+        self.env.update({"API_HOST": self.settings.api_host, "API_PORT": str(self.api_port)})
+        self._spawn("api", ["api"])
+        self._spawn("worker", ["worker"])
+        api_url = f"http://{self.settings.api_host}:{self.api_port}"
+        _wait_http(api_url + "/health", 60, self.children["api"])
+        info: dict[str, str | None] = {
+            "api_url": api_url, "api_key": api_key, "database_url": self.env["DATABASE_URL"],
+            "kafka_bootstrap_servers": self.env["KAFKA_BOOTSTRAP_SERVERS"],
+            "stripe_api_base": self.env.get("STRIPE_API_BASE"),
+            "stripe_secret_key": self.env.get("STRIPE_SECRET_KEY"),
+            "stripe_webhook_secret": self.env.get("STRIPE_WEBHOOK_SECRET"),
+        }
+        tmp = self.state / "dev.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(self.state / "dev.json")
+        return info
+
+    def supervise(self) -> None:
+        """Restart a child that dies, until asked to stop."""
+        while not self.stopping:
+            time.sleep(0.5)
+            for name, proc in list(self.children.items()):
+                if proc.poll() is not None and not self.stopping:
+                    print(f"[twoway dev] {name} exited with {proc.returncode}; restarting "
+                          f"(see {self.state / (name + '.log')})", flush=True)
+                    time.sleep(2)
+                    self._spawn(name, self._args[name])
+
+    def stop(self) -> None:
+        self.stopping = True
+        for proc in self.children.values():
+            _terminate(proc)
+        if self.broker:
+            self.broker.stop()
+        if self.pg:
+            self.pg.stop()
+        (self.state / "dev.pids").unlink(missing_ok=True)
+
+    # -- parts ---------------------------------------------------------------------------------------
+
+    def _database(self) -> None:
+        if self.settings.database_url:
+            self.env["DATABASE_URL"] = self.settings.database_url
+            return
+        port = self._pick_port("pg.port", 0)
+        self.pg = EmbeddedPostgres(self.state / "pgdata", port=port)
+        self.env["DATABASE_URL"] = self.pg.start()
+        print(f"[twoway dev] embedded PostgreSQL on 127.0.0.1:{port} (data in {self.state / 'pgdata'})", flush=True)
+
+    def _broker(self) -> None:
+        if self.settings.kafka_bootstrap_servers:
+            self.env["KAFKA_BOOTSTRAP_SERVERS"] = self.settings.kafka_bootstrap_servers
+            return
+        self.broker = EmbeddedBroker(port=self._pick_port("broker.port", 0), log_path=self.state / "tansu.log")
+        self.env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.start()
+        # The dev broker does not support the idempotent producer.
+        self.env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
+        self._record_pid("broker", self.broker.proc.pid if self.broker.proc else 0)
+        print(f"[twoway dev] embedded Kafka-compatible broker on {self.env['KAFKA_BOOTSTRAP_SERVERS']}", flush=True)
+
+    def _emulator(self) -> None:
+        if self.settings.stripe_key():
+            return
+        port = self._pick_port("emulator.port", 12111)
+        key = "sk_test_emulator_" + secrets.token_hex(8)
+        secret = "whsec_" + secrets.token_hex(16)
+        hook = f"http://{self.settings.api_host}:{self.api_port}/api/v1/webhooks/stripe"
+        self._spawn("emulator", ["emulator", "stripe", "--port", str(port), "--webhook-url", hook,
+                                 "--webhook-secret", secret, "--state-file", str(self.state / "emulator.json")])
+        wait_for_port(port, 30, self.children["emulator"])
+        self.env.update({"STRIPE_SECRET_KEY": key, "STRIPE_API_BASE": f"http://127.0.0.1:{port}",
+                         "STRIPE_WEBHOOK_SECRET": secret})
+        print(f"[twoway dev] Stripe emulator on http://127.0.0.1:{port}", flush=True)
+
+    def _api_key(self) -> str:
+        keys = self.settings.api_keys()
+        if keys:
+            return keys[0]
+        path = self.state / "api_key"
+        if not path.exists():
+            path.write_text("tw_" + secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        key = path.read_text().strip()
+        self.env["TWOWAY_API_KEYS"] = key
+        return key
+
+    def _migrate(self) -> None:
+        subprocess.run([*_twoway(), "migrate"], env=self.env, check=True)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        self._args[name] = args
+        log = open(self.state / f"{name}.log", "ab")  # noqa: SIM115
+        self.children[name] = subprocess.Popen([*_twoway(), *args], env=self.env, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True)
+        self._record_pid(name, self.children[name].pid)
+
+    def _record_pid(self, name: str, pid: int) -> None:
+        path = self.state / "dev.pids"
+        pids = json.loads(path.read_text()) if path.exists() else {}
+        pids[name] = pid
+        path.write_text(json.dumps(pids))
+
+    def _pick_port(self, name: str, preferred: int) -> int:
+        """Reuse last run's port when free (stable URLs), else the preferred one, else any free one."""
+        path = self.state / name
+        remembered = int(path.read_text()) if path.exists() and path.read_text().strip().isdigit() else 0
+        for port in (remembered, preferred):
+            if port and not port_open(port):
+                break
+        else:
+            port = free_port()
+        path.write_text(str(port))
+        return port
+
+
+def _twoway() -> list[str]:
+    return [sys.executable, "-m", "twoway"]
+
+
+def _kill_leftovers(pid_file: Path) -> None:
+    """A crashed run can leave children holding ports; stop the ones that are still ours."""
+    if not pid_file.exists():
+        return
+    try:
+        pids = json.loads(pid_file.read_text())
+    except ValueError:
+        pids = {}
+    for pid in pids.values():
+        try:
+            proc = psutil.Process(int(pid))
+            cmdline = " ".join(proc.cmdline())
+            if "twoway" in cmdline or "tansu" in cmdline:
+                os.killpg(proc.pid, signal.SIGKILL) if os.getpgid(proc.pid) == proc.pid else proc.kill()
+        except (psutil.Error, ProcessLookupError, ValueError, PermissionError):
+            continue
+    pid_file.unlink(missing_ok=True)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} process exited with {proc.returncode}; see .twoway/*.log")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (local URL we built)
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy in {timeout} s")

@@ -1,0 +1,198 @@
+"""The `/v1` pipeline: auth, request faults, routing, idempotency, execution, counters."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from twoway.emulator import customers, endpoints, events, search
+from twoway.emulator.core import Emulator
+from twoway.emulator.errors import StripeError, bad_api_key, no_api_key
+from twoway.emulator.forms import parse_form
+from twoway.emulator.idempotency import Saved
+from twoway.emulator.ids import rand_id
+from twoway.emulator.state import API_VERSION, Obj, Origin
+
+_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_")
+_LIVE_PREFIXES = ("sk_live_", "rk_live_")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    params: Obj
+    ident: str
+    origin: Origin
+
+
+Handler = Callable[[Emulator, Call], Obj]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    label: str  # the stats key, e.g. "POST /v1/customers/{id}"
+    handler: Handler
+    write: bool  # counts towards stats["writes"] when it succeeds
+
+
+def _reject(emu: Emulator) -> Any:
+    return emu.faults.reject_regex
+
+
+_TABLE: dict[tuple[str, str], tuple[Handler, bool]] = {
+    ("POST", "customers"): (lambda e, c: customers.create(e.store, c.params, c.origin, _reject(e)), True),
+    ("GET", "customers"): (lambda e, c: customers.list_customers(e.store, c.params), False),
+    ("GET", "customers/search"): (lambda e, c: search.search_customers(e.store, c.params), False),
+    ("GET", "customers/{id}"): (lambda e, c: customers.retrieve(e.store, c.ident), False),
+    ("POST", "customers/{id}"): (
+        lambda e, c: customers.update(e.store, c.ident, c.params, c.origin, _reject(e)),
+        True,
+    ),
+    ("DELETE", "customers/{id}"): (lambda e, c: customers.delete(e.store, c.ident, c.origin), True),
+    ("GET", "events"): (lambda e, c: events.list_events(e.store, c.params), False),
+    ("GET", "events/{id}"): (lambda e, c: events.retrieve(e.store, c.ident), False),
+    ("POST", "webhook_endpoints"): (lambda e, c: endpoints.create(e.store, c.params, c.origin), False),
+    ("GET", "webhook_endpoints"): (lambda e, c: endpoints.list_endpoints(e.store, c.params), False),
+    ("GET", "webhook_endpoints/{id}"): (lambda e, c: endpoints.retrieve(e.store, c.ident), False),
+    ("POST", "webhook_endpoints/{id}"): (lambda e, c: endpoints.update(e.store, c.ident, c.params), False),
+    ("DELETE", "webhook_endpoints/{id}"): (lambda e, c: endpoints.delete(e.store, c.ident), False),
+}
+ROUTES = {key: Route(f"{key[0]} /v1/{key[1]}", h, w) for key, (h, w) in _TABLE.items()}
+
+
+def match(method: str, path: str) -> tuple[Route | None, str]:
+    rest = path[4:].strip("/")  # drop "/v1/"
+    route = ROUTES.get((method, rest))
+    if route is not None:
+        return route, ""
+    head, sep, ident = rest.partition("/")
+    if sep and ident and "/" not in ident:
+        return ROUTES.get((method, head + "/{id}")), ident
+    return None, ""
+
+
+async def handle(emu: Emulator, request: Request) -> Response:
+    method, path = request.method, request.url.path
+    route, ident = match(method, path)
+    response = await _run(emu, request, route, ident)
+    emu.stats.count(route.label if route else f"{method} /v1/(unrecognized)", response.status_code)
+    return response
+
+
+async def _run(emu: Emulator, request: Request, route: Route | None, ident: str) -> Response:
+    request_id = rand_id("req_")
+    try:
+        api_key = authenticate(request.headers.get("authorization"))
+    except StripeError as exc:
+        return _error(exc, request_id)
+    # Request faults strike before execution, so nothing is saved under an idempotency key.
+    faults = emu.faults
+    if faults.rate_limited():
+        return _error(_rate_limit_error(), request_id)
+    injected = faults.injected_error()
+    if injected is not None:
+        return _error(injected, request_id, {"Stripe-Should-Retry": "true"})
+    delay = faults.latency_seconds()
+    if delay:
+        await asyncio.sleep(delay)
+    if route is None:
+        return _error(_unrecognized(request.method, request.url.path), request_id)
+    raw = await request.body() if request.method == "POST" else b""
+    return _execute(emu, request, route, ident, raw, api_key, request_id)
+
+
+def _execute(
+    emu: Emulator, request: Request, route: Route, ident: str, raw: bytes, api_key: str, request_id: str
+) -> Response:
+    # No await from here on: the lookup-execute-save sequence is atomic on the event
+    # loop, so concurrent requests with one idempotency key simply replay in turn.
+    key = request.headers.get("idempotency-key") if request.method == "POST" else None
+    fingerprint: tuple[object, ...] = ()
+    if key:
+        fingerprint = (route.label, ident, tuple(sorted(parse_qsl(raw.decode(errors="replace"), True))))
+        saved = emu.idempotency.get(api_key, key)
+        if saved is not None:
+            return _replay(saved, fingerprint, key, request_id)
+    origin = Origin(request_id, key, api_key.startswith(_LIVE_PREFIXES))
+    try:
+        params = parse_form(request.url.query)
+        if raw:
+            params.update(parse_form(raw))
+        obj = route.handler(emu, Call(params, ident, origin))
+        status, body, save = 200, json.dumps(obj).encode(), True
+    except StripeError as exc:
+        status, body, save = exc.status, json.dumps(exc.body(request_id)).encode(), exc.save
+    if key and save:
+        emu.idempotency.put(api_key, key, Saved(fingerprint, status, body, request_id, time.time()))
+    if status == 200 and route.write:
+        emu.stats.writes += 1
+    headers = {"Idempotency-Key": key} if key else None
+    return _response(body, status, request_id, headers)
+
+
+def _replay(saved: Saved, fingerprint: tuple[object, ...], key: str, request_id: str) -> Response:
+    if saved.fingerprint != fingerprint:
+        message = (
+            "Keys for idempotent requests can only be used with the same parameters they were first "
+            f"used with. Try using a key other than '{key}' if you meant to execute a different request."
+        )
+        return _error(StripeError(400, message, type_="idempotency_error"), request_id)
+    headers = {"Idempotent-Replayed": "true", "Original-Request": saved.request_id, "Idempotency-Key": key}
+    return _response(saved.body, saved.status, request_id, headers)
+
+
+def authenticate(header: str | None) -> str:
+    """The API key from Bearer or Basic auth (Stripe accepts the key as Basic username)."""
+    if not header:
+        raise no_api_key()
+    scheme, _, value = header.strip().partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "basic":
+        try:
+            value = base64.b64decode(value).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            raise bad_api_key(value)
+    elif scheme != "bearer":
+        raise no_api_key()
+    if not value:
+        raise no_api_key()
+    if not value.startswith(_KEY_PREFIXES):
+        raise bad_api_key(value)
+    return value
+
+
+def _rate_limit_error() -> StripeError:
+    return StripeError(
+        429,
+        "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+        code="rate_limit",
+    )
+
+
+def _unrecognized(method: str, path: str) -> StripeError:
+    return StripeError(
+        404,
+        f"Unrecognized request URL ({method}: {path}). Please see https://stripe.com/docs or we can "
+        "help at https://support.stripe.com/.",
+    )
+
+
+def _error(exc: StripeError, request_id: str, extra: dict[str, str] | None = None) -> Response:
+    body = json.dumps(exc.body(request_id)).encode()
+    return _response(body, exc.status, request_id, extra)
+
+
+def _response(body: bytes, status: int, request_id: str, extra: dict[str, str] | None = None) -> Response:
+    headers = {"Request-Id": request_id, "Stripe-Version": API_VERSION}
+    if extra:
+        headers.update(extra)
+    return Response(body, status, headers, media_type="application/json")

@@ -1,0 +1,152 @@
+"""ASGI app of the Stripe emulator and the uvicorn runner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import quote
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from twoway.emulator import api, customers, page
+from twoway.emulator.config import EmulatorConfig
+from twoway.emulator.core import Emulator
+from twoway.emulator.errors import StripeError
+from twoway.emulator.forms import parse_form
+from twoway.emulator.ids import rand_id
+from twoway.emulator.state import Origin
+
+__all__ = ["EmulatorConfig", "create_app", "run"]
+
+
+def create_app(config: EmulatorConfig | None = None) -> Starlette:
+    emu = Emulator(config or EmulatorConfig())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await emu.start()
+        try:
+            yield
+        finally:
+            await emu.stop()
+
+    async def v1(request: Request) -> Response:
+        return await api.handle(emu, request)
+
+    routes = [
+        Route("/v1/{rest:path}", v1, methods=["GET", "POST", "DELETE"]),
+        *_admin_routes(emu),
+        *_ui_routes(emu),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.emulator = emu
+    return app
+
+
+def _admin_routes(emu: Emulator) -> list[Route]:
+    async def get_faults(_: Request) -> Response:
+        return JSONResponse(emu.faults.as_dict())
+
+    async def set_faults(request: Request) -> Response:
+        try:
+            changes = json.loads(await request.body() or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object")
+            emu.faults.merge(changes)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(emu.faults.as_dict())
+
+    async def reset(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = {}
+        emu.reset(clear_endpoints=bool(isinstance(body, dict) and body.get("endpoints")))
+        return JSONResponse({"reset": True})
+
+    async def stats(_: Request) -> Response:
+        return JSONResponse(emu.stats_body())
+
+    async def all_customers(_: Request) -> Response:
+        return JSONResponse(list(emu.store.customers.values()))
+
+    return [
+        Route("/_emulator/faults", get_faults, methods=["GET"]),
+        Route("/_emulator/faults", set_faults, methods=["POST"]),
+        Route("/_emulator/reset", reset, methods=["POST"]),
+        Route("/_emulator/stats", stats, methods=["GET"]),
+        Route("/_emulator/customers", all_customers, methods=["GET"]),
+    ]
+
+
+def _ui_routes(emu: Emulator) -> list[Route]:
+    """Dashboard forms; they call the same functions as the API, so events and webhooks fire."""
+
+    async def home(request: Request) -> Response:
+        return HTMLResponse(page.render(emu.store, request.query_params.get("error")))
+
+    async def create(request: Request) -> Response:
+        form = _fields(await request.body())
+        return _apply(lambda o: customers.create(emu.store, form, o, emu.faults.reject_regex))
+
+    async def update(request: Request) -> Response:
+        form = _fields(await request.body())
+        ident = request.path_params["id"]
+        return _apply(lambda o: customers.update(emu.store, ident, form, o, emu.faults.reject_regex))
+
+    async def delete(request: Request) -> Response:
+        ident = request.path_params["id"]
+        return _apply(lambda o: customers.delete(emu.store, ident, o))
+
+    return [
+        Route("/", home, methods=["GET"]),
+        Route("/_emulator/ui/customers", create, methods=["POST"]),
+        Route("/_emulator/ui/customers/{id}", update, methods=["POST"]),
+        Route("/_emulator/ui/customers/{id}/delete", delete, methods=["POST"]),
+    ]
+
+
+def _fields(raw: bytes) -> dict[str, object]:
+    return {k: v for k, v in parse_form(raw).items() if k in ("name", "email")}
+
+
+def _apply(change: Callable[[Origin], object]) -> Response:
+    try:
+        change(Origin(rand_id("req_")))
+    except StripeError as exc:
+        return RedirectResponse("/?error=" + quote(exc.message), status_code=303)
+    return RedirectResponse("/", status_code=303)
+
+
+def run(host: str = "127.0.0.1", port: int = 12111, config: EmulatorConfig | None = None) -> None:
+    """Serve until interrupted; prints the readiness line once the socket is bound."""
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, loop="auto")
+    )
+    # uvloop when installed, as uvicorn.run would pick.
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(_serve(server, app))
+
+
+async def _serve(server: uvicorn.Server, app: Starlette) -> None:
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        print(f"stripe emulator listening on http://{host}:{port}", flush=True)
+        endpoint = app.state.emulator.startup_endpoint
+        if endpoint is not None:
+            print(
+                f"webhook endpoint {endpoint['id']} -> {endpoint['url']} secret {endpoint['secret']}",
+                flush=True,
+            )
+    await task

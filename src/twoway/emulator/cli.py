@@ -1,0 +1,52 @@
+"""`twoway emulator stripe ...`: run the Stripe emulator."""
+
+from __future__ import annotations
+
+import typer
+
+from twoway.emulator.config import EmulatorConfig
+
+emulator_app = typer.Typer(help="Local emulators of external services.", no_args_is_help=True)
+
+
+@emulator_app.command("stripe")
+def stripe(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(12111, help="Port to bind (0 picks a free one)."),
+    error_rate: float = typer.Option(0.0, help="Fraction of /v1 requests answered 500/503."),
+    rate_limit_per_second: float = typer.Option(0.0, help="Requests/s before 429s (0 = unlimited)."),
+    latency_ms: float = typer.Option(0.0, help="Added latency per /v1 request (+-25% jitter)."),
+    webhook_drop_rate: float = typer.Option(0.0, help="Fraction of events never delivered."),
+    webhook_duplicate_rate: float = typer.Option(0.0, help="Fraction of events delivered twice."),
+    webhook_reorder: int = typer.Option(0, help="Shuffle deliveries in windows of N events (0 = off)."),
+    webhook_delay_ms: float = typer.Option(0.0, help="Delay before each event is delivered."),
+    reject_pattern: str | None = typer.Option(None, help="Regex: matching customer name/email gets a 400."),
+    real_retry_schedule: bool = typer.Option(False, help="Stripe's 3-day retry schedule, not the short one."),
+    webhook_timeout: float = typer.Option(10.0, help="Seconds before a delivery attempt times out."),
+    webhook_url: str | None = typer.Option(None, help="Register a webhook endpoint for all events at start."),
+    webhook_secret: str | None = typer.Option(None, help="Signing secret (whsec_...) for --webhook-url."),
+    state_file: str | None = typer.Option(None, help="JSON file to load at start and save while running."),
+) -> None:
+    """Serve a stateful Stripe API emulator (customers, events, webhooks)."""
+    from twoway.emulator.app import run  # deferred: keeps `twoway --help` fast
+
+    config = EmulatorConfig(
+        error_rate=error_rate,
+        rate_limit_per_second=rate_limit_per_second,
+        latency_ms=latency_ms,
+        webhook_drop_rate=webhook_drop_rate,
+        webhook_duplicate_rate=webhook_duplicate_rate,
+        webhook_reorder=webhook_reorder,
+        webhook_delay_ms=webhook_delay_ms,
+        reject_pattern=reject_pattern,
+        real_retry_schedule=real_retry_schedule,
+        webhook_timeout=webhook_timeout,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        state_file=state_file,
+    )
+    try:
+        config.faults()  # validate the knobs before binding anything
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    run(host, port, config)

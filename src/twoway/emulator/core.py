@@ -1,0 +1,84 @@
+"""The emulator instance: state, faults, counters, webhook delivery, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from twoway.emulator import endpoints
+from twoway.emulator.config import EmulatorConfig
+from twoway.emulator.idempotency import IdempotencyCache
+from twoway.emulator.persist import Persister
+from twoway.emulator.state import Obj, Origin, Store
+from twoway.emulator.stats import Stats
+from twoway.emulator.webhooks import LOCAL_SCHEDULE, REAL_SCHEDULE, Dispatcher
+
+
+class Emulator:
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.store = Store(config.max_events)
+        self.faults = config.faults()
+        self.stats = Stats()
+        self.idempotency = IdempotencyCache()
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.faults,
+            self.stats,
+            timeout=config.webhook_timeout,
+            schedule=REAL_SCHEDULE if config.real_retry_schedule else LOCAL_SCHEDULE,
+            concurrency=config.webhook_concurrency,
+        )
+        self.persister = Persister(self.store, config.state_file, config.save_interval) if config.state_file else None
+        self.startup_endpoint: Obj | None = None
+        self._saver: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.persister is not None:
+            self.persister.load()
+            self._saver = asyncio.create_task(self.persister.run())
+        await self.dispatcher.start()
+        if self.config.webhook_url:
+            self.startup_endpoint = self._register_startup_endpoint(self.config.webhook_url)
+
+    async def stop(self) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+        if self.persister is not None:
+            self.persister.save_now()
+        await self.dispatcher.stop()
+
+    def _register_startup_endpoint(self, url: str) -> Obj:
+        secret = self.config.webhook_secret
+        for ep in self.store.endpoints.values():
+            if ep["url"] == url and ep["enabled_events"] == ["*"]:
+                # Reused from the state file; a secret given on the command line wins.
+                if secret and ep["secret"] != secret:
+                    ep = {**ep, "secret": secret}
+                    self.store.endpoints[ep["id"]] = ep
+                return ep
+        params = {"url": url, "enabled_events": ["*"], "description": "registered at emulator startup"}
+        return endpoints.create(self.store, params, Origin(None), secret=secret)
+
+    def reset(self, clear_endpoints: bool = False) -> None:
+        """Back to a clean slate: customers, events, idempotency keys, counters, faults.
+
+        Webhook endpoints stay unless asked; the --webhook-url endpoint always stays.
+        """
+        self.store.reset(endpoints=clear_endpoints)
+        if clear_endpoints and self.startup_endpoint is not None:
+            self.store.endpoints[self.startup_endpoint["id"]] = self.startup_endpoint
+        self.idempotency.clear()
+        self.stats.reset()
+        self.dispatcher.reset()
+        self.faults.merge(self.config.faults().as_dict())
+
+    def stats_body(self) -> dict[str, Any]:
+        return self.stats.render(
+            pending=self.dispatcher.pending,
+            customers=len(self.store.customers),
+            events=len(self.store.events),
+        )

@@ -1,0 +1,188 @@
+"""All emulator data, in memory: customers, events, webhook endpoints.
+
+Customer and event dicts are never mutated after they are stored (updates store a
+new dict), so events can share them and a state snapshot is a cheap shallow copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twoway.emulator.ids import rand_id
+
+API_VERSION = "2026-10-28.endive"
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a change came from; it ends up in the event's `request` field."""
+
+    request_id: str | None
+    idempotency_key: str | None = None
+    livemode: bool = False
+
+
+class Log:
+    """Ids in creation order with O(1) position lookups, so cursors page cheaply."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self._seq: dict[str, int] = {}
+        self._base = 0  # sequence number of ids[0]; grows as old entries are trimmed
+
+    def append(self, ident: str) -> None:
+        self._seq[ident] = self._base + len(self.ids)
+        self.ids.append(ident)
+
+    def index(self, ident: str) -> int | None:
+        seq = self._seq.get(ident)
+        return None if seq is None else seq - self._base
+
+    def trim(self, keep: int) -> list[str]:
+        """Drop the oldest ids beyond `keep`; returns what was dropped."""
+        extra = len(self.ids) - keep
+        if extra <= 0:
+            return []
+        dropped = self.ids[:extra]
+        self.ids = self.ids[extra:]
+        self._base += extra
+        for ident in dropped:
+            del self._seq[ident]
+        return dropped
+
+    def clear(self) -> None:
+        self.ids, self._seq, self._base = [], {}, 0
+
+
+def endpoint_matches(endpoint: Obj, event_type: str) -> bool:
+    if endpoint.get("status") != "enabled":
+        return False
+    enabled = endpoint["enabled_events"]
+    return "*" in enabled or event_type in enabled
+
+
+class Store:
+    def __init__(self, max_events: int = 100_000) -> None:
+        self.max_events = max_events
+        self.customers: dict[str, Obj] = {}
+        self.deleted: set[str] = set()
+        self.customer_log = Log()
+        self.by_email: dict[str, list[str]] = {}
+        self.events: dict[str, Obj] = {}
+        self.event_log = Log()
+        self.endpoints: dict[str, Obj] = {}
+        self.listeners: list[Callable[[Obj], None]] = []
+        self.dirty = False
+
+    # -- customers -------------------------------------------------------------------
+
+    def add_customer(self, customer: Obj) -> None:
+        self.customers[customer["id"]] = customer
+        self.customer_log.append(customer["id"])
+        self._index_email(customer["id"], None, customer.get("email"))
+        self.dirty = True
+
+    def replace_customer(self, customer: Obj) -> Obj:
+        old = self.customers[customer["id"]]
+        self.customers[customer["id"]] = customer
+        self._index_email(customer["id"], old.get("email"), customer.get("email"))
+        self.dirty = True
+        return old
+
+    def remove_customer(self, ident: str) -> Obj:
+        old = self.customers.pop(ident)
+        self.deleted.add(ident)
+        self._index_email(ident, old.get("email"), None)
+        self.dirty = True
+        return old
+
+    def _index_email(self, ident: str, old: str | None, new: str | None) -> None:
+        if old == new:
+            return
+        if old is not None:
+            ids = self.by_email.get(old, [])
+            if ident in ids:
+                ids.remove(ident)
+            if not ids:
+                self.by_email.pop(old, None)
+        if new is not None:
+            ids = self.by_email.setdefault(new, [])
+            ids.append(ident)
+            # Keep creation order so the email-filtered list pages like the full one;
+            # only an update moving an older customer onto this email breaks it.
+            pos = self.customer_log.index
+            if len(ids) > 1 and (pos(ids[-2]) or 0) > (pos(ident) or 0):
+                ids.sort(key=lambda i: pos(i) or 0)
+
+    # -- events ----------------------------------------------------------------------
+
+    def record_event(self, type_: str, obj: Obj, origin: Origin, previous: Obj | None = None) -> Obj:
+        data: Obj = {"object": obj}
+        if previous is not None:
+            data["previous_attributes"] = previous
+        event: Obj = {
+            "id": rand_id("evt_", 24),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": int(time.time()),
+            "data": data,
+            "livemode": origin.livemode,
+            "pending_webhooks": sum(1 for ep in self.endpoints.values() if endpoint_matches(ep, type_)),
+            "request": {"id": origin.request_id, "idempotency_key": origin.idempotency_key},
+            "type": type_,
+        }
+        self.add_event(event)
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def add_event(self, event: Obj) -> None:
+        self.events[event["id"]] = event
+        self.event_log.append(event["id"])
+        # Trim in chunks so the list copy is amortised over many appends.
+        if len(self.event_log.ids) > self.max_events + max(1, self.max_events // 10):
+            for ident in self.event_log.trim(self.max_events):
+                self.events.pop(ident, None)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def reset(self, endpoints: bool) -> None:
+        self.customers.clear()
+        self.deleted.clear()
+        self.customer_log.clear()
+        self.by_email.clear()
+        self.events.clear()
+        self.event_log.clear()
+        if endpoints:
+            self.endpoints.clear()
+        self.dirty = True
+
+    def snapshot(self, max_events: int = 10_000) -> Obj:
+        """A JSON-ready copy; shallow is enough since stored dicts are never mutated."""
+        event_ids = self.event_log.ids[-max_events:]
+        return {
+            "order": list(self.customer_log.ids),
+            "customers": dict(self.customers),
+            "endpoints": list(self.endpoints.values()),
+            "events": [self.events[i] for i in event_ids if i in self.events],
+        }
+
+    def restore(self, data: Obj) -> None:
+        self.reset(endpoints=True)
+        live: dict[str, Obj] = data.get("customers", {})
+        for ident in data.get("order", []):
+            if ident in live:
+                self.add_customer(live[ident])
+            else:
+                self.customer_log.append(ident)
+                self.deleted.add(ident)
+        for ep in data.get("endpoints", []):
+            self.endpoints[ep["id"]] = ep
+        for event in data.get("events", []):
+            self.add_event(event)
+        self.dirty = False

@@ -1,0 +1,116 @@
+"""The outbox relay: publishes unsent rows in id order and marks them sent only after the broker acks.
+
+Woken by NOTIFY, with a slow poll as a fallback; SKIP LOCKED lets several relays share the work.
+A crash between publish and mark re-publishes on restart: at-least-once, which the handlers absorb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from twoway.kit.db import asyncpg_dsn, unit_of_work
+from twoway.kit.outbox import NOTIFY_CHANNEL
+from twoway.logs import get_logger
+from twoway.ops import metrics
+
+log = get_logger(__name__)
+
+CLAIM = text("""
+    SELECT id, topic, key, payload FROM outbox
+    WHERE sent_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+""")
+MARK = text("UPDATE outbox SET sent_at = now() WHERE id = ANY(:ids)")
+PURGE = text("""
+    DELETE FROM outbox WHERE id IN (
+      SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => :age) LIMIT 5000)
+""")
+
+
+class Relay:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: AIOKafkaProducer, database_url: str,
+                 *, batch_size: int = 500, poll_seconds: float = 1.0, retention_seconds: float = 3600,
+                 before_mark: Callable[[list[int]], Awaitable[None]] | None = None) -> None:
+        self.sessions = sessions
+        self.producer = producer
+        self.database_url = database_url
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.retention_seconds = retention_seconds
+        self.before_mark = before_mark  # a seam for crash tests: runs after publishing, before marking
+        self._wake = asyncio.Event()
+
+    async def publish_batch(self) -> int:
+        async with unit_of_work(self.sessions) as session:
+            rows = (await session.execute(CLAIM, {"limit": self.batch_size})).all()
+            if not rows:
+                return 0
+            pending = [await self._send(r.topic, r.key, r.payload) for r in rows]
+            await asyncio.gather(*pending)
+            ids = [r.id for r in rows]
+            if self.before_mark is not None:
+                await self.before_mark(ids)
+            await session.execute(MARK, {"ids": ids})
+        for r in rows:
+            metrics.PUBLISHED.labels(topic=r.topic).inc()
+        return len(rows)
+
+    async def _send(self, topic: str, key: str, payload: dict[str, Any]) -> Any:
+        return await self.producer.send(topic, key=key.encode(), value=json.dumps(payload).encode())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = await self._listen()
+        purge_due = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    published = await self.publish_batch()
+                except Exception as exc:
+                    log.warning("relay batch failed; will retry", error=repr(exc)[:300])
+                    published = 0
+                    await _sleep_or_stop(stop, 1.0)
+                if published >= self.batch_size:
+                    continue
+                purge_due = await self._maybe_purge(purge_due)
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, timeout=self.poll_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        try:
+            conn = await asyncpg.connect(asyncpg_dsn(self.database_url))
+            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            return conn
+        except Exception as exc:
+            log.warning("LISTEN failed; relying on polling", error=repr(exc)[:200])
+            return None
+
+    async def _maybe_purge(self, due: float) -> float:
+        now = asyncio.get_running_loop().time()
+        if now < due:
+            return due
+        with contextlib.suppress(Exception):
+            async with unit_of_work(self.sessions) as session:
+                await session.execute(PURGE, {"age": self.retention_seconds})
+        return now + 60
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,90 @@
+"""One settings object for the whole process, read from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+    database_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    stripe_secret_key: SecretStr | None = None
+    # Several secrets may be given, comma separated, so a secret can be rotated without downtime.
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    twoway_api_keys: SecretStr | None = None
+
+    kafka_topic_partitions: int = 4
+    kafka_enable_idempotence: bool = True
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 1_000
+    kafka_rebalance_timeout_ms: int = 10_000
+
+    max_body_bytes: int = 1024 * 1024
+    webhook_tolerance_seconds: int = 300
+    inbound_mode: Literal["webhook", "poll", "both"] = "webhook"
+    poll_interval_seconds: float = 2.0
+
+    stripe_rate_limit_per_second: float | None = None
+    stripe_timeout_seconds: float = 20.0
+    sync_max_attempts: int = 8
+    sync_backoff_base_seconds: float = 0.5
+    sync_backoff_max_seconds: float = 300.0
+    sync_concurrency: int = 16
+    sync_conflict_policy: Literal["newer_wins", "ours_wins", "theirs_wins"] = "newer_wins"
+    sweeper_interval_seconds: float = 5.0
+    sweeper_grace_seconds: float = 30.0
+    relay_poll_seconds: float = 1.0
+    log_level: str = "info"
+    log_json: bool = False
+    state_dir: str = Field(default=".twoway")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str | None) -> str | None:
+        if url and url.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        return url
+
+    def api_keys(self) -> list[str]:
+        raw = self.twoway_api_keys.get_secret_value() if self.twoway_api_keys else ""
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+    def webhook_secrets(self) -> list[str]:
+        raw = self.stripe_webhook_secret.get_secret_value() if self.stripe_webhook_secret else ""
+        return [s.strip() for s in raw.split(",") if s.strip()]
+
+    def stripe_key(self) -> str:
+        return self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else ""
+
+    def stripe_livemode(self) -> bool:
+        return self.stripe_key().startswith(("sk_live_", "rk_live_"))
+
+    def effective_stripe_rate(self) -> float:
+        """Stay under Stripe's limits: 25 req/s in test mode, 100 req/s live; keep headroom."""
+        if self.stripe_rate_limit_per_second:
+            return self.stripe_rate_limit_per_second
+        return 90.0 if self.stripe_livemode() else 20.0
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("DATABASE_URL is not set (twoway dev starts an embedded PostgreSQL)")
+        return self.database_url
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set (twoway dev starts an embedded broker)")
+        return self.kafka_bootstrap_servers
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

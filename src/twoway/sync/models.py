@@ -1,0 +1,106 @@
+"""Links between our records and external objects, the inbox, the sync log and cursors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, Text, UniqueConstraint, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from twoway.kit.db import Base
+
+
+class Link(Base):
+    """One external object per (kind, internal id, system), and one internal record per external id."""
+
+    __tablename__ = "links"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    internal_id: Mapped[int] = mapped_column(BigInteger)
+    system: Mapped[str] = mapped_column(String(50))
+    external_id: Mapped[str] = mapped_column(String(255))
+    # The field values both sides last agreed on; {"deleted": true} once the pair is gone.
+    base: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    last_pushed_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("kind", "internal_id", "system", name="uq_links_internal"),
+        UniqueConstraint("system", "kind", "external_id", name="uq_links_external"),
+    )
+
+
+class InboxEvent(Base):
+    __tablename__ = "inbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    system: Mapped[str] = mapped_column(String(50))
+    event_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(50))
+    external_id: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(20))
+    event_created: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("system", "event_id", name="uq_inbox_event"),
+        Index("ix_inbox_unprocessed", "received_at", postgresql_where=text("processed_at IS NULL")),
+        Index("ix_inbox_object", "system", "kind", "external_id"),
+    )
+
+
+class WebhookRejection(Base):
+    """A delivery that failed verification, kept with its reason (never the secret or signature)."""
+
+    __tablename__ = "webhook_rejections"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    system: Mapped[str] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(String(500))
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
+    body_size: Mapped[int] = mapped_column(Integer, default=0)
+    remote_addr: Mapped[str | None] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SyncEvent(Base):
+    """The sync log: one row per attempt or outcome. Rows in `retry` or `dead` are work still owed."""
+
+    __tablename__ = "sync_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    internal_id: Mapped[int | None] = mapped_column(BigInteger)
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    system: Mapped[str] = mapped_column(String(50))
+    direction: Mapped[str] = mapped_column(String(10))
+    operation: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_sync_events_record", "kind", "internal_id", "system"),
+        Index("ix_sync_events_due", "next_attempt_at", postgresql_where=text("status = 'retry'")),
+        Index("ix_sync_events_status", "status"),
+    )
+
+
+class Cursor(Base):
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
