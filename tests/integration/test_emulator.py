@@ -62,11 +62,15 @@ def _clean(emulator: Emulator) -> None:
     httpx.post(emulator.base + "/_emulator/reset", json={"endpoints": True}).raise_for_status()
 
 
+def sdk_for(emulator: Emulator) -> Any:
+    # No SDK retries: fault tests must see every injected error. Typed Any because
+    # the SDK's Optional-heavy stubs would bury the assertions in casts.
+    return stripe.StripeClient(KEY, base_addresses={"api": emulator.base}, max_network_retries=0)
+
+
 @pytest.fixture
 def client(emulator: Emulator) -> Any:
-    # Typed Any: the SDK's Optional-heavy stubs would bury the assertions in casts.
-    # No SDK retries: fault tests must see every injected error.
-    return stripe.StripeClient(KEY, base_addresses={"api": emulator.base}, max_network_retries=0)
+    return sdk_for(emulator)
 
 
 def admin(emulator: Emulator, method: str, path: str, body: Any = None) -> Any:
@@ -531,13 +535,13 @@ def test_state_file_survives_restart(tmp_path: Path) -> None:
     state = tmp_path / "stripe.json"
     first = Emulator("--state-file", str(state))
     try:
-        sdk: Any = stripe.StripeClient(KEY, base_addresses={"api": first.base}, max_network_retries=0)
+        sdk = sdk_for(first)
         c = sdk.v1.customers.create({"name": "Durable", "metadata": {"k": "v"}})
     finally:
         first.stop()
     second = Emulator("--state-file", str(state))
     try:
-        sdk: Any = stripe.StripeClient(KEY, base_addresses={"api": second.base}, max_network_retries=0)
+        sdk = sdk_for(second)
         again = sdk.v1.customers.retrieve(c.id)
         assert again.name == "Durable" and again.metadata.to_dict() == {"k": "v"}
         assert [x.id for x in sdk.v1.customers.list().data] == [c.id]
@@ -549,7 +553,7 @@ def test_startup_webhook_endpoint_uses_given_secret(receiver: Receiver) -> None:
     secret = "whsec_known_in_advance"
     emu = Emulator("--webhook-url", receiver.url, "--webhook-secret", secret)
     try:
-        sdk: Any = stripe.StripeClient(KEY, base_addresses={"api": emu.base}, max_network_retries=0)
+        sdk = sdk_for(emu)
         sdk.v1.customers.create({"name": "Boot"})
         assert wait_for(lambda: len(receiver.got) == 1)
         headers, body = receiver.got[0]
