@@ -6,6 +6,9 @@ import time
 from dataclasses import dataclass
 
 TTL_SECONDS = 24 * 3600
+# Stripe keeps keys 24 h; a benchmark at 1000 writes/s would hold ~86M answers, so
+# the oldest are also dropped beyond this many (far more than any retry window needs).
+MAX_ENTRIES = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +21,9 @@ class Saved:
 
 
 class IdempotencyCache:
-    def __init__(self, ttl: float = TTL_SECONDS) -> None:
+    def __init__(self, ttl: float = TTL_SECONDS, max_entries: int = MAX_ENTRIES) -> None:
         self._ttl = ttl
+        self._max = max_entries
         # Insertion order is save order, so expiry only ever pops from the front.
         self._saved: dict[tuple[str, str], Saved] = {}
 
@@ -36,7 +40,7 @@ class IdempotencyCache:
     def _expire(self, now: float) -> None:
         while self._saved:
             first = next(iter(self._saved))
-            if now - self._saved[first].saved_at <= self._ttl:
+            if len(self._saved) <= self._max and now - self._saved[first].saved_at <= self._ttl:
                 return
             del self._saved[first]
 

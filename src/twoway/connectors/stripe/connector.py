@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -111,7 +110,8 @@ class StripeConnector:
     async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None:
         query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
         result = await self._call("search", self.client.v1.customers.search_async, {"query": query, "limit": 10})
-        found = [o for o in result.data if mapping.internal_id_of(o) == internal_id]
+        found = [o.to_dict() for o in result.data]
+        found = [o for o in found if mapping.internal_id_of(o) == internal_id]
         return _record(found[0]) if found else None
 
     async def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
@@ -237,7 +237,3 @@ def _translate(exc: stripe.StripeError) -> ConnectorError:
         return NotFound(message)
     transient = status is None or status >= 500 or status in (409, 429)
     return ConnectorError(message, transient=transient, status=status, code=code)
-
-
-async def _noop() -> None:
-    await asyncio.sleep(0)

@@ -1,0 +1,1 @@
+"""Benchmarks and the chaos suite: whole twoway processes, measured and abused."""
