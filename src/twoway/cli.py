@@ -168,3 +168,36 @@ def replay(
     console.print(f"replayed {count} dead letter(s)")
     if failure_id is not None and count == 0:
         sys.exit(1)
+
+
+@app.command()
+def reconcile(
+    system: Annotated[str, typer.Argument(help="The external system to compare with")] = "stripe",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the drift; enqueue nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the drift report as JSON")] = False,
+    limit: Annotated[int, typer.Option(help="Rows shown in the table (--json shows all)")] = 200,
+) -> None:
+    """Compare both catalogs in full and send every difference through the normal sync path (also backfill)."""
+    from twoway.connectors import registry
+    from twoway.kit.db import make_engine
+    from twoway.ops import reconcile as rec
+
+    settings = _settings()
+    if system not in registry.enabled_systems(settings):
+        raise typer.BadParameter(f"{system!r} is not configured (enabled: {registry.enabled_systems(settings)})")
+
+    async def main() -> rec.Report:
+        engine = make_engine(settings.require_database_url(), pool_size=2)
+        connector = registry.build(system, settings)
+        try:
+            with rec.progress_bars(Console(stderr=True), system) as progress:
+                return await rec.reconcile(engine, connector, dry_run=dry_run, progress=progress)
+        finally:
+            await connector.close()
+            await engine.dispose()
+
+    report = asyncio.run(main())
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        rec.print_report(console, report, limit=limit)

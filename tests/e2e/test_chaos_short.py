@@ -1,0 +1,75 @@
+"""A short chaos run over real processes, and the convergence checker it relies on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.chaos import Snapshot, divergences
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _snap(ours: list[dict], theirs: list[dict], links: list[tuple[int, str]]) -> Snapshot:
+    return Snapshot(ours=ours, theirs=theirs, links=[{"internal_id": i, "external_id": x, "base": "{}"}
+                                                     for i, x in links], backlog={}, dead=[])
+
+
+def _row(rid: int, name: str = "A", email: str = "a@x.io", deleted: bool = False) -> dict:
+    return {"id": rid, "name": name, "email": email, "deleted_at": "2024-01-01" if deleted else None}
+
+
+def _obj(xid: str, internal_id: int | None, name: str = "A", email: str = "a@x.io") -> dict:
+    return {"id": xid, "name": name, "email": email, "internal_id": None if internal_id is None else str(internal_id)}
+
+
+def _types(snap: Snapshot) -> list[str]:
+    return sorted(d["type"] for d in divergences(snap))
+
+
+def test_checker_accepts_an_agreeing_pair() -> None:
+    snap = _snap([_row(1), _row(2, deleted=True)], [_obj("cus_1", 1)], [(1, "cus_1"), (2, "cus_2")])
+    assert divergences(snap) == []
+
+
+@pytest.mark.parametrize(("snap", "expected"), [
+    (_snap([_row(1, name="B")], [_obj("cus_1", 1)], [(1, "cus_1")]), ["field_mismatch"]),
+    (_snap([_row(1)], [], []), ["live_row_without_link"]),
+    (_snap([_row(1)], [], [(1, "cus_1")]), ["linked_stripe_customer_missing"]),
+    (_snap([_row(1, deleted=True)], [_obj("cus_1", 1)], [(1, "cus_1")]),
+     ["delete_not_propagated", "stripe_customer_without_live_row"]),
+    (_snap([_row(1)], [_obj("cus_1", 1), _obj("cus_2", 1)], [(1, "cus_1")]),
+     ["duplicate_stripe_customers", "stripe_customer_without_live_row"]),
+    (_snap([_row(1)], [_obj("cus_1", None)], [(1, "cus_1")]), ["wrong_metadata_internal_id"]),
+    (_snap([_row(1), _row(2)], [_obj("cus_1", 1)], [(1, "cus_1"), (2, "cus_1")]),
+     ["duplicate_links", "wrong_metadata_internal_id"]),
+])
+def test_checker_reports_each_kind_of_divergence(snap: Snapshot, expected: list[str]) -> None:
+    assert _types(snap) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_short_chaos_run_converges(tmp_path: Path) -> None:
+    out = tmp_path / "chaos.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.chaos", "--duration", "35", "--seed", "7", "--rate", "20",
+         "--converge-timeout", "75", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=170,
+    )
+    assert out.exists(), proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["divergences"] == [], report["divergences"][:10]
+    assert report["dead_letters"] == []
+    assert report["converged"], report.get("backlog")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    # The run must actually have been chaotic, or convergence proves nothing.
+    done = sum(n for op, n in report["operations"].items()
+               if op.split(".")[0] in ("ours", "stripe") and not op.endswith(".failed"))
+    assert done > 200
+    assert report["faults"].get("broker_restart") == 1
+    assert any(name.startswith("sigkill.") for name in report["faults"])
