@@ -57,7 +57,7 @@ def _by_problem(report: Report) -> dict[str, list[tuple[int | None, str | None, 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DATABASE_URL": settings.require_database_url(),
            "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(), "STRIPE_SECRET_KEY": settings.stripe_key(),
-           "STRIPE_API_BASE": settings.stripe_api_base or "", "LOG_LEVEL": "warning"}
+           "STRIPE_API_BASE": settings.stripe_api_base or "", "LOG_LEVEL": "warning", "COLUMNS": "250"}
     return subprocess.run([sys.executable, "-m", "twoway", "reconcile", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 
