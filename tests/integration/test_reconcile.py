@@ -181,8 +181,10 @@ async def _backfill(n: int, settings: Settings, db, engine: AsyncEngine, connect
         unsent = await _scalar(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         return links == 2 * n and unsent == 0
 
+    print("reconciled", time.monotonic() - started)
     async with running_worker(settings):
         assert await wait_until(drained, timeout=max(60, n / 20), step=0.5)
+    print(emulator_call(emulator, "/_emulator/stats"))
     print(f"backfill {n}+{n}: {time.monotonic() - started:.1f} s, peak RSS {report.peak_rss_mb:.0f} MB")
 
     theirs = emulator_call(emulator, "/_emulator/customers")

@@ -107,7 +107,10 @@ async def _run(emu: Emulator, request: Request, route: Route | None, ident: str)
     if route is None:
         return _error(_unrecognized(request.method, request.url.path), request_id)
     raw = await request.body() if request.method == "POST" else b""
-    return _execute(emu, request, route, ident, raw, api_key, request_id)
+    response = _execute(emu, request, route, ident, raw, api_key, request_id)
+    if faults.response_delay_ms > 0 and route.write:
+        await asyncio.sleep(faults.response_delay_ms / 1000)
+    return response
 
 
 def _execute(

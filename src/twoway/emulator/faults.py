@@ -23,6 +23,8 @@ class Faults:
     webhook_reorder: int = 0
     webhook_delay_ms: float = 0.0
     reject_pattern: str | None = None
+    # Held after a write executes: the change is made, the answer is slow (a crash window for tests).
+    response_delay_ms: float = 0.0
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket()

@@ -1,0 +1,128 @@
+"""Issue 6: the dashboard shows sync state and dead letters, and replays them, behind the API's keys."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import API_KEY, wait_until
+from tests.helpers import running_worker, set_faults
+from twoway.settings import Settings
+
+
+@pytest.fixture
+async def browser_like(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with no Authorization header, like a browser; it keeps cookies."""
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://twoway.test") as c:
+        yield c
+
+
+async def _scalar(db, sql: str, **params):  # type: ignore[no-untyped-def]
+    async with db() as s:
+        return (await s.execute(text(sql), params)).scalar()
+
+
+async def _dead_customer(client: httpx.AsyncClient, settings: Settings, db, emulator: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """A customer whose create Stripe refuses for good (a 400), so it is parked as a dead letter."""
+    set_faults(emulator, reject_pattern="refused@")
+    cid = (await client.post("/api/v1/customers", json={"name": "Rita Refused", "email": "refused@example.com"})
+           ).json()["id"]
+
+    async def dead_id() -> int | None:
+        return await _scalar(db, "SELECT id FROM sync_events WHERE status = 'dead' AND internal_id = :i", i=cid)
+
+    async with running_worker(settings):
+        failure = await wait_until(dead_id, timeout=30)
+    assert failure, "the rejected create should be parked as dead"
+    return cid, int(failure)
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match, "the replay form carries a CSRF token"
+    return match.group(1)
+
+
+async def test_without_a_key_the_dashboard_is_closed(browser_like: httpx.AsyncClient) -> None:
+    r = await browser_like.get("/")
+    assert r.status_code == 401 and "/?key=" in r.text
+    r = await browser_like.get("/?key=wrong")
+    assert r.status_code == 401 and "twoway_key" not in r.headers.get("set-cookie", "")
+    r = await browser_like.post("/dashboard/dead-letters/1/replay", data={"csrf": "x"})
+    assert r.status_code == 401
+
+
+async def test_key_once_then_cookie(browser_like: httpx.AsyncClient) -> None:
+    r = await browser_like.get(f"/?key={API_KEY}")
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    r = await browser_like.get("/")
+    assert r.status_code == 200 and "Dead letters" in r.text
+
+
+async def test_page_lists_customers_dead_letters_and_replays_them(
+        client: httpx.AsyncClient, browser_like: httpx.AsyncClient, settings: Settings, db,  # type: ignore[no-untyped-def]
+        emulator: str) -> None:
+    ok = (await client.post("/api/v1/customers", json={"name": "Sam Synced", "email": "sam@example.com"})).json()
+    cid, failure = await _dead_customer(client, settings, db, emulator)
+    ok_link = await _scalar(db, "SELECT external_id FROM links WHERE internal_id = :i", i=ok["id"])
+    assert ok_link
+
+    await browser_like.get(f"/?key={API_KEY}")
+    page = (await browser_like.get("/")).text
+    row = re.search(rf'<tr data-customer="{cid}">(.*?)</tr>', page, re.S)
+    assert row and "refused@example.com" in row.group(1) and '"state dead"' in row.group(1)
+    assert "is not allowed by this account" in row.group(1)  # the last error, next to the state
+    synced = re.search(rf'<tr data-customer="{ok["id"]}">(.*?)</tr>', page, re.S)
+    assert synced and ok_link in synced.group(1) and ">synced<" in synced.group(1)
+    assert f'<tr data-failure="{failure}">' in page and "Replay" in page
+    assert 'id="outbox-backlog">0<' in page and "twoway-stripe-outbound" in page
+    assert "Side by side" in page and ok_link in page.split("Side by side")[1]
+
+    assert _csrf(page) == _csrf_for(browser_like)
+    # A token from another credential, or a post from another site, is refused.
+    r = await browser_like.post(f"/dashboard/dead-letters/{failure}/replay", data={"csrf": "0" * 64})
+    assert r.status_code == 403
+    r = await browser_like.post(f"/dashboard/dead-letters/{failure}/replay", data={"csrf": _csrf(page)},
+                                headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert await _scalar(db, "SELECT status FROM sync_events WHERE id = :i", i=failure) == "dead"
+
+    set_faults(emulator, reject_pattern=None)
+    r = await browser_like.post(f"/dashboard/dead-letters/{failure}/replay", data={"csrf": _csrf(page)},
+                                headers={"Origin": "http://twoway.test"})
+    assert r.status_code == 303 and r.headers["location"] == f"/?replayed={failure}"
+    assert await _scalar(db, "SELECT status FROM sync_events WHERE id = :i", i=failure) == "replayed"
+
+    async def linked() -> bool:
+        return bool(await _scalar(db, "SELECT external_id FROM links WHERE internal_id = :i", i=cid))
+
+    async with running_worker(settings):
+        assert await wait_until(linked, timeout=30)
+    page = (await browser_like.get(f"/?replayed={failure}")).text
+    assert "sent back through the sync path" in page and 'id="no-dead-letters"' in page
+    row = re.search(rf'<tr data-customer="{cid}">(.*?)</tr>', page, re.S)
+    assert row and ">synced<" in row.group(1)
+    # Replaying it again does nothing: it is no longer dead.
+    r = await browser_like.post(f"/dashboard/dead-letters/{failure}/replay", data={"csrf": _csrf_for(browser_like)})
+    assert r.headers["location"] == f"/?not_replayed={failure}"
+
+
+def _csrf_for(client: httpx.AsyncClient) -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(client.cookies["twoway_key"].encode(), b"twoway-dashboard-replay", hashlib.sha256).hexdigest()
+
+
+async def test_emulator_down_degrades_gracefully(app, browser_like: httpx.AsyncClient, db) -> None:  # type: ignore[no-untyped-def]
+    app.state.settings = app.state.settings.model_copy(update={"stripe_api_base": "http://127.0.0.1:9"})
+    await browser_like.get(f"/?key={API_KEY}")
+    r = await browser_like.get("/")
+    assert r.status_code == 200 and "did not answer" in r.text
