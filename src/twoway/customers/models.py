@@ -5,6 +5,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
+from twoway.kit import records
 from twoway.kit.db import Base
 
 
@@ -24,3 +25,6 @@ class Customer(Base):
     def fields(self) -> dict[str, str]:
         """The synced field values, the currency of every merge."""
         return {"name": self.name, "email": self.email}
+
+
+CUSTOMER = records.register(records.Kind(name="customer", model=Customer, fields=("name", "email")))

@@ -34,8 +34,11 @@ async def list_customers(
     email: Annotated[str | None, Query(max_length=512)] = None,
     include_deleted: bool = False,
 ) -> CustomerPage:
+    after = int(cursor) if cursor else None
+    if after is not None and after >= 2**63:  # past every BIGINT id: an empty page, not an overflow 500
+        return CustomerPage(data=[], has_more=False, next_cursor=None)
     rows = await CustomerRepository(session).list(
-        after=int(cursor) if cursor else None, limit=limit + 1, email=email, include_deleted=include_deleted
+        after=after, limit=limit + 1, email=email, include_deleted=include_deleted
     )
     page = [CustomerOut.model_validate(c) for c in rows[:limit]]
     has_more = len(rows) > limit

@@ -10,6 +10,9 @@ EMAIL_MAX = 512
 
 
 def _strip(value: object) -> object:
+    if isinstance(value, str) and "\x00" in value:
+        # PostgreSQL text cannot hold NUL; rejecting it here turns a 500 into a 422.
+        raise ValueError("must not contain NUL characters")
     return value.strip() if isinstance(value, str) else value
 
 

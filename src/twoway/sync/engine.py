@@ -17,9 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors.base import Connector, ConnectorError, ExternalRecord, NotFound
-from twoway.customers import service as customers
-from twoway.customers.models import Customer
-from twoway.customers.repository import CustomerRepository
+from twoway.kit import records
 from twoway.kit.backoff import backoff_seconds
 from twoway.kit.db import advisory_lock, unit_of_work
 from twoway.kit.outbox import enqueue_outbound, record_key
@@ -65,9 +63,11 @@ class SyncEngine:
     async def outbound(self, kind: str, internal_id: int, system: str) -> str:
         """Make `system` hold what our row holds. Returns the outcome for logs and tests."""
         connector = self.connectors[system]
+        if kind not in connector.kinds():
+            return "unsupported"
         async with unit_of_work(self.sessions) as session:
             await advisory_lock(session, record_key(kind, internal_id))
-            row = await CustomerRepository(session).get(internal_id)
+            row = await records.get(session, kind, internal_id)
             if row is None:
                 return "missing"
             links = LinkRepository(session)
@@ -83,7 +83,7 @@ class SyncEngine:
                                            external_id=link.external_id if link else None)
                 return "failed"
 
-    async def _push(self, session: AsyncSession, connector: Connector, kind: str, row: Customer,
+    async def _push(self, session: AsyncSession, connector: Connector, kind: str, row: records.SyncedRecord,
                     link: Link | None) -> str:
         system = connector.system
         if row.deleted_at is not None:
@@ -112,7 +112,7 @@ class SyncEngine:
         return operation
 
     async def _create_or_adopt(self, session: AsyncSession, connector: Connector, kind: str,
-                               row: Customer) -> Link:
+                               row: records.SyncedRecord) -> Link:
         system = connector.system
         record: ExternalRecord | None = None
         if await synclog.has_started_create(session, kind, row.id, system):
@@ -140,7 +140,7 @@ class SyncEngine:
                 synclog.add(side, kind=kind, system=system, direction="outbound", operation="create",
                             status="started", internal_id=internal_id)
 
-    async def _push_delete(self, session: AsyncSession, connector: Connector, kind: str, row: Customer,
+    async def _push_delete(self, session: AsyncSession, connector: Connector, kind: str, row: records.SyncedRecord,
                            link: Link | None) -> str:
         system = connector.system
         if link is None:
@@ -161,17 +161,17 @@ class SyncEngine:
         await self._succeeded(session, kind, system, row, link, "delete")
         return "delete"
 
-    async def _gone_in_stripe(self, session: AsyncSession, kind: str, row: Customer, link: Link) -> str:
+    async def _gone_in_stripe(self, session: AsyncSession, kind: str, row: records.SyncedRecord, link: Link) -> str:
         """Deleted on their side while we edited: deletion wins (a recorded policy)."""
         link.base = dict(DELETED)
-        await customers.soft_delete(session, row)
+        await records.soft_delete(session, kind, row)
         synclog.add(session, kind=kind, system=link.system, direction="outbound", operation="update",
                     status="conflict", internal_id=row.id, external_id=link.external_id,
                     detail={"resolution": "deleted in external system; delete wins over edit"})
         await self._succeeded(session, kind, link.system, row, link, "delete")
         return "gone"
 
-    async def _succeeded(self, session: AsyncSession, kind: str, system: str, row: Customer, link: Link,
+    async def _succeeded(self, session: AsyncSession, kind: str, system: str, row: records.SyncedRecord, link: Link,
                          operation: str) -> None:
         link.last_pushed_version = row.version
         link.last_synced_at = func.now()  # type: ignore[assignment]
@@ -180,9 +180,10 @@ class SyncEngine:
         synclog.add(session, kind=kind, system=system, direction="outbound", operation=operation, status="ok",
                     internal_id=row.id, external_id=link.external_id)
         metrics.SYNC_RESULTS.labels(system=system, direction="outbound", status="ok").inc()
-        if row.updated_at is not None:
+        changed = records.changed_at(row)
+        if changed is not None:
             metrics.SYNC_LATENCY.labels(system=system, direction="outbound").observe(
-                max(0.0, (_now() - row.updated_at).total_seconds()))
+                max(0.0, (_now() - changed).total_seconds()))
 
     # -- inbound -------------------------------------------------------------------------------
 
@@ -248,11 +249,11 @@ class SyncEngine:
 
     async def _inbound_linked(self, session: AsyncSession, kind: str, link: Link, theirs: ExternalRecord,
                               theirs_at: datetime | None) -> str:
-        row = await CustomerRepository(session).get(link.internal_id)
+        row = await records.get(session, kind, link.internal_id)
         if theirs.deleted:
             link.base = dict(DELETED)
             if row is not None and row.deleted_at is None:
-                await customers.soft_delete(session, row)
+                await records.soft_delete(session, kind, row)
                 link.last_pushed_version = row.version
                 self._log_ok(session, kind, link, "delete")
                 return "deleted"
@@ -264,7 +265,7 @@ class SyncEngine:
             return "ours-deleted"
         if link.base.get("deleted"):
             link.base = {}
-        result = merge(link.base, row.fields(), theirs.fields, ours_changed_at=row.updated_at,
+        result = merge(link.base, row.fields(), theirs.fields, ours_changed_at=records.changed_at(row),
                        theirs_changed_at=theirs_at, policy=self.settings.sync_conflict_policy)
         for conflict in result.conflicts:
             synclog.add(session, kind=kind, system=link.system, direction="inbound", operation="merge",
@@ -275,7 +276,7 @@ class SyncEngine:
         changes = result.changes_for_ours(row.fields())
         link.base = dict(theirs.fields)
         if changes:
-            await customers.update(session, row, changes)
+            await records.update(session, kind, row, changes)
         if result.merged == theirs.fields:
             link.last_pushed_version = row.version  # nothing left to push
         elif not changes:
@@ -292,7 +293,7 @@ class SyncEngine:
         system = connector.system
         row = None
         if theirs.internal_id is not None:
-            row = await CustomerRepository(session).get(theirs.internal_id)
+            row = await records.get(session, kind, theirs.internal_id)
             other = await LinkRepository(session).for_record(kind, theirs.internal_id, system) if row else None
             if other is not None:
                 # Two Stripe customers claim one row: keep the first link, import this one as its own record.
@@ -304,7 +305,7 @@ class SyncEngine:
             await enqueue_outbound(session, kind, row.id, reason="adopted")
             self._log_ok(session, kind, link, "adopt")
             return "adopted"
-        row = await customers.create(session, dict(theirs.fields))
+        row = await records.create(session, kind, dict(theirs.fields))
         link = await LinkRepository(session).add(Link(
             kind=kind, internal_id=row.id, system=system, external_id=theirs.external_id,
             base=dict(theirs.fields), last_pushed_version=row.version))

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors import registry
 from twoway.connectors.base import Connector, ConnectorError
+from twoway.kit import records
 from twoway.kit.db import make_engine, make_sessionmaker, unit_of_work
 from twoway.kit.kafka import ensure_topics, make_consumer, make_producer
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, enqueue_inbound, enqueue_outbound
@@ -158,11 +159,15 @@ class Worker:
         grace = self.settings.sweeper_grace_seconds
         count = 0
         async with unit_of_work(self.sessions) as session:
-            for system in self.connectors:
-                rows = (await session.execute(SWEEP_RECORDS, {"system": system, "grace": grace})).all()
-                for r in rows:
-                    await enqueue_outbound(session, "customer", r.id, reason="sweep")
-                count += len(rows)
+            for system, connector in self.connectors.items():
+                for kind in records.all_kinds():
+                    if kind.name not in connector.kinds():
+                        continue
+                    rows = (await session.execute(_sweep_records(kind.table),
+                                                  {"system": system, "grace": grace, "kind": kind.name})).all()
+                    for r in rows:
+                        await enqueue_outbound(session, kind.name, r.id, reason="sweep")
+                    count += len(rows)
             events = (await session.execute(SWEEP_INBOX, {"grace": grace})).all()
             for e in {(e.system, e.kind, e.external_id) for e in events}:
                 await enqueue_inbound(session, *e)
@@ -191,16 +196,18 @@ class Worker:
         return len(events)
 
 
-SWEEP_RECORDS = text("""
-    SELECT c.id FROM customers c
-    LEFT JOIN links l ON l.kind = 'customer' AND l.internal_id = c.id AND l.system = :system
+def _sweep_records(table: str) -> Any:
+    # The table name comes from the kind registry, never from input.
+    return text(f"""
+    SELECT c.id FROM {table} c
+    LEFT JOIN links l ON l.kind = :kind AND l.internal_id = c.id AND l.system = :system
     WHERE c.version > COALESCE(l.last_pushed_version, 0)
       AND c.updated_at < now() - make_interval(secs => :grace)
       AND NOT (c.deleted_at IS NOT NULL AND l.id IS NULL)
-      AND NOT EXISTS (SELECT 1 FROM sync_events s WHERE s.kind = 'customer' AND s.internal_id = c.id
+      AND NOT EXISTS (SELECT 1 FROM sync_events s WHERE s.kind = :kind AND s.internal_id = c.id
                       AND s.system = :system AND s.direction = 'outbound' AND s.status IN ('retry', 'dead'))
     ORDER BY c.id LIMIT 1000
-""")
+    """)
 SWEEP_INBOX = text("""
     SELECT system, kind, external_id FROM inbox
     WHERE processed_at IS NULL AND received_at < now() - make_interval(secs => :grace)

@@ -1,0 +1,106 @@
+"""Kinds of record are data: a table, its synced fields. The engine works on any registered kind.
+
+A synced record has `id`, `version`, `updated_at`, `deleted_at` and the kind's fields; every write
+bumps the version and queues its outbox message in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twoway.kit.outbox import enqueue_outbound
+
+
+class SyncedRecord(Protocol):
+    id: Any
+    version: Any
+    updated_at: Any
+    deleted_at: Any
+
+    def fields(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    model: type[Any]
+    fields: tuple[str, ...]
+
+    @property
+    def table(self) -> str:
+        return str(self.model.__tablename__)
+
+
+_KINDS: dict[str, Kind] = {}
+
+
+def register(kind: Kind) -> Kind:
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def kind(name: str) -> Kind:
+    if not _KINDS:
+        import twoway.models  # noqa: F401  (registers every kind)
+    return _KINDS[name]
+
+
+def all_kinds() -> list[Kind]:
+    if not _KINDS:
+        import twoway.models  # noqa: F401
+    return list(_KINDS.values())
+
+
+async def get(session: AsyncSession, kind_name: str, record_id: int, *, for_update: bool = False) -> Any:
+    model = kind(kind_name).model
+    stmt = select(model).where(model.id == record_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def create(session: AsyncSession, kind_name: str, values: dict[str, str]) -> Any:
+    spec = kind(kind_name)
+    record = spec.model(**{f: values.get(f, "") for f in spec.fields}, version=1)
+    session.add(record)
+    await session.flush()
+    await enqueue_outbound(session, kind_name, record.id)
+    await session.refresh(record)
+    return record
+
+
+async def update(session: AsyncSession, kind_name: str, record: SyncedRecord, changes: dict[str, str]) -> bool:
+    """Apply the changes that differ; returns False (and writes nothing) when none do."""
+    changed = {k: v for k, v in changes.items() if getattr(record, k) != v}
+    if not changed:
+        return False
+    for key, value in changed.items():
+        setattr(record, key, value)
+    await _bump(session, kind_name, record)
+    return True
+
+
+async def soft_delete(session: AsyncSession, kind_name: str, record: SyncedRecord) -> bool:
+    if record.deleted_at is not None:
+        return False
+    record.deleted_at = func.now()
+    await _bump(session, kind_name, record)
+    return True
+
+
+async def _bump(session: AsyncSession, kind_name: str, record: SyncedRecord) -> None:
+    record.version = record.version + 1
+    record.updated_at = func.now()
+    await session.flush()
+    await enqueue_outbound(session, kind_name, record.id)
+    await session.refresh(record)
+
+
+def changed_at(record: SyncedRecord) -> datetime | None:
+    value = record.updated_at
+    return value if isinstance(value, datetime) else None
