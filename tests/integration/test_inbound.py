@@ -87,6 +87,8 @@ async def test_our_create_does_not_echo(settings, stripe_client, emulator, db) -
         assert await _quiet_snapshot(api, db, emulator, cid) == snapshot
     assert snapshot[0] == 1  # one Stripe write: the create
     assert snapshot[1] == 1  # our version never moved
+    reads = emulator_call(emulator, "/_emulator/stats")["requests"].get("GET /v1/customers/{id}", 0)
+    assert reads == 0  # the echo equals base: not worth a read
     assert len(_stripe_with(emulator, "dv@example.com")) == 1
 
 

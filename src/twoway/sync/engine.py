@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +30,6 @@ from twoway.sync.models import InboxEvent, Link
 
 logger = get_logger(__name__)
 DELETED = {"deleted": True}
-
-
-@dataclass
-class Failure:
-    error: ConnectorError
-    operation: str
 
 
 def _key(*parts: object) -> str:
@@ -217,7 +210,7 @@ class SyncEngine:
                               link: Link | None) -> str:
         system = connector.system
         events = await self._pending_events(session, system, kind, external_id)
-        if link is not None and self._events_match_base(events, link):
+        if link is not None and self._events_match_base(connector, events, link):
             await self._mark_processed(session, events)
             return "echo"
         theirs = await connector.fetch(kind, external_id)
@@ -234,16 +227,17 @@ class SyncEngine:
                 max(0.0, (_now() - e.received_at).total_seconds()) if e.received_at else 0.0)
         return outcome
 
-    def _events_match_base(self, events: list[InboxEvent], link: Link) -> bool:
+    def _events_match_base(self, connector: Connector, events: list[InboxEvent], link: Link) -> bool:
         """Our own write coming back (or an old state we already hold): no fetch needed."""
         if not events:
             return False
         for event in events:
-            obj = (event.payload.get("data") or {}).get("object") or {}
-            if event.event_type.endswith(".deleted"):
-                if not link.base.get("deleted"):
-                    return False
-            elif link.base.get("deleted") or any(link.base.get(k) != (obj.get(k) or "") for k in ("name", "email")):
+            seen = connector.snapshot(event.payload)
+            if seen is None:
+                return False
+            if seen.deleted != bool(link.base.get("deleted")):
+                return False
+            if not seen.deleted and any(link.base.get(k) != v for k, v in seen.fields.items()):
                 return False
         return True
 

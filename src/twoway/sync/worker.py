@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -64,8 +65,8 @@ class Worker:
                 await connector.close()
             await self.engine.dispose()
 
-    def _loops(self) -> list[tuple[str, Awaitable[None]]]:
-        loops: list[tuple[str, Awaitable[None]]] = []
+    def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        loops: list[tuple[str, Coroutine[Any, Any, None]]] = []
         if "relay" in self.components:
             loops.append(("relay", self._relay()))
         for system in self.connectors:
@@ -81,7 +82,7 @@ class Worker:
         if "poller" in self.components and self.settings.inbound_mode in ("poll", "both"):
             for system, connector in self.connectors.items():
                 loops.append((f"poller:{system}", self._every(self.settings.poll_interval_seconds,
-                                                              lambda c=connector: self.poll(c))))
+                                                              functools.partial(self.poll, connector))))
         return loops
 
     async def _relay(self) -> None:

@@ -151,6 +151,13 @@ class StripeConnector:
             raise WebhookRejected("livemode of the event does not match the API key's mode")
         return event_from_payload(payload)
 
+    def snapshot(self, payload: Mapping[str, Any]) -> ExternalRecord | None:
+        try:
+            event = event_from_payload(payload)
+        except WebhookRejected:
+            return None
+        return event.record if event else None
+
     async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]:
         """Events newer than `cursor`, oldest first. Without a cursor, start from now."""
         events = self.client.v1.events
@@ -175,7 +182,7 @@ class StripeConnector:
 
     async def close(self) -> None:
         try:
-            await self.client._requestor._client.close_async()  # type: ignore[attr-defined]
+            await self.client._requestor._client.close_async()  # type: ignore[attr-defined,union-attr]
         except Exception:
             pass
 
