@@ -70,7 +70,9 @@ class SyncEngine:
                 await self._inbound_locked(session, connector, kind, link.external_id, link)
                 await session.refresh(row)
             try:
-                return await self._push(session, connector, kind, row, link)
+                outcome = await self._push(session, connector, kind, row, link)
+                logger.debug("outbound handled", system=system, kind=kind, internal_id=internal_id, outcome=outcome)
+                return outcome
             except ConnectorError as exc:
                 await self._record_failure(session, kind, system, "outbound", exc, internal_id=internal_id,
                                            external_id=link.external_id if link else None)
@@ -180,15 +182,24 @@ class SyncEngine:
 
     # -- inbound -------------------------------------------------------------------------------
 
-    async def inbound(self, system: str, kind: str, external_id: str) -> str:
-        """Make our catalog agree with the external object, merging both sides' changes."""
+    async def inbound(self, system: str, kind: str, external_id: str, *, hint_only: bool = False) -> str:
+        """Make our catalog agree with the external object, merging both sides' changes.
+
+        `hint_only`: the message named events that someone already handled, so when none is pending
+        there is nothing to look at. Without it (reconcile, retries, sweeper) the object is always read.
+        """
         connector = self.connectors[system]
         async with unit_of_work(self.sessions) as session:
             lock_key = await self._inbound_lock_key(session, system, kind, external_id)
             await advisory_lock(session, lock_key)
             link = await LinkRepository(session).for_external(system, kind, external_id)
+            if hint_only and not await self._inbox_pending(session, system, kind, external_id):
+                return "handled"
             try:
-                return await self._inbound_locked(session, connector, kind, external_id, link)
+                outcome = await self._inbound_locked(session, connector, kind, external_id, link)
+                logger.debug("inbound handled", system=system, external_id=external_id, outcome=outcome,
+                             lock=lock_key)
+                return outcome
             except ConnectorError as exc:
                 await self._record_failure(session, kind, system, "inbound", exc,
                                            internal_id=link.internal_id if link else None, external_id=external_id)

@@ -119,9 +119,14 @@ class Worker:
         return handle
 
     async def _inbound_batch(self, records: Sequence[ConsumerRecord]) -> None:
-        targets = {(p["system"], p["kind"], p["external_id"]) for p in _payloads(records)
-                   if p.get("system") in self.connectors}
-        await self._bounded([self.sync.inbound(s, k, x) for s, k, x in targets])
+        # An object named only by events is looked at only if one of its events is still pending;
+        # a message without an event (reconcile, retry, sweeper) always gets a read.
+        targets: dict[tuple[str, str, str], bool] = {}
+        for p in _payloads(records):
+            if p.get("system") in self.connectors:
+                key = (p["system"], p["kind"], p["external_id"])
+                targets[key] = targets.get(key, True) and bool(p.get("event_id"))
+        await self._bounded([self.sync.inbound(s, k, x, hint_only=h) for (s, k, x), h in targets.items()])
 
     async def _bounded(self, jobs: list[Awaitable[str]]) -> None:
         async def one(job: Awaitable[str]) -> str:
