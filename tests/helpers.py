@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+from tests.conftest import emulator_call
 from twoway.settings import Settings
 from twoway.sync.worker import COMPONENTS, Worker
-from tests.conftest import emulator_call
 
 
 @contextlib.asynccontextmanager

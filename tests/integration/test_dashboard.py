@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from tests.conftest import API_KEY, wait_until
 from tests.helpers import running_worker, set_faults
+from twoway.ops.status import consumer_lag
 from twoway.settings import Settings
 
 
@@ -37,9 +38,17 @@ async def _dead_customer(client: httpx.AsyncClient, settings: Settings, db, emul
         return await _scalar(db, "SELECT id FROM sync_events WHERE status = 'dead' AND internal_id = :i", i=cid)
 
     async with running_worker(settings):
-        failure = await wait_until(dead_id, timeout=30)
-    assert failure, "the rejected create should be parked as dead"
-    return cid, int(failure)
+        assert await wait_until(dead_id, timeout=30), "the rejected create should be parked as dead"
+        # Let the consumer commit first: a redelivered message would try again and park a new dead letter.
+        assert await wait_until(lambda: outbound_settled(settings, db), timeout=20, step=0.3)
+    return cid, int(await dead_id() or 0)
+
+
+async def outbound_settled(settings: Settings, db) -> bool:  # type: ignore[no-untyped-def]
+    """Everything published and every outbound message handled and committed."""
+    if await _scalar(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
+        return False
+    return (await consumer_lag(settings)).get("twoway-stripe-outbound", {}).get("sync.outbound") == 0
 
 
 def _csrf(page: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import stripe
 from sqlalchemy import text
 
 from tests.conftest import emulator_call, wait_until
@@ -61,7 +60,8 @@ async def test_create_update_delete_reach_stripe_once_each(client, settings, emu
         assert stripe_writes(emulator) == 2
 
         await client.delete(f"/api/v1/customers/{cid}")
-        assert await wait_until(lambda: getattr(stripe_client.v1.customers.retrieve(sc["id"]), "deleted", False) is True)
+        assert await wait_until(
+            lambda: getattr(stripe_client.v1.customers.retrieve(sc["id"]), "deleted", False) is True)
         assert stripe_writes(emulator) == 3
         sync = (await client.get(f"/api/v1/customers/{cid}/sync")).json()
         assert sync["systems"]["stripe"]["external_id"] == sc["id"]

@@ -10,9 +10,11 @@ handler edits in a copy and commits whole, so a crash before commit loses exactl
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -58,6 +60,7 @@ class Db:
     links: dict[int, LinkM] = field(default_factory=dict)
     inbox: dict[str, Event] = field(default_factory=dict)
     outbox: list[tuple[str, object]] = field(default_factory=list)
+    started: set[int] = field(default_factory=set)  # create traces ("a create may have reached Stripe")
 
 
 class Sequence:
@@ -138,8 +141,8 @@ class Stripe:
 class Engine:
     """One handler run inside one transaction on `db` (a copy the caller commits or throws away)."""
 
-    def __init__(self, db: Db, stripe: Stripe, started: set[int], ids: Sequence, now: int) -> None:
-        self.db, self.stripe, self.started, self.ids, self.now = db, stripe, started, ids, now
+    def __init__(self, db: Db, committed: Db, stripe: Stripe, ids: Sequence, now: int) -> None:
+        self.db, self.committed, self.stripe, self.ids, self.now = db, committed, stripe, ids, now
 
     # -- outbound, as SyncEngine.outbound / _push -------------------------------------------------
 
@@ -172,9 +175,11 @@ class Engine:
         return self._succeeded(internal_id, row, link)
 
     def _create_or_adopt(self, internal_id: int, row: Row) -> LinkM:
-        xid = self.stripe.search(internal_id) if internal_id in self.started else None
+        xid = self.stripe.search(internal_id) if internal_id in self.db.started else None
         if xid is None:
-            self.started.add(internal_id)  # committed on its own, before the call
+            # Committed on its own, before the call: it survives a crash of this transaction.
+            self.db.started.add(internal_id)
+            self.committed.started.add(internal_id)
             xid = self.stripe.create(row.fields, internal_id, key=f"{internal_id}:create:v{row.version}")
         link = LinkM(xid, dict(self.stripe.objs[xid].fields))
         self.db.links[internal_id] = link
@@ -182,7 +187,7 @@ class Engine:
 
     def _push_delete(self, internal_id: int, row: Row, link: LinkM | None) -> None:
         if link is None:
-            found = self.stripe.search(internal_id) if internal_id in self.started else None
+            found = self.stripe.search(internal_id) if internal_id in self.db.started else None
             if found is None:
                 return
             link = self.db.links[internal_id] = LinkM(found, dict(self.stripe.objs[found].fields))
@@ -195,7 +200,7 @@ class Engine:
 
     def _succeeded(self, internal_id: int, row: Row, link: LinkM) -> None:
         link.last_pushed_version = row.version
-        self.started.discard(internal_id)
+        self.db.started.discard(internal_id)
 
     # -- inbound, as SyncEngine.inbound / _inbound_locked ------------------------------------------
 
@@ -296,7 +301,6 @@ class SyncModel(RuleBasedStateMachine):
         super().__init__()
         self.db = Db()
         self.stripe = Stripe()
-        self.started: set[int] = set()  # create traces, committed outside the handler's transaction
         self.ids = Sequence()
         self.queue: list[tuple[str, object]] = []  # Kafka: at least once, any order per our rules
         self.lossy = False
@@ -324,7 +328,7 @@ class SyncModel(RuleBasedStateMachine):
         live = sorted(k for k, r in self.db.rows.items() if not r.deleted)
         rid = live[i % len(live)]
         db = copy.deepcopy(self.db)
-        engine = Engine(db, self.stripe, self.started, self.ids, self._tick())
+        engine = Engine(db, self.db, self.stripe, self.ids, self._tick())
         if delete:
             engine._soft_delete(rid, db.rows[rid])
         elif db.rows[rid].fields[name] != value:
@@ -394,7 +398,7 @@ class SyncModel(RuleBasedStateMachine):
 
     def _run(self, message: tuple[str, object]) -> Db:
         db = copy.deepcopy(self.db)
-        engine = Engine(db, self.stripe, self.started, self.ids, self._tick())
+        engine = Engine(db, self.db, self.stripe, self.ids, self._tick())
         direction, target = message
         if direction == "out":
             engine.outbound(target)  # type: ignore[arg-type]
@@ -450,5 +454,23 @@ def assert_converged(db: Db, stripe: Stripe) -> None:
     assert set(live) <= live_linked, f"Stripe customers without a live row: {set(live) - live_linked}"
 
 
-SyncModel.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+# Derandomized so `make test` is repeatable; set TWOWAY_MODEL_RANDOM=1 to explore new interleavings.
+SyncModel.TestCase.settings = settings(max_examples=int(os.environ.get("TWOWAY_MODEL_EXAMPLES", "300")),
+                                       stateful_step_count=40, deadline=None,
+                                       derandomize=not os.environ.get("TWOWAY_MODEL_RANDOM"))
 TestSyncModel = SyncModel.TestCase
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug: a crash-recovered create replays its idempotency key and "
+                                       "links a live row to a Stripe customer deleted meanwhile (see bench/README)")
+def test_recovered_create_of_a_customer_deleted_meanwhile() -> None:
+    model = SyncModel()
+    model.local_create(name="a", email="a")
+    model.crash_before_commit(i=0)  # Stripe created cus_1 under key 1:create:v1; our commit was lost
+    model.remote_edit(i=0, name="name", value="a", delete=True)  # someone deletes cus_1 in Stripe
+    model.deliver_webhook(i=0, keep=False)  # customer.created, then customer.deleted: both unlinked
+    model.deliver_webhook(i=0, keep=False)
+    model.handle(i=1, duplicate=False)
+    model.handle(i=1, duplicate=False)
+    model.drain()  # the retried create finds nothing by search, reuses its key: Stripe replays cus_1
+    assert_converged(model.db, model.stripe)
