@@ -1,0 +1,83 @@
+"""The sweeper repairs lost messages; polled and webhook copies of one event are stored once; the CLI replays."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from sqlalchemy import text
+
+from tests.conftest import API_KEY, ROOT, emulator_call, wait_until
+from tests.helpers import running_worker, set_faults
+from tests.integration.test_inbound import inbound_system
+from twoway.connectors.stripe.connector import event_from_payload
+from twoway.customers import service
+from twoway.kit.db import unit_of_work
+from twoway.webhooks.service import store_event
+
+
+async def _scalar(db, sql: str, **params):  # type: ignore[no-untyped-def]
+    async with db() as s:
+        return (await s.execute(text(sql), params)).scalar()
+
+
+async def test_sweeper_pushes_a_change_whose_message_was_lost(settings, emulator, db) -> None:  # type: ignore[no-untyped-def]
+    async with unit_of_work(db) as session:
+        customer = await service.create(session, {"name": "Swept", "email": "swept@example.com"})
+        await session.execute(text("DELETE FROM outbox"))  # as if the broker lost the message
+    async with running_worker(settings):
+        async def pushed() -> bool:
+            rows = emulator_call(emulator, "/_emulator/customers")
+            rows = rows["data"] if isinstance(rows, dict) else rows
+            return any(c["metadata"].get("internal_id") == str(customer.id) for c in rows)
+        assert await wait_until(pushed, timeout=30)
+        assert await wait_until(lambda: _scalar(
+            db, "SELECT last_pushed_version = 1 FROM links WHERE internal_id = :i", i=customer.id))
+
+
+async def test_sweeper_reprocesses_an_inbox_event_whose_message_was_lost(settings, stripe_client, emulator, db) -> None:  # type: ignore[no-untyped-def]
+    sc = stripe_client.v1.customers.create({"name": "Stuck", "email": "stuck@example.com"})
+    payload = {"id": "evt_lost", "object": "event", "type": "customer.created", "livemode": False,
+               "created": int(time.time()), "data": {"object": sc.to_dict()}}
+    async with unit_of_work(db) as session:
+        await store_event(session, "stripe", event_from_payload(payload), source="webhook")
+        await session.execute(text("DELETE FROM outbox"))
+    async with running_worker(settings):
+        assert await wait_until(lambda: _scalar(db, "SELECT count(*) FROM links WHERE external_id = :e", e=sc.id),
+                                timeout=30)
+    assert await _scalar(db, "SELECT count(*) FROM inbox WHERE processed_at IS NULL") == 0
+    assert await _scalar(db, "SELECT name FROM customers") == "Stuck"
+
+
+async def test_webhook_and_polled_copies_are_stored_once(settings, stripe_client, emulator, db) -> None:  # type: ignore[no-untyped-def]
+    async with inbound_system(settings, stripe_client, inbound_mode="both") as (api, _):
+        assert await wait_until(lambda: _scalar(db, "SELECT count(*) FROM cursors"))
+        created = [stripe_client.v1.customers.create({"name": f"B{i}", "email": f"b{i}@example.com"})
+                   for i in range(5)]
+        assert await wait_until(lambda: _scalar(db, "SELECT count(*) = 5 FROM links"), timeout=30)
+        time.sleep(2)  # let the poller see the same events again
+    distinct = await _scalar(db, "SELECT count(DISTINCT event_id) FROM inbox")
+    assert await _scalar(db, "SELECT count(*) FROM inbox") == distinct >= len(created)
+    assert await _scalar(db, "SELECT count(*) FROM customers") == 5
+
+
+async def test_cli_replay_sends_dead_letters_back(settings, client, emulator, db) -> None:  # type: ignore[no-untyped-def]
+    set_faults(emulator, reject_pattern="nope")
+    async with running_worker(settings):
+        cid = (await client.post("/api/v1/customers", json={"name": "Nope", "email": "nope@example.com"})).json()["id"]
+        assert await wait_until(lambda: _scalar(db, "SELECT count(*) FROM sync_events WHERE status = 'dead'"))
+        set_faults(emulator, reject_pattern=None)
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DATABASE_URL": settings.require_database_url(),
+               "TWOWAY_API_KEYS": API_KEY}
+        out = subprocess.run([sys.executable, "-m", "twoway", "replay", "--all"], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0 and "replayed 1" in out.stdout
+        assert await wait_until(lambda: _scalar(db, "SELECT count(*) FROM links WHERE internal_id = :i", i=cid))
+        status = subprocess.run([sys.executable, "-m", "twoway", "status", "--json"], env={
+            **env, "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(), "STRIPE_SECRET_KEY": "sk_test_x"},
+            capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["dead_letters"] == 0
