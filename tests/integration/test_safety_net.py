@@ -53,15 +53,21 @@ async def test_sweeper_reprocesses_an_inbox_event_whose_message_was_lost(setting
 
 
 async def test_webhook_and_polled_copies_are_stored_once(settings, stripe_client, emulator, db) -> None:  # type: ignore[no-untyped-def]
-    async with inbound_system(settings, stripe_client, inbound_mode="both") as (api, _):
+    async with inbound_system(settings, stripe_client, inbound_mode="both") as (_api, _):
         assert await wait_until(lambda: _scalar(db, "SELECT count(*) FROM cursors"))
+        start = await _scalar(db, "SELECT value FROM cursors")
         created = [stripe_client.v1.customers.create({"name": f"B{i}", "email": f"b{i}@example.com"})
                    for i in range(5)]
         assert await wait_until(lambda: _scalar(db, "SELECT count(*) = 5 FROM links"), timeout=30)
-        time.sleep(2)  # let the poller see the same events again
+        # the poller read past the same events the webhooks delivered
+        assert await wait_until(lambda: _cursor_moved(db, start), timeout=10)
     distinct = await _scalar(db, "SELECT count(DISTINCT event_id) FROM inbox")
     assert await _scalar(db, "SELECT count(*) FROM inbox") == distinct >= len(created)
     assert await _scalar(db, "SELECT count(*) FROM customers") == 5
+
+
+async def _cursor_moved(db, start: str) -> bool:  # type: ignore[no-untyped-def]
+    return await _scalar(db, "SELECT value FROM cursors") != start
 
 
 async def test_cli_replay_sends_dead_letters_back(settings, client, emulator, db) -> None:  # type: ignore[no-untyped-def]
