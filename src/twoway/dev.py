@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -16,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from twoway.kit.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, port_open, wait_for_port
+from twoway.kit.kafka import ensure_topics
 from twoway.settings import Settings
 
 DEV_JSON_KEYS = ("api_url", "api_key", "database_url", "kafka_bootstrap_servers",
@@ -67,6 +69,10 @@ class DevSystem:
         """Restart a child that dies, until asked to stop."""
         while not self.stopping:
             time.sleep(0.5)
+            if self.broker and self.broker.proc and self.broker.proc.poll() is not None and not self.stopping:
+                print("[twoway dev] broker exited; restarting it (its topics were in memory)", flush=True)
+                self.broker.start()
+                asyncio.run(ensure_topics(self.broker.bootstrap, self.settings.kafka_topic_partitions))
             for name, proc in list(self.children.items()):
                 if proc.poll() is not None and not self.stopping:
                     print(f"[twoway dev] {name} exited with {proc.returncode}; restarting "
@@ -101,6 +107,7 @@ class DevSystem:
             return
         self.broker = EmbeddedBroker(port=self._pick_port("broker.port", 0), log_path=self.state / "tansu.log")
         self.env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.start()
+        asyncio.run(ensure_topics(self.broker.bootstrap, self.settings.kafka_topic_partitions))
         # The dev broker does not support the idempotent producer.
         self.env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
         self._record_pid("broker", self.broker.proc.pid if self.broker.proc else 0)

@@ -38,7 +38,8 @@ PURGE = text("""
 class Relay:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: AIOKafkaProducer, database_url: str,
                  *, batch_size: int = 500, poll_seconds: float = 1.0, retention_seconds: float = 3600,
-                 before_mark: Callable[[list[int]], Awaitable[None]] | None = None) -> None:
+                 before_mark: Callable[[list[int]], Awaitable[None]] | None = None,
+                 on_error: Callable[[], Awaitable[None]] | None = None) -> None:
         self.sessions = sessions
         self.producer = producer
         self.database_url = database_url
@@ -46,6 +47,7 @@ class Relay:
         self.poll_seconds = poll_seconds
         self.retention_seconds = retention_seconds
         self.before_mark = before_mark  # a seam for crash tests: runs after publishing, before marking
+        self.on_error = on_error  # e.g. recreate topics that a restarted dev broker forgot
         self._wake = asyncio.Event()
 
     async def publish_batch(self) -> int:
@@ -76,6 +78,9 @@ class Relay:
                 except Exception as exc:
                     log.warning("relay batch failed; will retry", error=repr(exc)[:300])
                     published = 0
+                    if self.on_error is not None:
+                        with contextlib.suppress(Exception):
+                            await self.on_error()
                     await _sleep_or_stop(stop, 1.0)
                 if published >= self.batch_size:
                     continue

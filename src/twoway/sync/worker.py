@@ -87,13 +87,22 @@ class Worker:
 
     async def _relay(self) -> None:
         producer = make_producer(self.settings)
-        await producer.start()
+        while not self.stop.is_set():
+            try:
+                await producer.start()
+                break
+            except Exception as exc:
+                log.warning("producer start failed; retrying", error=repr(exc)[:200])
+                await asyncio.sleep(1)
         try:
             relay = Relay(self.sessions, producer, self.settings.require_database_url(),
-                          poll_seconds=self.settings.relay_poll_seconds)
+                          poll_seconds=self.settings.relay_poll_seconds, on_error=self._ensure_topics)
             await relay.run(self.stop)
         finally:
             await producer.stop()
+
+    async def _ensure_topics(self) -> None:
+        await ensure_topics(self.settings.require_kafka(), self.settings.kafka_topic_partitions, timeout=5)
 
     async def _consume(self, topic: str, group: str,
                        handle: Callable[[Sequence[ConsumerRecord]], Awaitable[None]]) -> None:
