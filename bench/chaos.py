@@ -215,7 +215,7 @@ class Snapshot:
 
 BACKLOG_SQL = {
     "outbox_unsent": "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
-    "retry_rows": "SELECT count(*) FROM sync_events WHERE status IN ('retry', 'requeued')",
+    "retry_rows": "SELECT count(*) FROM sync_events WHERE status = 'retry'",
     "inbox_unprocessed": "SELECT count(*) FROM inbox WHERE processed_at IS NULL",
     "records_ahead": """SELECT count(*) FROM customers c LEFT JOIN links l
                         ON l.kind = 'customer' AND l.internal_id = c.id AND l.system = 'stripe'
@@ -229,7 +229,7 @@ async def snapshot(cluster: Cluster, api: httpx.AsyncClient) -> Snapshot:
     try:
         links = [dict(r) for r in await conn.fetch(
             "SELECT internal_id, external_id, base::text AS base FROM links WHERE system = 'stripe'")]
-        backlog = {name: int(await conn.fetchval(sql)) for name, sql in BACKLOG_SQL.items()}
+        backlog = {name: int(await conn.fetchval(sql)) for name, sql in {**BACKLOG_SQL, **REPORTED_ONLY}.items()}
     finally:
         await conn.close()
     stats = await asyncio.to_thread(cluster.emulator_stats)
@@ -286,8 +286,15 @@ def _check_row(row: dict[str, Any], external_id: str | None, theirs: dict[str, d
     return problems
 
 
+# Reported, not waited for: the engine leaves a `requeued` row open when the retried work turns out
+# to be a no-op or an echo (a bookkeeping bug, see bench/README.md); the record itself is in sync.
+REPORTED_ONLY = {"requeued_left": "SELECT count(*) FROM sync_events WHERE status = 'requeued'"}
+# Divergence types caused by known engine bugs (bench/README.md), so a test can tell them from new ones.
+KNOWN_BUGS = {"wrong_metadata_internal_id": "inbound create commits row+link when set_internal_id fails"}
+
+
 def quiet(snap: Snapshot) -> bool:
-    return not any(snap.backlog.values())
+    return not any(v for k, v in snap.backlog.items() if k not in REPORTED_ONLY)
 
 
 async def await_convergence(cluster: Cluster, timeout: float, stable_checks: int = 3) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from twoway.kit.deps import db_session
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 Session = Annotated[AsyncSession, Depends(db_session)]
-CustomerId = Annotated[int, Query(ge=1, le=2**63 - 1)]
 
 
 def _not_found(customer_id: int) -> HTTPException:
