@@ -48,11 +48,15 @@ class DevSystem:
         self._emulator()
         api_key = self._api_key()
         self._migrate()
-        self.env.update({"API_HOST": self.settings.api_host, "API_PORT": str(self.api_port)})
+        ready = self.state / "worker.ready"
+        ready.unlink(missing_ok=True)
+        self.env.update({"API_HOST": self.settings.api_host, "API_PORT": str(self.api_port),
+                         "WORKER_READY_FILE": str(ready.resolve())})
         self._spawn("api", ["api"])
         self._spawn("worker", ["worker"])
         api_url = f"http://{self.settings.api_host}:{self.api_port}"
         _wait_http(api_url + "/health", 60, self.children["api"])
+        _wait_file(ready, 40, self.children["worker"])
         info: dict[str, str | None] = {
             "api_url": api_url, "api_key": api_key, "database_url": self.env["DATABASE_URL"],
             "kafka_bootstrap_servers": self.env["KAFKA_BOOTSTRAP_SERVERS"],
@@ -204,6 +208,15 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _wait_file(path: Path, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """The worker writes the file once its consumers hold partitions: changes then flow at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not path.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}; see its log in {path.parent}")
+        time.sleep(0.1)
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:

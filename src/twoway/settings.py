@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     sweeper_interval_seconds: float = 5.0
     sweeper_grace_seconds: float = 30.0
     relay_poll_seconds: float = 1.0
+    worker_ready_file: str | None = None
     log_level: str = "info"
     log_json: bool = False
     state_dir: str = Field(default=".twoway")

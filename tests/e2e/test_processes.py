@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from tests.conftest import ROOT, emulator_call, wait_until
 from tests.helpers import set_faults
+from twoway.dev import _kill_leftovers
 from twoway.kit.embedded import free_port
 from twoway.settings import Settings
 
@@ -133,3 +134,4 @@ def test_dev_runs_everything_stops_everything_and_recovers_after_a_crash(workdir
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        _kill_leftovers(state / "dev.pids")  # children run in their own sessions

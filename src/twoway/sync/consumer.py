@@ -17,7 +17,7 @@ BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
 
 
 async def consume(consumer: AIOKafkaConsumer, group: str, handle: BatchHandler, stop: asyncio.Event,
-                  *, max_records: int = 500) -> None:
+                  *, max_records: int = 500, on_assigned: Callable[[], None] | None = None) -> None:
     while not stop.is_set():
         try:
             batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
@@ -25,6 +25,9 @@ async def consume(consumer: AIOKafkaConsumer, group: str, handle: BatchHandler, 
             log.warning("consumer poll failed", group=group, error=repr(exc)[:200])
             await _pause(stop, 1.0)
             continue
+        if on_assigned is not None and consumer.assignment():
+            on_assigned()
+            on_assigned = None
         records = [r for msgs in batch.values() for r in msgs]
         if not records:
             continue

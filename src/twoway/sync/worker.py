@@ -50,10 +50,14 @@ class Worker:
         self.sync = SyncEngine(self.sessions, self.connectors, settings)
         self.stop = asyncio.Event()
         self._semaphore = asyncio.Semaphore(settings.sync_concurrency)
+        self._waiting: set[str] = set()
 
     async def run(self) -> None:
         await ensure_topics(self.settings.require_kafka(), self.settings.kafka_topic_partitions)
-        tasks = [asyncio.create_task(coro, name=name) for name, coro in self._loops()]
+        loops = self._loops()
+        self._waiting = {name for name, _ in loops if name.startswith(("outbound:", "inbound"))}
+        tasks = [asyncio.create_task(coro, name=name) for name, coro in loops]
+        tasks.append(asyncio.create_task(self._announce_ready()))
         log.info("worker started", components=sorted(self.components), systems=sorted(self.connectors))
         try:
             await self.stop.wait()
@@ -71,10 +75,12 @@ class Worker:
             loops.append(("relay", self._relay()))
         for system in self.connectors:
             if "outbound" in self.components:
-                loops.append((f"outbound:{system}", self._consume(OUTBOUND_TOPIC, outbound_group(system),
-                                                                  self._outbound_batch(system))))
+                name = f"outbound:{system}"
+                loops.append((name, self._consume(OUTBOUND_TOPIC, outbound_group(system),
+                                                  self._outbound_batch(system), self._assigned(name))))
         if "inbound" in self.components and self.connectors:
-            loops.append(("inbound", self._consume(INBOUND_TOPIC, inbound_group(), self._inbound_batch)))
+            loops.append(("inbound", self._consume(INBOUND_TOPIC, inbound_group(), self._inbound_batch,
+                                                   self._assigned("inbound"))))
         if "retry" in self.components:
             loops.append(("retry", self._every(1.0, self.requeue_due)))
         if "sweeper" in self.components:
@@ -101,11 +107,25 @@ class Worker:
         finally:
             await producer.stop()
 
+    async def _announce_ready(self, patience: float = 20.0) -> None:
+        """Tell `twoway dev` when every consumer holds partitions (or has waited long enough)."""
+        deadline = asyncio.get_running_loop().time() + patience
+        while self._waiting and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        log.info("worker ready", waiting_for=sorted(self._waiting))
+        if self.settings.worker_ready_file:
+            with contextlib.suppress(OSError), open(self.settings.worker_ready_file, "w") as f:
+                f.write("ready\n")
+
+    def _assigned(self, name: str) -> Callable[[], None]:
+        return lambda: self._waiting.discard(name)
+
     async def _ensure_topics(self) -> None:
         await ensure_topics(self.settings.require_kafka(), self.settings.kafka_topic_partitions, timeout=5)
 
     async def _consume(self, topic: str, group: str,
-                       handle: Callable[[Sequence[ConsumerRecord]], Awaitable[None]]) -> None:
+                       handle: Callable[[Sequence[ConsumerRecord]], Awaitable[None]],
+                       on_assigned: Callable[[], None] | None = None) -> None:
         consumer = make_consumer(self.settings, topic, group)
         while not self.stop.is_set():
             try:
@@ -115,7 +135,7 @@ class Worker:
                 log.warning("consumer start failed; retrying", group=group, error=repr(exc)[:200])
                 await asyncio.sleep(1)
         try:
-            await consume(consumer, group, handle, self.stop)
+            await consume(consumer, group, handle, self.stop, on_assigned=on_assigned)
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
