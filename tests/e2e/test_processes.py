@@ -125,6 +125,10 @@ def test_dev_runs_everything_stops_everything_and_recovers_after_a_crash(workdir
         r = httpx.get(f"{info2['api_url']}/api/v1/customers/{cid}", headers=auth)
         assert r.status_code == 200 and r.json()["name"] == "Dev"  # data survived the restart
         pids = json.loads((state / "dev.pids").read_text())
+        for log_file in state.glob("*.log"):  # the children's logs: no secret of ours in them
+            content = log_file.read_text(errors="replace")
+            for secret in (info2["stripe_webhook_secret"], info2["stripe_secret_key"], info2["api_key"]):
+                assert secret not in content, f"a secret leaked into {log_file.name}"
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(60)
         deadline = time.monotonic() + 15

@@ -145,8 +145,8 @@ async def _serve(server: uvicorn.Server, app: Starlette) -> None:
         print(f"stripe emulator listening on http://{host}:{port}", flush=True)
         endpoint = app.state.emulator.startup_endpoint
         if endpoint is not None:
-            print(
-                f"webhook endpoint {endpoint['id']} -> {endpoint['url']} secret {endpoint['secret']}",
-                flush=True,
-            )
+            # A secret the caller chose stays out of the log; a generated one is shown once, or nobody knows it.
+            given = app.state.emulator.config.webhook_secret is not None
+            secret = "(as given)" if given else endpoint["secret"]
+            print(f"webhook endpoint {endpoint['id']} -> {endpoint['url']} secret {secret}", flush=True)
     await task
