@@ -321,7 +321,7 @@ class Reconciler:
             for internal_id in outbound:
                 await enqueue_outbound(session, KIND, internal_id, reason="reconcile")
             for external_id in inbound:
-                await enqueue_inbound(session, self.system, KIND, external_id, event_id="reconcile")
+                await enqueue_inbound(session, self.system, KIND, external_id)
         self.report.enqueued[OUTBOUND] += len(outbound)
         self.report.enqueued[INBOUND] += len(inbound)
 

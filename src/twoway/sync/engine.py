@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors.base import Connector, ConnectorError, ExternalRecord, NotFound
@@ -24,6 +24,7 @@ from twoway.logs import get_logger
 from twoway.ops import metrics
 from twoway.settings import Settings
 from twoway.sync import log as synclog
+from twoway.sync.inbox import InboxRepository
 from twoway.sync.links import LinkRepository
 from twoway.sync.merge import merge
 from twoway.sync.models import InboxEvent, Link
@@ -65,7 +66,7 @@ class SyncEngine:
                 return "missing"
             links = LinkRepository(session)
             link = await links.for_record(kind, internal_id, system)
-            if link is not None and await self._inbox_pending(session, system, kind, link.external_id):
+            if link is not None and await InboxRepository(session).has_pending(system, kind, link.external_id):
                 # Their change is waiting: merge it first, so a both-sides edit is resolved, not overwritten.
                 await self._inbound_locked(session, connector, kind, link.external_id, link)
                 await session.refresh(row)
@@ -193,7 +194,7 @@ class SyncEngine:
             lock_key = await self._inbound_lock_key(session, system, kind, external_id)
             await advisory_lock(session, lock_key)
             link = await LinkRepository(session).for_external(system, kind, external_id)
-            if hint_only and not await self._inbox_pending(session, system, kind, external_id):
+            if hint_only and not await InboxRepository(session).has_pending(system, kind, external_id):
                 return "handled"
             try:
                 outcome = await self._inbound_locked(session, connector, kind, external_id, link)
@@ -210,7 +211,7 @@ class SyncEngine:
         link = await LinkRepository(session).for_external(system, kind, external_id)
         if link is not None:
             return record_key(kind, link.internal_id)
-        events = await self._pending_events(session, system, kind, external_id)
+        events = await InboxRepository(session).pending(system, kind, external_id)
         for event in reversed(events):
             internal_id = _payload_internal_id(event.payload)
             if internal_id is not None:
@@ -220,9 +221,9 @@ class SyncEngine:
     async def _inbound_locked(self, session: AsyncSession, connector: Connector, kind: str, external_id: str,
                               link: Link | None) -> str:
         system = connector.system
-        events = await self._pending_events(session, system, kind, external_id)
+        events = await InboxRepository(session).pending(system, kind, external_id)
         if link is not None and self._events_match_base(connector, events, link):
-            await self._mark_processed(session, events)
+            await InboxRepository(session).mark_processed(events)
             return "echo"
         theirs = await connector.fetch(kind, external_id)
         theirs_at = max((e.event_created for e in events if e.event_created), default=None)
@@ -230,7 +231,7 @@ class SyncEngine:
             outcome = await self._inbound_unlinked(session, connector, kind, theirs)
         else:
             outcome = await self._inbound_linked(session, kind, link, theirs, theirs_at)
-        await self._mark_processed(session, events)
+        await InboxRepository(session).mark_processed(events)
         await synclog.close_open(session, kind, system, "inbound", None, external_id, include_dead=True)
         metrics.SYNC_RESULTS.labels(system=system, direction="inbound", status="ok").inc()
         for e in events:
@@ -326,25 +327,6 @@ class SyncEngine:
                 detail: dict[str, Any] | None = None) -> None:
         synclog.add(session, kind=kind, system=link.system, direction="inbound", operation=operation, status="ok",
                     internal_id=link.internal_id, external_id=link.external_id, detail=detail)
-
-    async def _pending_events(self, session: AsyncSession, system: str, kind: str,
-                              external_id: str) -> list[InboxEvent]:
-        stmt = (select(InboxEvent)
-                .where(InboxEvent.system == system, InboxEvent.kind == kind,
-                       InboxEvent.external_id == external_id, InboxEvent.processed_at.is_(None))
-                .order_by(InboxEvent.event_created, InboxEvent.id))
-        return list((await session.execute(stmt)).scalars().all())
-
-    async def _inbox_pending(self, session: AsyncSession, system: str, kind: str, external_id: str) -> bool:
-        stmt = select(InboxEvent.id).where(
-            InboxEvent.system == system, InboxEvent.kind == kind, InboxEvent.external_id == external_id,
-            InboxEvent.processed_at.is_(None)).limit(1)
-        return (await session.execute(stmt)).first() is not None
-
-    async def _mark_processed(self, session: AsyncSession, events: list[InboxEvent]) -> None:
-        if events:
-            await session.execute(update(InboxEvent).where(InboxEvent.id.in_([e.id for e in events]))
-                                  .values(processed_at=func.now()))
 
     # -- failures ------------------------------------------------------------------------------
 
