@@ -37,7 +37,7 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    type_ = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
+    type_ = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
              413: "payload_too_large"}.get(exc.status_code, "http_error")
     return error_response(exc.status_code, type_, str(exc.detail), headers=getattr(exc, "headers", None))
 
