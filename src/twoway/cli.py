@@ -68,6 +68,7 @@ def worker(
                                                   "retry,sweeper,poller")] = None,
 ) -> None:
     """Run the relay, the sync consumers, retries, the sweeper and the poller. Run as many as you like."""
+    from twoway.connectors import registry
     from twoway.sync.worker import COMPONENTS, Worker
 
     settings = _settings()
@@ -75,6 +76,11 @@ def worker(
     unknown = set(components) - set(COMPONENTS)
     if unknown:
         raise typer.BadParameter(f"unknown components: {', '.join(sorted(unknown))}")
+
+    if set(components) & {"outbound", "inbound", "poller"} and not registry.enabled_systems(settings):
+        console.print("[red]No connector is configured.[/red] Set STRIPE_SECRET_KEY (and STRIPE_API_BASE for "
+                      "the emulator), or run only --only relay.")
+        raise typer.Exit(2)
 
     async def main() -> None:
         w = Worker(settings, components=components)

@@ -187,3 +187,16 @@ async def test_two_workers_split_partitions_and_converge(client, settings, emula
     side = by_internal_id(emulator)
     assert all(len(side[str(cid)]) == 1 for cid in ids)
     assert stripe_writes(emulator) == 500
+
+
+async def test_link_removed_by_hand_is_found_again_not_recreated(client, settings, emulator, db) -> None:
+    async with running_worker(settings):
+        cid = await _create(client, "Linked", "linked@example.com")
+        assert await wait_until(lambda: _converged(client, emulator, [cid]))
+        async with db() as s:
+            await s.execute(text("DELETE FROM links"))
+            await s.commit()
+        await client.patch(f"/api/v1/customers/{cid}", json={"name": "Linked Again"})  # a new idempotency key
+        assert await wait_until(lambda: _converged(client, emulator, [cid]))
+    assert len(by_internal_id(emulator)[str(cid)]) == 1
+    assert emulator_call(emulator, "/_emulator/stats")["requests"].get("GET /v1/customers/search", 0) >= 1

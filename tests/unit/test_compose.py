@@ -38,10 +38,22 @@ def test_compose_config_is_valid_with_secrets_from_the_environment() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_refuses_to_run_without_secrets() -> None:
+def test_compose_config_parses_without_secrets() -> None:
+    """Validation tools run it bare; the services themselves refuse to start on empty secrets."""
     result = _compose("config", "-q", env={})
-    assert result.returncode != 0
-    assert re.search(r"set (POSTGRES_PASSWORD|STRIPE_SECRET_KEY|TWOWAY_API_KEYS)", result.stderr)
+    assert result.returncode == 0, result.stderr
+
+
+def test_services_refuse_to_start_without_their_secrets() -> None:
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in (*SECRETS, "STRIPE_API_BASE")}
+    env.update({"PYTHONPATH": str(ROOT / "src"), "DATABASE_URL": "postgresql://u@127.0.0.1:1/d",
+                "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    for command in (["api"], ["worker"]):
+        out = subprocess.run([sys.executable, "-m", "twoway", *command], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+        assert out.returncode == 2, (command, out.stdout, out.stderr)
 
 
 def test_no_secret_is_written_in_the_file() -> None:

@@ -111,8 +111,9 @@ class SyncEngine:
                                row: records.SyncedRecord) -> Link:
         system = connector.system
         record: ExternalRecord | None = None
-        if await synclog.has_started_create(session, kind, row.id, system):
-            # An earlier create has no recorded outcome: it may have reached Stripe. Look before creating.
+        if await synclog.may_exist_externally(session, kind, row.id, system):
+            # An earlier create has no recorded outcome, or the link was lost after a success: it may exist
+            # in Stripe. Look before creating (not before every create: search is slow and rate limited).
             record = await connector.find_by_internal_id(kind, row.id)
         if record is None:
             await self._mark_create_started(kind, row.id, system)
@@ -141,7 +142,7 @@ class SyncEngine:
         system = connector.system
         if link is None:
             found = None
-            if await synclog.has_started_create(session, kind, row.id, system):
+            if await synclog.may_exist_externally(session, kind, row.id, system):
                 found = await connector.find_by_internal_id(kind, row.id)
             if found is None:
                 await synclog.close_open(session, kind, system, "outbound", row.id, None, include_dead=True)

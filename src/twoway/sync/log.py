@@ -49,6 +49,15 @@ async def has_started_create(session: AsyncSession, kind: str, internal_id: int,
     return (await session.execute(stmt)).first() is not None
 
 
+async def may_exist_externally(session: AsyncSession, kind: str, internal_id: int, system: str) -> bool:
+    """A create without a recorded outcome, or any past success: the external object may exist unlinked."""
+    stmt = select(SyncEvent.id).where(
+        SyncEvent.kind == kind, SyncEvent.system == system, SyncEvent.internal_id == internal_id,
+        (SyncEvent.status == "ok") | ((SyncEvent.status == "started") & (SyncEvent.operation == "create")),
+    ).limit(1)
+    return (await session.execute(stmt)).first() is not None
+
+
 def add(session: AsyncSession, *, kind: str, system: str, direction: str, operation: str, status: str,
         internal_id: int | None = None, external_id: str | None = None, attempts: int = 1,
         error: str | None = None, next_attempt_at: datetime | None = None,
