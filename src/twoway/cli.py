@@ -111,6 +111,8 @@ def dev(
         info = system.start()
         console.print(f"[bold green]twoway is up[/bold green]\n  API        {info['api_url']}  (docs at /docs)"
                       f"\n  Dashboard  {info['api_url']}/?key={info['api_key']}\n  API key    {info['api_key']}")
+        console.print(f"  Metrics    {info['api_url']}/metrics (API), "
+                      f"http://{settings.api_host}:{system.env['WORKER_METRICS_PORT']}/metrics (worker)")
         if info.get("stripe_api_base"):
             console.print(f"  Stripe emulator  {info['stripe_api_base']}/")
         console.print(f"  Settings for scripts: {state_dir / 'dev.json'}\nPress Ctrl-C to stop.")

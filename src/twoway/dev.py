@@ -51,7 +51,8 @@ class DevSystem:
         ready = self.state / "worker.ready"
         ready.unlink(missing_ok=True)
         self.env.update({"API_HOST": self.settings.api_host, "API_PORT": str(self.api_port),
-                         "WORKER_READY_FILE": str(ready.resolve())})
+                         "WORKER_READY_FILE": str(ready.resolve()),
+                         "WORKER_METRICS_PORT": str(self._pick_port("worker-metrics.port", 9464))})
         self._spawn("api", ["api"])
         self._spawn("worker", ["worker"])
         api_url = f"http://{self.settings.api_host}:{self.api_port}"

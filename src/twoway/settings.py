@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     sweeper_grace_seconds: float = 30.0
     relay_poll_seconds: float = 1.0
     worker_ready_file: str | None = None
+    # Workers do the syncing, so their counters live in their process: served on this port when set.
+    worker_metrics_port: int | None = None
     log_level: str = "info"
     log_json: bool = False
     state_dir: str = Field(default=".twoway")

@@ -54,6 +54,10 @@ class Worker:
 
     async def run(self) -> None:
         await ensure_topics(self.settings.require_kafka(), self.settings.kafka_topic_partitions)
+        if self.settings.worker_metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.settings.worker_metrics_port, addr=self.settings.api_host)
         loops = self._loops()
         self._waiting = {name for name, _ in loops if name.startswith(("outbound:", "inbound"))}
         tasks = [asyncio.create_task(coro, name=name) for name, coro in loops]
