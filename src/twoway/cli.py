@@ -27,8 +27,24 @@ except ImportError:  # pragma: no cover - the emulator ships with the package
     pass
 
 
-def _settings() -> Settings:
+DEV_JSON = Path(".twoway/dev.json")
+_FROM_DEV = {"database_url": "database_url", "kafka_bootstrap_servers": "kafka_bootstrap_servers",
+             "stripe_secret_key": "stripe_secret_key", "stripe_api_base": "stripe_api_base",
+             "stripe_webhook_secret": "stripe_webhook_secret", "api_key": "twoway_api_keys"}
+
+
+def _settings(*, use_dev_json: bool = True) -> Settings:
+    """The environment's settings; what it leaves unset comes from a running `twoway dev`, if any."""
     settings = Settings()
+    if use_dev_json and DEV_JSON.exists():
+        try:
+            dev = json.loads(DEV_JSON.read_text())
+        except ValueError:
+            dev = {}
+        fill = {field: dev[key] for key, field in _FROM_DEV.items()
+                if dev.get(key) and not getattr(settings, field)}
+        if fill:
+            settings = Settings(**{**settings.model_dump(exclude_unset=True), **fill})
     configure(settings.log_level, settings.log_json)
     return settings
 
@@ -99,7 +115,7 @@ def dev(
     """Run the whole system: embedded PostgreSQL, broker and Stripe emulator when not configured."""
     from twoway.dev import DevSystem
 
-    settings = _settings()
+    settings = _settings(use_dev_json=False)
     system = DevSystem(state=state_dir, settings=settings)
 
     def _stop(*_: object) -> None:
