@@ -200,3 +200,19 @@ async def test_link_removed_by_hand_is_found_again_not_recreated(client, setting
         assert await wait_until(lambda: _converged(client, emulator, [cid]))
     assert len(by_internal_id(emulator)[str(cid)]) == 1
     assert emulator_call(emulator, "/_emulator/stats")["requests"].get("GET /v1/customers/search", 0) >= 1
+
+
+async def test_recovered_create_of_a_customer_deleted_meanwhile_deletes_ours(client, settings, emulator, db,
+                                                                             stripe_client) -> None:
+    cid = await _create(client, "Short Lived", "short@example.com")
+    connector = await _crash_once_after_create(settings)
+    try:
+        await SyncEngine(db, {"stripe": connector}, settings).outbound("customer", cid, "stripe")
+    except CrashAfterCreate:
+        pass
+    stripe_client.v1.customers.delete(by_internal_id(emulator)[str(cid)][0]["id"])
+    healthy = SyncEngine(db, {"stripe": StripeConnector.from_settings(settings)}, settings)
+    await healthy.outbound("customer", cid, "stripe")  # the key replays the create of a deleted customer
+    ours = (await client.get(f"/api/v1/customers/{cid}")).json()
+    assert ours["deleted_at"] is not None  # delete wins; never a live row linked to a dead customer
+    assert str(cid) not in by_internal_id(emulator)

@@ -159,8 +159,8 @@ class Engine:
         if link is None:
             link = self._create_or_adopt(internal_id, row)
         if link.base.get("deleted"):
-            link.last_pushed_version = row.version
-            return None
+            self._soft_delete(internal_id, row)  # deleted in Stripe, live here: delete wins
+            return self._succeeded(internal_id, row, link)
         changes = {k: v for k, v in row.fields.items() if link.base.get(k) != v}
         if changes:
             key = f"{internal_id}:v{row.version}:{sorted(changes.items())}"
@@ -175,13 +175,16 @@ class Engine:
         return self._succeeded(internal_id, row, link)
 
     def _create_or_adopt(self, internal_id: int, row: Row) -> LinkM:
-        xid = self.stripe.search(internal_id) if internal_id in self.db.started else None
+        suspect = internal_id in self.db.started
+        xid = self.stripe.search(internal_id) if suspect else None
         if xid is None:
             # Committed on its own, before the call: it survives a crash of this transaction.
             self.db.started.add(internal_id)
             self.committed.started.add(internal_id)
             xid = self.stripe.create(row.fields, internal_id, key=f"{internal_id}:create:v{row.version}")
-        link = LinkM(xid, dict(self.stripe.objs[xid].fields))
+        obj = self.stripe.objs[xid]
+        # After a crash trace the key may replay a create whose customer was deleted since (the engine fetches).
+        link = LinkM(xid, dict(DELETED) if suspect and obj.deleted else dict(obj.fields))
         self.db.links[internal_id] = link
         return link
 
@@ -461,14 +464,9 @@ def assert_converged(db: Db, stripe: Stripe) -> None:
 SyncModel.TestCase.settings = settings(max_examples=int(os.environ.get("TWOWAY_MODEL_EXAMPLES", "300")),
                                        stateful_step_count=40, deadline=None,
                                        derandomize=not os.environ.get("TWOWAY_MODEL_RANDOM"))
-BUG_1 = ("engine bug: a crash-recovered create replays its idempotency key and links a live row to a Stripe "
-         "customer deleted meanwhile (bench/README.md, bug 1); remove this marker once it is fixed")
-# Deterministic (derandomized), so it fails on bug 1 every run; strict, so a fix turns it into a failure
-# that asks for the marker to go.
-TestSyncModel = pytest.mark.xfail(strict=True, reason=BUG_1)(SyncModel.TestCase)
+TestSyncModel = SyncModel.TestCase
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_1)
 def test_recovered_create_of_a_customer_deleted_meanwhile() -> None:
     model = SyncModel()
     model.local_create(name="a", email="a")

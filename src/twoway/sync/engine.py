@@ -89,8 +89,7 @@ class SyncEngine:
             link = await self._create_or_adopt(session, connector, kind, row)
             operation = "create"
         if link.base.get("deleted"):
-            link.last_pushed_version = row.version
-            return "gone"  # deleted in Stripe; the inbound side soft-deletes ours
+            return await self._gone_in_stripe(session, kind, row, link)
         ours = row.fields()
         changes = {k: v for k, v in ours.items() if link.base.get(k) != v}
         if changes:
@@ -103,6 +102,7 @@ class SyncEngine:
         elif operation == "update":
             if link.last_pushed_version < row.version:
                 link.last_pushed_version = row.version
+            await synclog.close_open(session, kind, system, "outbound", row.id, None, include_dead=True)
             return "noop"
         await self._succeeded(session, kind, system, row, link, operation if operation == "create" else "update")
         return operation
@@ -111,7 +111,8 @@ class SyncEngine:
                                row: records.SyncedRecord) -> Link:
         system = connector.system
         record: ExternalRecord | None = None
-        if await synclog.may_exist_externally(session, kind, row.id, system):
+        suspect = await synclog.may_exist_externally(session, kind, row.id, system)
+        if suspect:
             # An earlier create has no recorded outcome, or the link was lost after a success: it may exist
             # in Stripe. Look before creating (not before every create: search is slow and rate limited).
             record = await connector.find_by_internal_id(kind, row.id)
@@ -126,8 +127,12 @@ class SyncEngine:
                 record = await connector.find_by_internal_id(kind, row.id)
                 if record is None:
                     raise ConnectorError("create key reused but no customer found yet", transient=True)
+            if suspect:
+                # The key may have replayed an old create whose customer was deleted since: ask Stripe.
+                current = await connector.fetch(kind, record.external_id)
+                record = current if current.deleted else record
         link = Link(kind=kind, internal_id=row.id, system=system, external_id=record.external_id,
-                    base=dict(record.fields), last_pushed_version=0)
+                    base=dict(DELETED) if record.deleted else dict(record.fields), last_pushed_version=0)
         return await LinkRepository(session).add(link)
 
     async def _mark_create_started(self, kind: str, internal_id: int, system: str) -> None:
@@ -225,6 +230,7 @@ class SyncEngine:
         events = await InboxRepository(session).pending(system, kind, external_id)
         if link is not None and self._events_match_base(connector, events, link):
             await InboxRepository(session).mark_processed(events)
+            await synclog.close_open(session, kind, system, "inbound", None, external_id, include_dead=True)
             return "echo"
         theirs = await connector.fetch(kind, external_id)
         theirs_at = max((e.event_created for e in events if e.event_created), default=None)
@@ -250,6 +256,8 @@ class SyncEngine:
                 return False
             if seen.deleted != bool(link.base.get("deleted")):
                 return False
+            if not seen.deleted and seen.internal_id != link.internal_id:
+                return False  # our id is missing over there: worth a look (and a write-back)
             if not seen.deleted and any(link.base.get(k) != v for k, v in seen.fields.items()):
                 return False
         return True
@@ -272,6 +280,10 @@ class SyncEngine:
             return "ours-deleted"
         if link.base.get("deleted"):
             link.base = {}
+        if theirs.internal_id != link.internal_id:
+            # Level-triggered write-back: whenever we see our id missing (or wrong), put it there.
+            await self.connectors[link.system].set_internal_id(kind, link.external_id, link.internal_id,
+                                            _key(link.system, kind, link.internal_id, "adopt", link.external_id))
         result = merge(link.base, row.fields(), theirs.fields, ours_changed_at=records.changed_at(row),
                        theirs_changed_at=theirs_at, policy=self.settings.sync_conflict_policy)
         for conflict in result.conflicts:
@@ -316,12 +328,10 @@ class SyncEngine:
         link = await LinkRepository(session).add(Link(
             kind=kind, internal_id=row.id, system=system, external_id=theirs.external_id,
             base=dict(theirs.fields), last_pushed_version=row.version))
-        try:
-            await connector.set_internal_id(kind, theirs.external_id, row.id, _key(system, kind, row.id, "adopt"))
-        except ConnectorError as exc:
-            # The import stands (the link finds the pair); only lost-link recovery needs the write-back.
-            logger.warning("could not write internal_id back", external_id=theirs.external_id, error=str(exc)[:200])
         self._log_ok(session, kind, link, "create")
+        # If this write-back fails, the import still commits with a retry; the linked path writes it then.
+        await connector.set_internal_id(kind, theirs.external_id, row.id,
+                                        _key(system, kind, row.id, "adopt", theirs.external_id))
         return "created"
 
     def _log_ok(self, session: AsyncSession, kind: str, link: Link, operation: str,
