@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     sync_backoff_base_seconds: float = 0.5
     sync_backoff_max_seconds: float = 300.0
     sync_concurrency: int = 16
+    sync_linger_ms: int = 50
     sync_conflict_policy: Literal["newer_wins", "ours_wins", "theirs_wins"] = "newer_wins"
     sweeper_interval_seconds: float = 5.0
     sweeper_grace_seconds: float = 30.0

@@ -21,6 +21,8 @@ class Customer(Base):
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (Index("ix_customers_email", "email"),)
+    # Server defaults come back in the INSERT's RETURNING, so no refresh round trip is needed.
+    __mapper_args__ = {"eager_defaults": True}
 
     def fields(self) -> dict[str, str]:
         """The synced field values, the currency of every merge."""

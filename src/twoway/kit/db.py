@@ -31,7 +31,9 @@ BigId = BigInteger().with_variant(BigInteger(), "postgresql")
 
 
 def make_engine(url: str, pool_size: int = 20) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per transaction. A connection broken by a server restart is
+    # invalidated on its first error, and every caller (request, worker batch) is retried whole.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=1800)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -50,9 +52,12 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
             raise
 
 
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+
+
 async def advisory_lock(session: AsyncSession, key: str) -> None:
     """Serialize work on one record across processes until the transaction ends."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+    await session.execute(_LOCK, {"k": key})
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -33,14 +33,17 @@ class OutboxMessage(Base):
     )
 
 
+# One round trip: the row, and a NOTIFY that is transactional (heard only if this transaction commits;
+# PostgreSQL folds identical notifications of one transaction into one).
+ENQUEUE = text(f"""
+    WITH queued AS (INSERT INTO outbox (topic, key, payload) VALUES (:t, :k, CAST(:p AS jsonb)) RETURNING id)
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued
+""")
+
+
 async def enqueue(session: AsyncSession, topic: str, key: str, payload: dict[str, Any]) -> None:
     """Add a message through the caller's transaction; the relay publishes it after commit."""
-    await session.execute(
-        text("INSERT INTO outbox (topic, key, payload) VALUES (:t, :k, CAST(:p AS jsonb))"),
-        {"t": topic, "k": key, "p": json.dumps(payload)},
-    )
-    # NOTIFY is transactional: listeners hear it only if this transaction commits.
-    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    await session.execute(ENQUEUE, {"t": topic, "k": key, "p": json.dumps(payload)})
 
 
 def record_key(kind: str, internal_id: int) -> str:

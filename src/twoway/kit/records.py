@@ -70,7 +70,6 @@ async def create(session: AsyncSession, kind_name: str, values: dict[str, str]) 
     session.add(record)
     await session.flush()
     await enqueue_outbound(session, kind_name, record.id)
-    await session.refresh(record)
     return record
 
 
@@ -96,9 +95,8 @@ async def soft_delete(session: AsyncSession, kind_name: str, record: SyncedRecor
 async def _bump(session: AsyncSession, kind_name: str, record: SyncedRecord) -> None:
     record.version = record.version + 1
     record.updated_at = func.now()
-    await session.flush()
+    await session.flush()  # eager defaults: RETURNING brings updated_at (and deleted_at) back
     await enqueue_outbound(session, kind_name, record.id)
-    await session.refresh(record)
 
 
 def changed_at(record: SyncedRecord) -> datetime | None:

@@ -17,7 +17,8 @@ BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
 
 
 async def consume(consumer: AIOKafkaConsumer, group: str, handle: BatchHandler, stop: asyncio.Event,
-                  *, max_records: int = 500, on_assigned: Callable[[], None] | None = None) -> None:
+                  *, max_records: int = 500, on_assigned: Callable[[], None] | None = None,
+                  linger_ms: int = 0) -> None:
     while not stop.is_set():
         try:
             batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
@@ -28,9 +29,15 @@ async def consume(consumer: AIOKafkaConsumer, group: str, handle: BatchHandler, 
         if on_assigned is not None and consumer.assignment():
             on_assigned()
             on_assigned = None
-        records = [r for msgs in batch.values() for r in msgs]
-        if not records:
+        if not batch:
             continue
+        if linger_ms:
+            # Let a burst finish arriving: ten changes to one record become one unit of work.
+            await asyncio.sleep(linger_ms / 1000)
+            more = await consumer.getmany(timeout_ms=0, max_records=max_records)
+            for tp, msgs in more.items():
+                batch.setdefault(tp, []).extend(msgs)
+        records = [r for msgs in batch.values() for r in msgs]
         try:
             await handle(records)
         except Exception as exc:

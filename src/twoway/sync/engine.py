@@ -139,7 +139,7 @@ class SyncEngine:
         """Committed on its own, before the call, so a crash leaves a trace that a create may exist."""
         async with unit_of_work(self.sessions) as side:
             if not await synclog.has_started_create(side, kind, internal_id, system):
-                synclog.add(side, kind=kind, system=system, direction="outbound", operation="create",
+                await synclog.add(side, kind=kind, system=system, direction="outbound", operation="create",
                             status="started", internal_id=internal_id)
 
     async def _push_delete(self, session: AsyncSession, connector: Connector, kind: str, row: records.SyncedRecord,
@@ -167,7 +167,7 @@ class SyncEngine:
         """Deleted on their side while we edited: deletion wins (a recorded policy)."""
         link.base = dict(DELETED)
         await records.soft_delete(session, kind, row)
-        synclog.add(session, kind=kind, system=link.system, direction="outbound", operation="update",
+        await synclog.add(session, kind=kind, system=link.system, direction="outbound", operation="update",
                     status="conflict", internal_id=row.id, external_id=link.external_id,
                     detail={"resolution": "deleted in external system; delete wins over edit"})
         await self._succeeded(session, kind, link.system, row, link, "delete")
@@ -179,7 +179,7 @@ class SyncEngine:
         link.last_synced_at = func.now()  # type: ignore[assignment]
         link.updated_at = func.now()  # type: ignore[assignment]
         await synclog.close_open(session, kind, system, "outbound", row.id, None, include_dead=True)
-        synclog.add(session, kind=kind, system=system, direction="outbound", operation=operation, status="ok",
+        await synclog.add(session, kind=kind, system=system, direction="outbound", operation=operation, status="ok",
                     internal_id=row.id, external_id=link.external_id)
         metrics.SYNC_RESULTS.labels(system=system, direction="outbound", status="ok").inc()
         changed = records.changed_at(row)
@@ -270,7 +270,7 @@ class SyncEngine:
             if row is not None and row.deleted_at is None:
                 await records.soft_delete(session, kind, row)
                 link.last_pushed_version = row.version
-                self._log_ok(session, kind, link, "delete")
+                await self._log_ok(session, kind, link, "delete")
                 return "deleted"
             return "noop"
         if row is None or row.deleted_at is not None:
@@ -287,7 +287,7 @@ class SyncEngine:
         result = merge(link.base, row.fields(), theirs.fields, ours_changed_at=records.changed_at(row),
                        theirs_changed_at=theirs_at, policy=self.settings.sync_conflict_policy)
         for conflict in result.conflicts:
-            synclog.add(session, kind=kind, system=link.system, direction="inbound", operation="merge",
+            await synclog.add(session, kind=kind, system=link.system, direction="inbound", operation="merge",
                         status="conflict", internal_id=link.internal_id, external_id=link.external_id,
                         detail={"field": conflict.field, "ours": conflict.ours, "theirs": conflict.theirs,
                                 "base": conflict.base, "winner": conflict.winner,
@@ -302,7 +302,7 @@ class SyncEngine:
             await enqueue_outbound(session, kind, row.id, reason="merge")
         link.last_synced_at = func.now()  # type: ignore[assignment]
         if changes or result.conflicts:
-            self._log_ok(session, kind, link, "merge", detail={"fields": sorted(changes)})
+            await self._log_ok(session, kind, link, "merge", detail={"fields": sorted(changes)})
         return "merged" if changes else "noop"
 
     async def _inbound_unlinked(self, session: AsyncSession, connector: Connector, kind: str,
@@ -322,21 +322,21 @@ class SyncEngine:
                 kind=kind, internal_id=row.id, system=system, external_id=theirs.external_id,
                 base=dict(theirs.fields)))
             await enqueue_outbound(session, kind, row.id, reason="adopted")
-            self._log_ok(session, kind, link, "adopt")
+            await self._log_ok(session, kind, link, "adopt")
             return "adopted"
         row = await records.create(session, kind, dict(theirs.fields))
         link = await LinkRepository(session).add(Link(
             kind=kind, internal_id=row.id, system=system, external_id=theirs.external_id,
             base=dict(theirs.fields), last_pushed_version=row.version))
-        self._log_ok(session, kind, link, "create")
+        await self._log_ok(session, kind, link, "create")
         # If this write-back fails, the import still commits with a retry; the linked path writes it then.
         await connector.set_internal_id(kind, theirs.external_id, row.id,
                                         _key(system, kind, row.id, "adopt", theirs.external_id))
         return "created"
 
-    def _log_ok(self, session: AsyncSession, kind: str, link: Link, operation: str,
+    async def _log_ok(self, session: AsyncSession, kind: str, link: Link, operation: str,
                 detail: dict[str, Any] | None = None) -> None:
-        synclog.add(session, kind=kind, system=link.system, direction="inbound", operation=operation, status="ok",
+        await synclog.add(session, kind=kind, system=link.system, direction="inbound", operation=operation, status="ok",
                     internal_id=link.internal_id, external_id=link.external_id, detail=detail)
 
     # -- failures ------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ class SyncEngine:
                                  keep_started=True)
         delay = backoff_seconds(max(1, attempts), self.settings.sync_backoff_base_seconds,
                                 self.settings.sync_backoff_max_seconds)
-        synclog.add(session, kind=kind, system=system, direction=direction,
+        await synclog.add(session, kind=kind, system=system, direction=direction,
                     operation="sync", status=status, internal_id=internal_id, external_id=external_id,
                     attempts=max(1, attempts), error=str(exc)[:1000],
                     next_attempt_at=synclog.in_seconds(delay) if status == "retry" else None)

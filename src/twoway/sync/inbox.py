@@ -1,9 +1,15 @@
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.sync.models import InboxEvent
+
+# Hot-path statements, built once (building and cache-keying ORM statements per call costs more CPU).
+_HAS_PENDING = text("""
+    SELECT 1 FROM inbox WHERE system = :system AND kind = :kind AND external_id = :xid AND processed_at IS NULL
+    LIMIT 1""")
+_MARK = text("UPDATE inbox SET processed_at = now() WHERE id = ANY(:ids)")
 
 
 class InboxRepository:
@@ -21,10 +27,9 @@ class InboxRepository:
         return list((await self.session.execute(stmt)).scalars().all())
 
     async def has_pending(self, system: str, kind: str, external_id: str) -> bool:
-        stmt = select(InboxEvent.id).where(*self._unprocessed(system, kind, external_id)).limit(1)  # type: ignore[arg-type]
-        return (await self.session.execute(stmt)).first() is not None
+        found = await self.session.execute(_HAS_PENDING, {"system": system, "kind": kind, "xid": external_id})
+        return found.first() is not None
 
     async def mark_processed(self, events: list[InboxEvent]) -> None:
         if events:
-            await self.session.execute(update(InboxEvent).where(InboxEvent.id.in_([e.id for e in events]))
-                                       .values(processed_at=func.now()))
+            await self.session.execute(_MARK, {"ids": [e.id for e in events]})

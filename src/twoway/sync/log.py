@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.sync.models import SyncEvent
@@ -29,17 +30,28 @@ async def previous_attempts(session: AsyncSession, kind: str, system: str, direc
     return int((await session.execute(stmt)).scalar() or 0)
 
 
+_CLOSE_BY_ID = text("""
+    UPDATE sync_events SET status = 'superseded', updated_at = now()
+    WHERE kind = :kind AND system = :system AND direction = :direction AND internal_id = :iid
+      AND status = ANY(:statuses)""")
+_CLOSE_BY_EXTERNAL = text("""
+    UPDATE sync_events SET status = 'superseded', updated_at = now()
+    WHERE kind = :kind AND system = :system AND direction = :direction AND external_id = :xid
+      AND status = ANY(:statuses)""")
+
+
 async def close_open(session: AsyncSession, kind: str, system: str, direction: str,
                      internal_id: int | None, external_id: str | None, *, include_dead: bool,
                      keep_started: bool = False) -> None:
     """Mark owed work as superseded. A failure keeps `started` create traces; only a success clears them."""
-    statuses = tuple(s for s in OPEN if not (keep_started and s == "started"))
-    statuses = (*statuses, "dead") if include_dead else statuses
-    await session.execute(
-        update(SyncEvent)
-        .where(*_scope(kind, system, direction, internal_id, external_id), SyncEvent.status.in_(statuses))
-        .values(status="superseded", updated_at=func.now())
-    )
+    statuses = [s for s in OPEN if not (keep_started and s == "started")]
+    if include_dead:
+        statuses.append("dead")
+    params = {"kind": kind, "system": system, "direction": direction, "statuses": statuses}
+    if internal_id is not None:
+        await session.execute(_CLOSE_BY_ID, {**params, "iid": internal_id})
+    else:
+        await session.execute(_CLOSE_BY_EXTERNAL, {**params, "xid": external_id})
 
 
 async def has_started_create(session: AsyncSession, kind: str, internal_id: int, system: str) -> bool:
@@ -49,24 +61,32 @@ async def has_started_create(session: AsyncSession, kind: str, internal_id: int,
     return (await session.execute(stmt)).first() is not None
 
 
+_MAY_EXIST = text("""
+    SELECT 1 FROM sync_events WHERE kind = :kind AND system = :system AND internal_id = :iid
+      AND (status = 'ok' OR (status = 'started' AND operation = 'create')) LIMIT 1""")
+
+
 async def may_exist_externally(session: AsyncSession, kind: str, internal_id: int, system: str) -> bool:
     """A create without a recorded outcome, or any past success: the external object may exist unlinked."""
-    stmt = select(SyncEvent.id).where(
-        SyncEvent.kind == kind, SyncEvent.system == system, SyncEvent.internal_id == internal_id,
-        (SyncEvent.status == "ok") | ((SyncEvent.status == "started") & (SyncEvent.operation == "create")),
-    ).limit(1)
-    return (await session.execute(stmt)).first() is not None
+    found = await session.execute(_MAY_EXIST, {"kind": kind, "system": system, "iid": internal_id})
+    return found.first() is not None
 
 
-def add(session: AsyncSession, *, kind: str, system: str, direction: str, operation: str, status: str,
-        internal_id: int | None = None, external_id: str | None = None, attempts: int = 1,
-        error: str | None = None, next_attempt_at: datetime | None = None,
-        detail: dict[str, Any] | None = None) -> SyncEvent:
-    row = SyncEvent(kind=kind, system=system, direction=direction, operation=operation, status=status,
-                    internal_id=internal_id, external_id=external_id, attempts=attempts, error=error,
-                    next_attempt_at=next_attempt_at, detail=detail)
-    session.add(row)
-    return row
+_INSERT = text("""
+    INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, external_id, attempts,
+                             error, next_attempt_at, detail)
+    VALUES (:kind, :system, :direction, :operation, :status, :internal_id, :external_id, :attempts,
+            :error, :next_attempt_at, CAST(:detail AS jsonb))""")
+
+
+async def add(session: AsyncSession, *, kind: str, system: str, direction: str, operation: str, status: str,
+              internal_id: int | None = None, external_id: str | None = None, attempts: int = 1,
+              error: str | None = None, next_attempt_at: datetime | None = None,
+              detail: dict[str, Any] | None = None) -> None:
+    await session.execute(_INSERT, {
+        "kind": kind, "system": system, "direction": direction, "operation": operation, "status": status,
+        "internal_id": internal_id, "external_id": external_id, "attempts": attempts, "error": error,
+        "next_attempt_at": next_attempt_at, "detail": json.dumps(detail) if detail is not None else None})
 
 
 def in_seconds(seconds: float) -> datetime:

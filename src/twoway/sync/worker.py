@@ -139,7 +139,8 @@ class Worker:
                 log.warning("consumer start failed; retrying", group=group, error=repr(exc)[:200])
                 await asyncio.sleep(1)
         try:
-            await consume(consumer, group, handle, self.stop, on_assigned=on_assigned)
+            await consume(consumer, group, handle, self.stop, on_assigned=on_assigned,
+                          linger_ms=self.settings.sync_linger_ms)
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
