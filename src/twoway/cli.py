@@ -36,7 +36,8 @@ _FROM_DEV = {"database_url": "database_url", "kafka_bootstrap_servers": "kafka_b
 def _settings(*, use_dev_json: bool = True) -> Settings:
     """The environment's settings; what it leaves unset comes from a running `twoway dev`, if any."""
     settings = Settings()
-    if use_dev_json and DEV_JSON.exists():
+    # Only when the environment names no database: then it is not configured, and `twoway dev` may be.
+    if use_dev_json and not settings.database_url and DEV_JSON.exists():
         try:
             dev = json.loads(DEV_JSON.read_text())
         except ValueError:

@@ -52,7 +52,7 @@ def test_services_refuse_to_start_without_their_secrets() -> None:
                 "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
     for command in (["api"], ["worker"]):
         out = subprocess.run([sys.executable, "-m", "twoway", *command], env=env, capture_output=True, text=True,
-                             timeout=60, check=False)
+                             timeout=60, check=False, cwd="/")  # no .twoway/dev.json to fall back on
         assert out.returncode == 2, (command, out.stdout, out.stderr)
 
 
