@@ -30,15 +30,13 @@ def stripe(
     """Serve a stateful Stripe API emulator (customers, events, webhooks)."""
     from twoway.emulator.app import run  # deferred: keeps `twoway --help` fast
 
+    knobs = {
+        "error_rate": error_rate, "rate_limit_per_second": rate_limit_per_second, "latency_ms": latency_ms,
+        "webhook_drop_rate": webhook_drop_rate, "webhook_duplicate_rate": webhook_duplicate_rate,
+        "webhook_reorder": webhook_reorder, "webhook_delay_ms": webhook_delay_ms, "reject_pattern": reject_pattern,
+    }
     config = EmulatorConfig(
-        error_rate=error_rate,
-        rate_limit_per_second=rate_limit_per_second,
-        latency_ms=latency_ms,
-        webhook_drop_rate=webhook_drop_rate,
-        webhook_duplicate_rate=webhook_duplicate_rate,
-        webhook_reorder=webhook_reorder,
-        webhook_delay_ms=webhook_delay_ms,
-        reject_pattern=reject_pattern,
+        startup_faults=knobs,
         real_retry_schedule=real_retry_schedule,
         webhook_timeout=webhook_timeout,
         webhook_url=webhook_url,
