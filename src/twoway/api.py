@@ -37,7 +37,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     protected = [Depends(require_api_key)]
-    app.include_router(customers_router, dependencies=protected)
+    app.include_router(customers_router, dependencies=protected,
+                       responses=errors.documented(400, 401, 404, 413, 422))
     _include_optional(app, protected)
 
     @app.get("/health", tags=["ops"])
@@ -60,8 +61,8 @@ def _include_optional(app: FastAPI, protected: list[Any]) -> None:
     from twoway.sync.routes import router as sync_router
     from twoway.webhooks.routes import router as webhooks_router
 
-    app.include_router(webhooks_router)
-    app.include_router(sync_router, dependencies=protected)
+    app.include_router(webhooks_router, responses=errors.documented(400, 404, 413, 422))
+    app.include_router(sync_router, dependencies=protected, responses=errors.documented(401, 404, 413, 422))
     app.include_router(metrics_router)
     app.include_router(dashboard_router)
 

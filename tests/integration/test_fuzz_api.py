@@ -14,16 +14,20 @@ import pytest
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.conftest import API_KEY, STRIPE_KEY, WEBHOOK_SECRET
 from twoway.api import create_app
 from twoway.kit.embedded import free_port
 from twoway.settings import Settings
 
-# Status-code conformance is left out on purpose: FastAPI documents only 2xx/422, while the API also
-# answers 400/401/404/413 by design. Those are listed in bench/README.md as a documentation gap.
-CHECKS = (not_a_server_error, response_schema_conformance, content_type_conformance)
+# Every answer is documented (errors in one shape), so status codes are checked too.
+CHECKS = (not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance)
 
 
 @pytest.fixture(scope="module")

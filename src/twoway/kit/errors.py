@@ -7,11 +7,29 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from twoway.logs import get_logger
 
 log = get_logger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give, all in the one error shape."""
+    text = {400: "Malformed request", 401: "Missing or invalid API key", 404: "No such resource",
+            413: "Body too large", 422: "Request failed validation"}
+    return {status: {"model": ErrorBody, "description": text[status]} for status in statuses}
 
 
 def error_response(status: int, type_: str, message: str, details: Any = None,
