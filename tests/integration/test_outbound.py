@@ -45,6 +45,20 @@ async def _converged(client: httpx.AsyncClient, base: str, ids: list[int]) -> bo
     return True
 
 
+async def _why_not(client: httpx.AsyncClient, base: str, ids: list[int]) -> list[dict]:
+    """The records that disagree, with their sync state: what a failing convergence test should say."""
+    side = by_internal_id(base)
+    out = []
+    for cid in ids:
+        if not await _converged(client, base, [cid]):
+            ours = (await client.get(f"/api/v1/customers/{cid}")).json()
+            sync = (await client.get(f"/api/v1/customers/{cid}/sync")).json()
+            events = [(e["id"], e["operation"], e["status"], e["attempts"], (e["error"] or "")[:40])
+                      for e in sync["events"]]
+            out.append({"ours": ours, "theirs": side.get(str(cid)), "state": sync["systems"], "events": events})
+    return out[:3]
+
+
 async def test_create_update_delete_reach_stripe_once_each(client, settings, emulator, stripe_client) -> None:
     async with running_worker(settings):
         cid = await _create(client, "Grace Hopper", "grace@example.com")
@@ -141,7 +155,8 @@ async def test_errors_and_latency_converge_without_duplicates(client, settings, 
             await client.patch(f"/api/v1/customers/{cid}", json={"name": f"F{cid} edited"})
         for cid in ids[60:100]:
             await client.delete(f"/api/v1/customers/{cid}")
-        assert await wait_until(lambda: _converged(client, emulator, ids), timeout=120, step=1)
+        ok = await wait_until(lambda: _converged(client, emulator, ids), timeout=120, step=1)
+        assert ok, await _why_not(client, emulator, ids)
     stats = emulator_call(emulator, "/_emulator/stats")
     assert any("500" in codes or "503" in codes for codes in stats["responses"].values())
     assert (await client.get("/api/v1/sync/failures")).json() == []

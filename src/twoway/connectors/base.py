@@ -16,6 +16,8 @@ class ExternalRecord:
     fields: dict[str, str]
     internal_id: int | None = None
     deleted: bool = False
+    # The answer was an idempotent replay of an earlier request: the object may have changed since.
+    replayed: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors.base import Connector, ConnectorError, ExternalRecord, NotFound
@@ -31,6 +31,8 @@ from twoway.sync.models import InboxEvent, Link
 
 logger = get_logger(__name__)
 DELETED = {"deleted": True}
+# Stripe keeps idempotency keys for 24 hours; stay clear of the edge.
+IDEMPOTENCY_WINDOW = timedelta(hours=23)
 
 
 def _key(*parts: object) -> str:
@@ -110,15 +112,16 @@ class SyncEngine:
     async def _create_or_adopt(self, session: AsyncSession, connector: Connector, kind: str,
                                row: records.SyncedRecord) -> Link:
         system = connector.system
+        key = _key(system, kind, row.id, "create", f"v{row.version}")
+        trace = await synclog.create_trace(session, kind, row.id, system)
         record: ExternalRecord | None = None
-        suspect = await synclog.may_exist_externally(session, kind, row.id, system)
-        if suspect:
-            # An earlier create has no recorded outcome, or the link was lost after a success: it may exist
-            # in Stripe. Look before creating (not before every create: search is slow and rate limited).
+        if trace.exists and not trace.only_this_key_recently(key, IDEMPOTENCY_WINDOW):
+            # An earlier create under another key (or too long ago for Stripe to replay it) may have
+            # run, or a link was lost after a success: look before creating. Not before every create:
+            # search is slow, eventually consistent and rate limited.
             record = await connector.find_by_internal_id(kind, row.id)
         if record is None:
-            await self._mark_create_started(kind, row.id, system)
-            key = _key(system, kind, row.id, "create", f"v{row.version}")
+            await self._mark_create_started(kind, row.id, system, key)
             try:
                 record = await connector.create(kind, row.id, row.fields(), key)
             except ConnectorError as exc:
@@ -127,27 +130,28 @@ class SyncEngine:
                 record = await connector.find_by_internal_id(kind, row.id)
                 if record is None:
                     raise ConnectorError("create key reused but no customer found yet", transient=True)
-            if suspect:
-                # The key may have replayed an old create whose customer was deleted since: ask Stripe.
+            if record.replayed:
+                # A replay answers with the customer as first created; it may have been deleted since.
                 current = await connector.fetch(kind, record.external_id)
                 record = current if current.deleted else record
         link = Link(kind=kind, internal_id=row.id, system=system, external_id=record.external_id,
                     base=dict(DELETED) if record.deleted else dict(record.fields), last_pushed_version=0)
         return await LinkRepository(session).add(link)
 
-    async def _mark_create_started(self, kind: str, internal_id: int, system: str) -> None:
+    async def _mark_create_started(self, kind: str, internal_id: int, system: str, key: str) -> None:
         """Committed on its own, before the call, so a crash leaves a trace that a create may exist."""
         async with unit_of_work(self.sessions) as side:
-            if not await synclog.has_started_create(side, kind, internal_id, system):
+            trace = await synclog.create_trace(side, kind, internal_id, system)
+            if key not in trace.started_keys:
                 await synclog.add(side, kind=kind, system=system, direction="outbound", operation="create",
-                            status="started", internal_id=internal_id)
+                                  status="started", internal_id=internal_id, detail={"key": key})
 
     async def _push_delete(self, session: AsyncSession, connector: Connector, kind: str, row: records.SyncedRecord,
                            link: Link | None) -> str:
         system = connector.system
         if link is None:
             found = None
-            if await synclog.may_exist_externally(session, kind, row.id, system):
+            if (await synclog.create_trace(session, kind, row.id, system)).exists:
                 found = await connector.find_by_internal_id(kind, row.id)
             if found is None:
                 await synclog.close_open(session, kind, system, "outbound", row.id, None, include_dead=True)
@@ -213,15 +217,19 @@ class SyncEngine:
                 return "failed"
 
     async def _inbound_lock_key(self, session: AsyncSession, system: str, kind: str, external_id: str) -> str:
-        """Lock the internal record when we can name it, so inbound and outbound never interleave."""
-        link = await LinkRepository(session).for_external(system, kind, external_id)
-        if link is not None:
-            return record_key(kind, link.internal_id)
-        events = await InboxRepository(session).pending(system, kind, external_id)
-        for event in reversed(events):
-            internal_id = _payload_internal_id(event.payload)
-            if internal_id is not None:
-                return record_key(kind, internal_id)
+        """Lock the internal record when we can name it, so inbound and outbound never interleave.
+
+        Plain reads, not ORM loads: an object loaded before the lock would sit in the session's identity
+        map and hide the values another transaction commits while we wait.
+        """
+        params = {"system": system, "kind": kind, "xid": external_id}
+        linked = (await session.execute(_LINKED_ID, params)).scalar()
+        if linked is not None:
+            return record_key(kind, int(linked))
+        for (payload,) in (await session.execute(_PENDING_PAYLOADS, params)).all():
+            seen = self.connectors[system].snapshot(payload)
+            if seen is not None and seen.internal_id is not None:
+                return record_key(kind, seen.internal_id)
         return f"{system}:{kind}:{external_id}"
 
     async def _inbound_locked(self, session: AsyncSession, connector: Connector, kind: str, external_id: str,
@@ -361,7 +369,8 @@ class SyncEngine:
                        external_id=external_id, status=status, attempts=attempts, error=str(exc)[:300])
 
 
-def _payload_internal_id(payload: Mapping[str, Any]) -> int | None:
-    obj = (payload.get("data") or {}).get("object") or {}
-    raw = (obj.get("metadata") or {}).get("internal_id")
-    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+_LINKED_ID = text("SELECT internal_id FROM links WHERE system = :system AND kind = :kind AND external_id = :xid")
+_PENDING_PAYLOADS = text("""
+    SELECT payload FROM inbox
+    WHERE system = :system AND kind = :kind AND external_id = :xid AND processed_at IS NULL
+    ORDER BY id DESC LIMIT 20""")

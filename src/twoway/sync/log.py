@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,22 +55,36 @@ async def close_open(session: AsyncSession, kind: str, system: str, direction: s
         await session.execute(_CLOSE_BY_EXTERNAL, {**params, "xid": external_id})
 
 
-async def has_started_create(session: AsyncSession, kind: str, internal_id: int, system: str) -> bool:
-    stmt = select(SyncEvent.id).where(
-        *_scope(kind, system, "outbound", internal_id, None), SyncEvent.operation == "create",
-        SyncEvent.status == "started").limit(1)
-    return (await session.execute(stmt)).first() is not None
+_TRACE = text("""
+    SELECT status, detail ->> 'key' AS key, created_at FROM sync_events
+    WHERE kind = :kind AND system = :system AND internal_id = :iid
+      AND (status = 'ok' OR (status = 'started' AND operation = 'create'))""")
 
 
-_MAY_EXIST = text("""
-    SELECT 1 FROM sync_events WHERE kind = :kind AND system = :system AND internal_id = :iid
-      AND (status = 'ok' OR (status = 'started' AND operation = 'create')) LIMIT 1""")
+@dataclass(frozen=True)
+class CreateTrace:
+    """What the log says about earlier creates of one record in one system."""
+
+    had_success: bool = False
+    started_keys: frozenset[str] = frozenset()
+    first_started: datetime | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.had_success or bool(self.started_keys)
+
+    def only_this_key_recently(self, key: str, window: timedelta) -> bool:
+        """Our only earlier create used this very key, within the idempotency window: a retry replays it."""
+        recent = self.first_started is not None and datetime.now(UTC) - self.first_started < window
+        return not self.had_success and self.started_keys == {key} and recent
 
 
-async def may_exist_externally(session: AsyncSession, kind: str, internal_id: int, system: str) -> bool:
-    """A create without a recorded outcome, or any past success: the external object may exist unlinked."""
-    found = await session.execute(_MAY_EXIST, {"kind": kind, "system": system, "iid": internal_id})
-    return found.first() is not None
+async def create_trace(session: AsyncSession, kind: str, internal_id: int, system: str) -> CreateTrace:
+    rows = (await session.execute(_TRACE, {"kind": kind, "system": system, "iid": internal_id})).all()
+    started = [r for r in rows if r.status == "started"]
+    return CreateTrace(had_success=any(r.status == "ok" for r in rows),
+                       started_keys=frozenset(r.key or "" for r in started),
+                       first_started=min((r.created_at for r in started), default=None))
 
 
 _INSERT = text("""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -85,7 +86,9 @@ class StripeConnector:
         params = {**mapping.to_stripe(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
         obj = await self._call("create", self.client.v1.customers.create_async, params,
                                {"idempotency_key": idempotency_key})
-        return _record(obj)
+        response = getattr(obj, "last_response", None)
+        replayed = bool(response and response.headers.get("idempotent-replayed", "").lower() == "true")
+        return dataclasses.replace(_record(obj), replayed=replayed)
 
     async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
