@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -105,9 +106,27 @@ def stripe_client(emulator: str) -> stripe.StripeClient:
     return stripe.StripeClient(STRIPE_KEY, base_addresses={"api": emulator}, max_network_retries=0)
 
 
+async def recreate_topics(bootstrap: str) -> None:
+    """Empty topics for each test: no test reads another's messages (the dev broker deletes at once)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from twoway.kit.kafka import TOPICS, ensure_topics
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(TOPICS))
+    finally:
+        await admin.close()
+    await ensure_topics(bootstrap, 4)
+
+
 @pytest.fixture
 async def settings(pg_url: str, kafka: str, emulator: str) -> Settings:
+    await recreate_topics(kafka)
     return Settings(
+        # A group of its own for each test: no test inherits another's members or offsets.
+        kafka_group_prefix=f"twoway-test-{uuid.uuid4().hex[:8]}",
         database_url=pg_url, kafka_bootstrap_servers=kafka, stripe_secret_key=STRIPE_KEY,
         stripe_api_base=emulator, stripe_webhook_secret=WEBHOOK_SECRET, twoway_api_keys=API_KEY,
         kafka_enable_idempotence=False, kafka_session_timeout_ms=6000, kafka_rebalance_timeout_ms=6000,

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     twoway_api_keys: SecretStr | None = None
 
     kafka_topic_partitions: int = 4
+    # Consumer groups are "<prefix>-<system>-outbound" and "<prefix>-inbound".
+    kafka_group_prefix: str = "twoway"
     kafka_enable_idempotence: bool = True
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 1_000

@@ -13,6 +13,7 @@ from tests.conftest import API_KEY, wait_until
 from tests.helpers import running_worker, set_faults
 from twoway.ops.status import consumer_lag
 from twoway.settings import Settings
+from twoway.sync.worker import outbound_group
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def outbound_settled(settings: Settings, db) -> bool:  # type: ignore[no-u
     """Everything published and every outbound message handled and committed."""
     if await _scalar(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
         return False
-    return (await consumer_lag(settings)).get("twoway-stripe-outbound", {}).get("sync.outbound") == 0
+    return (await consumer_lag(settings)).get(outbound_group(settings, "stripe"), {}).get("sync.outbound") == 0
 
 
 def _csrf(page: str) -> str:
@@ -91,7 +92,7 @@ async def test_page_lists_customers_dead_letters_and_replays_them(
     synced = re.search(rf'<tr data-customer="{ok["id"]}">(.*?)</tr>', page, re.S)
     assert synced and ok_link in synced.group(1) and ">synced<" in synced.group(1)
     assert f'<tr data-failure="{failure}">' in page and "Replay" in page
-    assert 'id="outbox-backlog">0<' in page and "twoway-stripe-outbound" in page
+    assert 'id="outbox-backlog">0<' in page and outbound_group(settings, "stripe") in page
     assert "Side by side" in page and ok_link in page.split("Side by side")[1]
 
     assert _csrf(page) == _csrf_for(browser_like)

@@ -15,10 +15,14 @@ from sqlalchemy import text
 from tests.conftest import wait_until
 from tests.helpers import running_worker
 from twoway.settings import Settings
+from twoway.sync.worker import outbound_group
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 STRIPE_OUT = {"system": "stripe", "direction": "outbound"}
-LAG = ("twoway_consumer_lag", {"group": "twoway-stripe-outbound", "topic": "sync.outbound"})
+
+
+def _lag(settings: Settings) -> tuple[str, dict[str, str]]:
+    return "twoway_consumer_lag", {"group": outbound_group(settings, "stripe"), "topic": "sync.outbound"}
 
 
 async def _scrape(client: httpx.AsyncClient) -> Samples:
@@ -56,13 +60,13 @@ async def test_metrics_follow_a_known_sequence(client: httpx.AsyncClient, settin
     published = await _scrape(client)
     assert _get(published, "twoway_outbox_backlog") == 0
     assert _delta(queued, published, "twoway_messages_published_total", {"topic": "sync.outbound"}) == 2
-    assert _get(published, *LAG) >= 2
+    assert _get(published, *_lag(settings)) >= 2
 
     async with running_worker(settings, components=["outbound"]):
         assert await wait_until(lambda: _links_are(db, 2), timeout=30)
 
         async def caught_up() -> bool:
-            return _get(await _scrape(client), *LAG) == 0
+            return _get(await _scrape(client), *_lag(settings)) == 0
 
         assert await wait_until(caught_up, timeout=20, step=0.5)
     synced = await _scrape(client)
@@ -71,7 +75,7 @@ async def test_metrics_follow_a_known_sequence(client: httpx.AsyncClient, settin
     assert _delta(published, synced, "twoway_sync_latency_seconds_sum", STRIPE_OUT) > 0
     assert _delta(published, synced, "twoway_stripe_calls_total", {"op": "create", "status": "200"}) == 2
     consumed = _delta(published, synced, "twoway_messages_consumed_total",
-                      {"group": "twoway-stripe-outbound", "topic": "sync.outbound"})
+                      {"group": outbound_group(settings, "stripe"), "topic": "sync.outbound"})
     assert consumed >= 2  # and more only if an earlier test left messages for this group
 
     reason = {"system": "stripe", "reason": "signature does not match"}

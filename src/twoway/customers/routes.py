@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.customers import service
@@ -12,6 +12,8 @@ from twoway.kit.deps import db_session
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 Session = Annotated[AsyncSession, Depends(db_session)]
+# Ids are positive BIGINTs; anything else is a 422 before it reaches the database.
+CustomerId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _not_found(customer_id: int) -> HTTPException:
@@ -45,18 +47,18 @@ async def list_customers(
 
 
 @router.get("/{customer_id}", response_model=CustomerOut)
-async def get_customer(customer_id: int, session: Session) -> CustomerOut:
+async def get_customer(customer_id: CustomerId, session: Session) -> CustomerOut:
     """A deleted customer is still readable, with `deleted_at` set."""
-    customer = await CustomerRepository(session).get(customer_id) if customer_id < 2**63 else None
+    customer = await CustomerRepository(session).get(customer_id)
     if customer is None:
         raise _not_found(customer_id)
     return CustomerOut.model_validate(customer)
 
 
 @router.patch("/{customer_id}", response_model=CustomerOut)
-async def update_customer(customer_id: int, body: CustomerUpdate, session: Session) -> CustomerOut:
+async def update_customer(customer_id: CustomerId, body: CustomerUpdate, session: Session) -> CustomerOut:
     try:
-        customer = await service.get_live(session, customer_id, for_update=True) if customer_id < 2**63 else None
+        customer = await service.get_live(session, customer_id, for_update=True)
     except service.CustomerNotFound:
         customer = None
     if customer is None:
@@ -67,8 +69,8 @@ async def update_customer(customer_id: int, body: CustomerUpdate, session: Sessi
 
 
 @router.delete("/{customer_id}", status_code=204)
-async def delete_customer(customer_id: int, session: Session) -> Response:
-    customer = await CustomerRepository(session).get(customer_id, for_update=True) if customer_id < 2**63 else None
+async def delete_customer(customer_id: CustomerId, session: Session) -> Response:
+    customer = await CustomerRepository(session).get(customer_id, for_update=True)
     if customer is None:
         raise _not_found(customer_id)
     await service.soft_delete(session, customer)

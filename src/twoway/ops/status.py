@@ -41,8 +41,10 @@ async def database_status(session: AsyncSession) -> dict[str, Any]:
 
 async def consumer_lag(settings: Settings, timeout: float = 5.0) -> dict[str, dict[str, int]]:
     """Messages between each group's committed offset and the end of its topic."""
-    groups = {f"twoway-{s}-outbound": OUTBOUND_TOPIC for s in registry.enabled_systems(settings)}
-    groups["twoway-inbound"] = INBOUND_TOPIC
+    from twoway.sync.worker import inbound_group, outbound_group
+
+    groups = {outbound_group(settings, s): OUTBOUND_TOPIC for s in registry.enabled_systems(settings)}
+    groups[inbound_group(settings)] = INBOUND_TOPIC
     lag: dict[str, dict[str, int]] = {}
     for group, topic in groups.items():
         behind = await _group_lag(settings.require_kafka(), group, topic, timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from twoway.sync.models import Link, SyncEvent
 
 router = APIRouter(prefix="/api/v1", tags=["sync"])
 Session = Annotated[AsyncSession, Depends(db_session)]
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class FailureOut(BaseModel):
@@ -47,16 +48,16 @@ async def list_failures(session: Session, limit: Annotated[int, Query(ge=1, le=1
 
 
 @router.post("/sync/failures/{failure_id}/replay")
-async def replay_failure(failure_id: int, session: Session) -> dict[str, Any]:
-    if failure_id >= 2**63 or not await replays.replay(session, failure_id):
+async def replay_failure(failure_id: Id, session: Session) -> dict[str, Any]:
+    if not await replays.replay(session, failure_id):
         raise HTTPException(404, f"no dead letter {failure_id}")
     await session.commit()
     return {"replayed": failure_id}
 
 
 @router.get("/customers/{customer_id}/sync")
-async def customer_sync(customer_id: int, session: Session) -> dict[str, Any]:
-    if customer_id >= 2**63 or await CustomerRepository(session).get(customer_id) is None:
+async def customer_sync(customer_id: Id, session: Session) -> dict[str, Any]:
+    if await CustomerRepository(session).get(customer_id) is None:
         raise HTTPException(404, f"customer {customer_id} not found")
     links = (await session.execute(select(Link).where(Link.kind == "customer",
                                                       Link.internal_id == customer_id))).scalars().all()

@@ -30,12 +30,13 @@ log = get_logger(__name__)
 COMPONENTS = ("relay", "outbound", "inbound", "retry", "sweeper", "poller")
 
 
-def outbound_group(system: str) -> str:
-    return f"twoway-{system}-outbound"
+def outbound_group(settings: Settings, system: str) -> str:
+    """Each connector has its own group on sync.outbound, so one system's outage never blocks another."""
+    return f"{settings.kafka_group_prefix}-{system}-outbound"
 
 
-def inbound_group() -> str:
-    return "twoway-inbound"
+def inbound_group(settings: Settings) -> str:
+    return f"{settings.kafka_group_prefix}-inbound"
 
 
 class Worker:
@@ -80,10 +81,10 @@ class Worker:
         for system in self.connectors:
             if "outbound" in self.components:
                 name = f"outbound:{system}"
-                loops.append((name, self._consume(OUTBOUND_TOPIC, outbound_group(system),
+                loops.append((name, self._consume(OUTBOUND_TOPIC, outbound_group(self.settings, system),
                                                   self._outbound_batch(system), self._assigned(name))))
         if "inbound" in self.components and self.connectors:
-            loops.append(("inbound", self._consume(INBOUND_TOPIC, inbound_group(), self._inbound_batch,
+            loops.append(("inbound", self._consume(INBOUND_TOPIC, inbound_group(self.settings), self._inbound_batch,
                                                    self._assigned("inbound"))))
         if "retry" in self.components:
             loops.append(("retry", self._every(1.0, self.requeue_due)))
