@@ -50,7 +50,7 @@ async def replay_dead_letter(failure_id: int, request: Request, csrf: Annotated[
     if not (hmac.compare_digest(csrf, csrf_token(request)) and _same_origin(request)):
         return HTMLResponse("<h1>403</h1><p>This form must be sent from the dashboard.</p>", status_code=403)
     replayed = False
-    if failure_id < 2**63:
+    if 0 < failure_id < 2**63:  # a BIGINT id, or nothing to replay
         async with unit_of_work(request.app.state.sessions) as session:
             replayed = await replays.replay(session, failure_id)
     return RedirectResponse(f"/?{'replayed' if replayed else 'not_replayed'}={failure_id}", status_code=303)
