@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-from twoway.emulator.transport import Target
-
-_MAX_HEAD = 64 * 1024
+from twoway.emulator.transport import Target, read_head
 
 
 class HTTPError(Exception):
@@ -133,18 +131,7 @@ def _decoded(method: str, path: str, status: int, raw: bytes, expect: int | None
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    if len(head) > _MAX_HEAD:
-        raise ValueError("response head too large")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    status = int(rest[:3])
-    fields: dict[str, str] = {}
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if sep:
-            fields[name.strip().lower()] = value.strip().lower()
-    keep_alive = fields.get("connection") != "close" and version == "HTTP/1.1"
+    status, fields, keep_alive = await read_head(reader)
     if status in (204, 304) or 100 <= status < 200:
         return status, b"", keep_alive
     if fields.get("transfer-encoding", "").endswith("chunked"):

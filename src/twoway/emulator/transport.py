@@ -94,7 +94,8 @@ def _encode(target: Target, body: bytes, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bool]:
+    """Status, lower-cased header fields and whether the connection stays open."""
     head = await reader.readuntil(b"\r\n\r\n")
     if len(head) > _MAX_HEAD:
         raise ValueError("response head too large")
@@ -106,7 +107,11 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
         name, sep, value = line.partition(":")
         if sep:
             fields[name.strip().lower()] = value.strip().lower()
-    keep_alive = fields.get("connection") != "close" and version == "HTTP/1.1"
+    return status, fields, fields.get("connection") != "close" and version == "HTTP/1.1"
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    status, fields, keep_alive = await read_head(reader)
     if status in (204, 304) or 100 <= status < 200:
         return status, keep_alive
     if fields.get("transfer-encoding", "").endswith("chunked"):
