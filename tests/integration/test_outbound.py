@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 from sqlalchemy import text
@@ -113,6 +114,12 @@ async def _crash_once_after_create(settings) -> None:
     return connector
 
 
+async def _sync_and_crash_after_create(settings, db, cid: int) -> None:  # type: ignore[no-untyped-def]
+    connector = await _crash_once_after_create(settings)
+    with contextlib.suppress(CrashAfterCreate):
+        await SyncEngine(db, {"stripe": connector}, settings).outbound("customer", cid, "stripe")
+
+
 async def test_crash_after_create_then_retry_makes_one_customer(client, settings, emulator, db) -> None:
     cid = await _create(client, "Crashy", "crash@example.com")
     connector = await _crash_once_after_create(settings)
@@ -132,11 +139,7 @@ async def test_crash_after_create_then_retry_makes_one_customer(client, settings
 
 async def test_lost_link_is_found_by_internal_id_not_created_twice(client, settings, emulator, db) -> None:
     cid = await _create(client, "Lost Link", "lost@example.com")
-    connector = await _crash_once_after_create(settings)
-    try:
-        await SyncEngine(db, {"stripe": connector}, settings).outbound("customer", cid, "stripe")
-    except CrashAfterCreate:
-        pass
+    await _sync_and_crash_after_create(settings, db, cid)
     # A later version means a new idempotency key, as if the 24 h window had passed: search must adopt.
     await client.patch(f"/api/v1/customers/{cid}", json={"name": "Lost Link 2"})
     healthy = SyncEngine(db, {"stripe": StripeConnector.from_settings(settings)}, settings)
@@ -220,11 +223,7 @@ async def test_link_removed_by_hand_is_found_again_not_recreated(client, setting
 async def test_recovered_create_of_a_customer_deleted_meanwhile_deletes_ours(client, settings, emulator, db,
                                                                              stripe_client) -> None:
     cid = await _create(client, "Short Lived", "short@example.com")
-    connector = await _crash_once_after_create(settings)
-    try:
-        await SyncEngine(db, {"stripe": connector}, settings).outbound("customer", cid, "stripe")
-    except CrashAfterCreate:
-        pass
+    await _sync_and_crash_after_create(settings, db, cid)
     stripe_client.v1.customers.delete(by_internal_id(emulator)[str(cid)][0]["id"])
     healthy = SyncEngine(db, {"stripe": StripeConnector.from_settings(settings)}, settings)
     await healthy.outbound("customer", cid, "stripe")  # the key replays the create of a deleted customer
