@@ -121,7 +121,7 @@ class Cluster:
         hook = f"{self.api_url}/api/v1/webhooks/stripe"
         args = ["--port", str(self.emulator_port), "--webhook-url", hook,
                 "--webhook-secret", self.webhook_secret, *self.config.emulator_args]
-        self._spawn_module("emulator", "twoway.emulator", args)
+        self._spawn_module("emulator", "twoway.emulators.stripe", args)
         wait_for_port(self.emulator_port, 30, self.procs["emulator"])
 
     def _migrate(self) -> None:

@@ -1,4 +1,4 @@
-"""A minimal keep-alive HTTP/1.1 client for the load generators, modelled on `twoway.emulator.transport`.
+"""A minimal keep-alive HTTP/1.1 client for the load generators, modelled on `twoway.emulators.stripe.transport`.
 
 httpx costs about 2 ms of CPU per request: on 2 cores a load generator built on it measured itself
 (an httpx client at 32 in flight used 76 % of a core for ~130 req/s). This does only what the
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-from twoway.emulator.transport import Target, read_head
+from twoway.emulators.stripe.transport import Target, read_head
 
 
 class HTTPError(Exception):

@@ -24,7 +24,7 @@ PROFILED = ("api", "worker-0", "relay", "emulator")
 # Modules whose inclusive share is worth a line (the entry frames are in every sample).
 LIBRARIES = ("sqlalchemy", "asyncpg", "stripe", "httpx", "httpcore", "anyio", "fastapi", "starlette", "pydantic",
              "pydantic_core", "uvicorn", "aiokafka", "twoway.sync", "twoway.kit", "twoway.customers",
-             "twoway.connectors", "twoway.webhooks", "twoway.emulator", "opentelemetry", "prometheus_client",
+             "twoway.connectors", "twoway.webhooks", "twoway.emulators.stripe", "opentelemetry", "prometheus_client",
              "structlog", "stdlib:json", "stdlib:logging")
 
 
@@ -78,7 +78,7 @@ def _role(cmdline: str, stat: str) -> str:
     if "py-spy" in cmdline:
         return "py-spy"
     for role, marker in (("api", "twoway api"), ("relay", "--only relay"), ("workers", "--only outbound"),
-                         ("emulator", "twoway.emulator"), ("load generator", "bench.hotspots")):
+                         ("emulator", "twoway.emulators.stripe"), ("load generator", "bench.hotspots")):
         if marker in cmdline:
             return role
     return "other"

@@ -69,7 +69,7 @@ async def kafka(broker: EmbeddedBroker) -> str:
 def start_emulator(port: int, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "twoway.emulator", "--port", str(port), *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "twoway.emulators.stripe", "--port", str(port), *extra],
                             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(port, 30, proc)
     return proc

@@ -20,7 +20,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Two-way cust
 console = Console()
 
 try:
-    from twoway.emulator.cli import emulator_app
+    from twoway.emulators.stripe.cli import emulator_app
 
     app.add_typer(emulator_app, name="emulator", help="Local emulators of external systems.")
 except ImportError:  # pragma: no cover - the emulator ships with the package

@@ -33,13 +33,13 @@ def _free_port() -> int:
 
 
 class Emulator:
-    """A `python -m twoway.emulator` subprocess on a free port."""
+    """A `python -m twoway.emulators.stripe` subprocess on a free port."""
 
     def __init__(self, *args: str) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        cmd = [sys.executable, "-m", "twoway.emulator", "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", "twoway.emulators.stripe", "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # the readiness line

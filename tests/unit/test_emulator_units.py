@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from twoway.emulator import customers
-from twoway.emulator.errors import StripeError
-from twoway.emulator.faults import Faults, TokenBucket
-from twoway.emulator.forms import parse_form
-from twoway.emulator.idempotency import IdempotencyCache, Saved
-from twoway.emulator.search import search_customers
-from twoway.emulator.state import Origin, Store
-from twoway.emulator.transport import Connection
-from twoway.emulator.webhooks import sign
+from twoway.emulators.stripe import customers
+from twoway.emulators.stripe.errors import StripeError
+from twoway.emulators.stripe.faults import Faults, TokenBucket
+from twoway.emulators.stripe.forms import parse_form
+from twoway.emulators.stripe.idempotency import IdempotencyCache, Saved
+from twoway.emulators.stripe.search import search_customers
+from twoway.emulators.stripe.state import Origin, Store
+from twoway.emulators.stripe.transport import Connection
+from twoway.emulators.stripe.webhooks import sign
 
 
 def test_parse_form_brackets_lists_and_blanks() -> None:

@@ -17,10 +17,10 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from twoway.kit import metrics
 from twoway.kit.db import asyncpg_dsn, unit_of_work
 from twoway.kit.outbox import NOTIFY_CHANNEL
 from twoway.logs import get_logger
-from twoway.ops import metrics
 
 log = get_logger(__name__)
 

@@ -1,32 +1,17 @@
-"""Prometheus series. Counters live in the process that does the work; gauges are read at scrape time."""
+"""The /metrics endpoint: refreshes the database-backed gauges, then renders every series."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-OUTBOX_BACKLOG = Gauge("twoway_outbox_backlog", "Outbox messages not yet published")
-INBOX_BACKLOG = Gauge("twoway_inbox_backlog", "Inbox events not yet processed")
-DEAD_LETTERS = Gauge("twoway_dead_letters", "Sync items parked as dead", ["system"])
-CONSUMER_LAG = Gauge("twoway_consumer_lag", "Messages behind the end of the topic", ["group", "topic"])
-PUBLISHED = Counter("twoway_messages_published_total", "Outbox messages published to Kafka", ["topic"])
-CONSUMED = Counter("twoway_messages_consumed_total", "Kafka messages consumed", ["group", "topic"])
-SYNC_RESULTS = Counter("twoway_sync_results_total", "Sync outcomes", ["system", "direction", "status"])
-SYNC_LATENCY = Histogram(
-    "twoway_sync_latency_seconds", "From our change (or Stripe's event) to both sides agreeing",
-    ["system", "direction"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-)
-STRIPE_CALLS = Counter("twoway_stripe_calls_total", "Stripe API calls", ["op", "status"])
-WEBHOOKS_RECEIVED = Counter("twoway_webhooks_received_total", "Webhook deliveries accepted", ["system", "result"])
-WEBHOOKS_REJECTED = Counter("twoway_webhooks_rejected_total", "Webhook deliveries rejected", ["system", "reason"])
+from twoway.ops.status import refresh_gauges
 
 router = APIRouter(tags=["ops"])
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    from twoway.ops.status import refresh_gauges
-
     try:
         await refresh_gauges(request.app.state.sessions, request.app.state.settings)
     except Exception:

@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors import registry
+from twoway.kit import metrics
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC
-from twoway.ops import metrics
 from twoway.settings import Settings
 
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from twoway.kit import metrics
 from twoway.logs import get_logger
-from twoway.ops import metrics
 
 log = get_logger(__name__)
 BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]

@@ -16,12 +16,11 @@ from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors.base import Connector, ConnectorError, ExternalRecord, NotFound
-from twoway.kit import records
+from twoway.kit import metrics, records
 from twoway.kit.backoff import backoff_seconds
 from twoway.kit.db import advisory_lock, unit_of_work
 from twoway.kit.outbox import enqueue_outbound, record_key
 from twoway.logs import get_logger
-from twoway.ops import metrics
 from twoway.settings import Settings
 from twoway.sync import log as synclog
 from twoway.sync.inbox import InboxRepository

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.connectors.base import Connector, InboundEvent, WebhookRejected
+from twoway.kit import metrics
 from twoway.kit.deps import db_session
-from twoway.ops import metrics
 from twoway.webhooks.service import record_rejection, store_event
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])

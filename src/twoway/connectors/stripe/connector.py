@@ -53,7 +53,7 @@ class StripeConnector:
 
     async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """One Stripe call under the rate limiter; 429s wait and retry here, they are never failures."""
-        from twoway.ops import metrics
+        from twoway.kit import metrics
 
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             await self.limiter.acquire()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from twoway.emulator.faults import Faults
+from twoway.emulators.stripe.faults import Faults
 
 
 @dataclass

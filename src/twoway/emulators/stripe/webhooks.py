@@ -17,10 +17,10 @@ import random
 import time
 from dataclasses import dataclass
 
-from twoway.emulator.faults import Faults
-from twoway.emulator.state import Obj, Store, endpoint_matches
-from twoway.emulator.stats import Stats
-from twoway.emulator.transport import Connection
+from twoway.emulators.stripe.faults import Faults
+from twoway.emulators.stripe.state import Obj, Store, endpoint_matches
+from twoway.emulators.stripe.stats import Stats
+from twoway.emulators.stripe.transport import Connection
 
 log = logging.getLogger(__name__)
 

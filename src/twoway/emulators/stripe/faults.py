@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from twoway.emulator.errors import StripeError
+from twoway.emulators.stripe.errors import StripeError
 
 
 @dataclass

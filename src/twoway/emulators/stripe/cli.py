@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from twoway.emulator.config import EmulatorConfig
+from twoway.emulators.stripe.config import EmulatorConfig
 
 emulator_app = typer.Typer(help="Local emulators of external services.", no_args_is_help=True)
 
@@ -28,7 +28,7 @@ def stripe(
     state_file: str | None = typer.Option(None, help="JSON file to load at start and save while running."),
 ) -> None:
     """Serve a stateful Stripe API emulator (customers, events, webhooks)."""
-    from twoway.emulator.app import run  # deferred: keeps `twoway --help` fast
+    from twoway.emulators.stripe.app import run  # deferred: keeps `twoway --help` fast
 
     knobs = {
         "error_rate": error_rate, "rate_limit_per_second": rate_limit_per_second, "latency_ms": latency_ms,

@@ -6,10 +6,10 @@ import re
 import time
 from typing import Any
 
-from twoway.emulator.errors import invalid, missing, unknown_param
-from twoway.emulator.ids import invoice_prefix, rand_id
-from twoway.emulator.paging import list_body, paginate, range_filter
-from twoway.emulator.state import Obj, Origin, Store
+from twoway.emulators.stripe.errors import invalid, missing, unknown_param
+from twoway.emulators.stripe.ids import invoice_prefix, rand_id
+from twoway.emulators.stripe.paging import list_body, paginate, range_filter
+from twoway.emulators.stripe.state import Obj, Origin, Store
 
 _STRING_LIMITS = {"name": 256, "email": 512, "description": 350, "phone": 20}
 _WRITABLE = frozenset({*_STRING_LIMITS, "metadata", "address", "preferred_locales", "expand"})

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from twoway.emulator.errors import invalid, missing, unknown_param
-from twoway.emulator.ids import rand_id, webhook_secret
-from twoway.emulator.paging import list_body, paginate
-from twoway.emulator.state import Obj, Origin, Store
+from twoway.emulators.stripe.errors import invalid, missing, unknown_param
+from twoway.emulators.stripe.ids import rand_id, webhook_secret
+from twoway.emulators.stripe.paging import list_body, paginate
+from twoway.emulators.stripe.state import Obj, Origin, Store
 
 _CREATE = frozenset({"url", "enabled_events", "description", "metadata", "api_version", "connect", "expand"})
 _UPDATE = frozenset({"url", "enabled_events", "description", "metadata", "disabled", "expand"})

@@ -23,6 +23,6 @@ Behaviour chosen where Stripe's docs leave room:
   the state file keeps customers, endpoints and the latest 10k events.
 """
 
-from twoway.emulator.config import EmulatorConfig
+from twoway.emulators.stripe.config import EmulatorConfig
 
 __all__ = ["EmulatorConfig"]

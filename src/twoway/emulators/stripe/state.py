@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twoway.emulator.ids import rand_id
+from twoway.emulators.stripe.ids import rand_id
 
 API_VERSION = "2026-10-28.endive"
 

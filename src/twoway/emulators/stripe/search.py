@@ -11,9 +11,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from twoway.emulator.errors import invalid, unknown_param
-from twoway.emulator.paging import parse_limit
-from twoway.emulator.state import Obj, Store
+from twoway.emulators.stripe.errors import invalid, unknown_param
+from twoway.emulators.stripe.paging import parse_limit
+from twoway.emulators.stripe.state import Obj, Store
 
 Predicate = Callable[[Obj], bool]
 

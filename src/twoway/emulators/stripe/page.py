@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote
 
-from twoway.emulator.state import Obj, Store
+from twoway.emulators.stripe.state import Obj, Store
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222}

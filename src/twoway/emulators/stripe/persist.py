@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from twoway.emulator.state import Store
+from twoway.emulators.stripe.state import Store
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twoway.emulator.errors import invalid
+from twoway.emulators.stripe.errors import invalid
 
 Obj = dict[str, Any]
 

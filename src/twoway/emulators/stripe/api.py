@@ -15,13 +15,13 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from twoway.emulator import customers, endpoints, events, search
-from twoway.emulator.core import Emulator
-from twoway.emulator.errors import StripeError, bad_api_key, no_api_key
-from twoway.emulator.forms import parse_form
-from twoway.emulator.idempotency import Saved
-from twoway.emulator.ids import rand_id
-from twoway.emulator.state import API_VERSION, Obj, Origin
+from twoway.emulators.stripe import customers, endpoints, events, search
+from twoway.emulators.stripe.core import Emulator
+from twoway.emulators.stripe.errors import StripeError, bad_api_key, no_api_key
+from twoway.emulators.stripe.forms import parse_form
+from twoway.emulators.stripe.idempotency import Saved
+from twoway.emulators.stripe.ids import rand_id
+from twoway.emulators.stripe.state import API_VERSION, Obj, Origin
 
 _KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_")
 _LIVE_PREFIXES = ("sk_live_", "rk_live_")

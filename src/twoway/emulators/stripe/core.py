@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 from typing import Any
 
-from twoway.emulator import endpoints
-from twoway.emulator.config import EmulatorConfig
-from twoway.emulator.idempotency import IdempotencyCache
-from twoway.emulator.persist import Persister
-from twoway.emulator.state import Obj, Origin, Store
-from twoway.emulator.stats import Stats
-from twoway.emulator.webhooks import LOCAL_SCHEDULE, REAL_SCHEDULE, Dispatcher
+from twoway.emulators.stripe import endpoints
+from twoway.emulators.stripe.config import EmulatorConfig
+from twoway.emulators.stripe.idempotency import IdempotencyCache
+from twoway.emulators.stripe.persist import Persister
+from twoway.emulators.stripe.state import Obj, Origin, Store
+from twoway.emulators.stripe.stats import Stats
+from twoway.emulators.stripe.webhooks import LOCAL_SCHEDULE, REAL_SCHEDULE, Dispatcher
 
 
 class Emulator:

@@ -14,13 +14,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from twoway.emulator import api, customers, page
-from twoway.emulator.config import EmulatorConfig
-from twoway.emulator.core import Emulator
-from twoway.emulator.errors import StripeError
-from twoway.emulator.forms import parse_form
-from twoway.emulator.ids import rand_id
-from twoway.emulator.state import Origin
+from twoway.emulators.stripe import api, customers, page
+from twoway.emulators.stripe.config import EmulatorConfig
+from twoway.emulators.stripe.core import Emulator
+from twoway.emulators.stripe.errors import StripeError
+from twoway.emulators.stripe.forms import parse_form
+from twoway.emulators.stripe.ids import rand_id
+from twoway.emulators.stripe.state import Origin
 
 __all__ = ["EmulatorConfig", "create_app", "run"]
 

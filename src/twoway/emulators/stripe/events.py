@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twoway.emulator.errors import invalid, missing, unknown_param
-from twoway.emulator.paging import list_body, paginate, range_filter
-from twoway.emulator.state import Obj, Store
+from twoway.emulators.stripe.errors import invalid, missing, unknown_param
+from twoway.emulators.stripe.paging import list_body, paginate, range_filter
+from twoway.emulators.stripe.state import Obj, Store
 
 _LIST_PARAMS = frozenset(
     {"limit", "starting_after", "ending_before", "type", "types", "created", "delivery_success", "expand"}

@@ -1,0 +1,24 @@
+"""Prometheus series, defined once. A leaf: imports nothing of ours, so any layer may set a number.
+
+Counters live in the process that does the work; gauges are refreshed from the database at scrape
+time by `twoway.ops.status` (registered by whoever serves /metrics).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OUTBOX_BACKLOG = Gauge("twoway_outbox_backlog", "Outbox messages not yet published")
+INBOX_BACKLOG = Gauge("twoway_inbox_backlog", "Inbox events not yet processed")
+DEAD_LETTERS = Gauge("twoway_dead_letters", "Sync items parked as dead", ["system"])
+CONSUMER_LAG = Gauge("twoway_consumer_lag", "Messages behind the end of the topic", ["group", "topic"])
+PUBLISHED = Counter("twoway_messages_published_total", "Outbox messages published to Kafka", ["topic"])
+CONSUMED = Counter("twoway_messages_consumed_total", "Kafka messages consumed", ["group", "topic"])
+SYNC_RESULTS = Counter("twoway_sync_results_total", "Sync outcomes", ["system", "direction", "status"])
+SYNC_LATENCY = Histogram(
+    "twoway_sync_latency_seconds", "From our change (or Stripe's event) to both sides agreeing",
+    ["system", "direction"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+STRIPE_CALLS = Counter("twoway_stripe_calls_total", "Stripe API calls", ["op", "status"])
+WEBHOOKS_RECEIVED = Counter("twoway_webhooks_received_total", "Webhook deliveries accepted", ["system", "result"])
+WEBHOOKS_REJECTED = Counter("twoway_webhooks_rejected_total", "Webhook deliveries rejected", ["system", "reason"])
