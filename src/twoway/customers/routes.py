@@ -32,7 +32,8 @@ async def list_customers(
     session: Session,
     cursor: Annotated[str | None, Query(max_length=40, pattern=r"^\d+$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    email: Annotated[str | None, Query(max_length=512)] = None,
+    # PostgreSQL text cannot hold NUL: a 422 here, not a 500 from the driver.
+    email: Annotated[str | None, Query(max_length=512, pattern=r"^[^\x00]*$")] = None,
     include_deleted: bool = False,
 ) -> CustomerPage:
     after = int(cursor) if cursor else None
