@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twoway.customers import service
 from twoway.customers.repository import CustomerRepository
 from twoway.customers.schemas import CustomerCreate, CustomerOut, CustomerPage, CustomerUpdate
+from twoway.invoices.service import customer_delete_refusal
 from twoway.kit.deps import db_session
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
@@ -74,6 +75,9 @@ async def delete_customer(customer_id: CustomerId, session: Session) -> Response
     customer = await CustomerRepository(session).get(customer_id, for_update=True)
     if customer is None:
         raise _not_found(customer_id)
+    refusal = await customer_delete_refusal(session, customer_id) if customer.deleted_at is None else None
+    if refusal:
+        raise HTTPException(409, refusal)
     await service.soft_delete(session, customer)
     await session.commit()
     return Response(status_code=204)
