@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from twoway.connectors import registry
 from twoway.customers.routes import router as customers_router
+from twoway.invoices.routes import router as invoices_router
 from twoway.kit import errors
 from twoway.kit.auth import require_api_key
 from twoway.kit.db import make_engine, make_sessionmaker
@@ -38,6 +39,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     protected = [Depends(require_api_key)]
     app.include_router(customers_router, dependencies=protected,
+                       responses=errors.documented(400, 401, 404, 409, 413, 422))
+    app.include_router(invoices_router, dependencies=protected,
                        responses=errors.documented(400, 401, 404, 413, 422))
     _include_optional(app, protected)
 

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twoway.customers import service
 from twoway.customers.repository import CustomerRepository
 from twoway.customers.schemas import CustomerCreate, CustomerOut, CustomerPage, CustomerUpdate
+from twoway.invoices.service import customer_delete_refusal
 from twoway.kit.deps import db_session
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
@@ -32,7 +33,8 @@ async def list_customers(
     session: Session,
     cursor: Annotated[str | None, Query(max_length=40, pattern=r"^\d+$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    email: Annotated[str | None, Query(max_length=512)] = None,
+    # PostgreSQL text cannot hold NUL: a 422 here, not a 500 from the driver.
+    email: Annotated[str | None, Query(max_length=512, pattern=r"^[^\x00]*$")] = None,
     include_deleted: bool = False,
 ) -> CustomerPage:
     after = int(cursor) if cursor else None
@@ -73,6 +75,9 @@ async def delete_customer(customer_id: CustomerId, session: Session) -> Response
     customer = await CustomerRepository(session).get(customer_id, for_update=True)
     if customer is None:
         raise _not_found(customer_id)
+    refusal = await customer_delete_refusal(session, customer_id) if customer.deleted_at is None else None
+    if refusal:
+        raise HTTPException(409, refusal)
     await service.soft_delete(session, customer)
     await session.commit()
     return Response(status_code=204)
