@@ -16,6 +16,7 @@ from sqlalchemy import text
 from twoway.connectors import registry
 from twoway.customers.routes import router as customers_router
 from twoway.customers.writes import customer_writer
+from twoway.invoices.routes import router as invoices_router
 from twoway.kit import errors, idempotency
 from twoway.kit.auth import require_api_key
 from twoway.kit.db import make_engine, make_pool, make_sessionmaker
@@ -63,6 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
     protected = [Depends(require_api_key)]
     app.include_router(customers_router, dependencies=protected,
                        responses=errors.documented(400, 401, 404, 409, 413, 422, 503))
+    app.include_router(invoices_router, dependencies=protected,
+                       responses=errors.documented(400, 401, 404, 413, 422))
     _include_optional(app, protected)
 
     @app.get("/health", tags=["ops"])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,34 @@ class InboundEvent:
 
 
 class ConnectorError(Exception):
-    """A failed call. `transient` errors are retried with backoff; the rest are parked as dead."""
+    """A failed call. `transient` errors are retried with backoff; the rest are parked as dead.
+
+    `outage` says the failure is the system's, not the record's (5xx, timeout, refused connection,
+    a daily API allowance used up, or a call not made because the connector's breaker is open): it
+    feeds the circuit breaker and never uses up a record's attempts. `retry_after` is the system's
+    own hint (Retry-After, a limit window), in seconds, when it gave one.
+    """
 
     def __init__(self, message: str, *, transient: bool, status: int | None = None,
-                 code: str | None = None, rate_limited: bool = False) -> None:
+                 code: str | None = None, rate_limited: bool = False, outage: bool | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
         self.code = code
         self.rate_limited = rate_limited
+        if outage is None:
+            outage = transient and not rate_limited and (status is None or status >= 500)
+        self.outage = outage
+        self.retry_after = retry_after
+
+
+class Unavailable(ConnectorError):
+    """The call was not made: the connector's circuit breaker is open. Not the record's failure."""
+
+    def __init__(self, system: str, retry_after: float) -> None:
+        super().__init__(f"{system} is unavailable (circuit open); next probe in {retry_after:.1f} s",
+                         transient=True, outage=True, retry_after=retry_after, code="circuit_open")
 
 
 class NotFound(ConnectorError):
@@ -56,6 +75,33 @@ class NotFound(ConnectorError):
 
 class WebhookRejected(Exception):
     """Verification failed; the reason is safe to record (no secret, no signature)."""
+
+
+@dataclass(frozen=True)
+class CreateItem:
+    internal_id: int
+    fields: Mapping[str, str]
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class UpdateItem:
+    external_id: str
+    changes: Mapping[str, str]
+    idempotency_key: str
+
+
+@runtime_checkable
+class BatchWrites(Protocol):
+    """Optional, for systems with a batch API (Salesforce `composite/sobjects`, 200 records a call).
+
+    The engine hands a connector that has these every create / update of one kind in a batch at once.
+    Results come back in the order of `items`: the record, or the error of that one item.
+    """
+
+    async def create_many(self, kind: str, items: Sequence[CreateItem]) -> list[ExternalRecord | ConnectorError]: ...
+
+    async def update_many(self, kind: str, items: Sequence[UpdateItem]) -> list[ExternalRecord | ConnectorError]: ...
 
 
 class Connector(Protocol):

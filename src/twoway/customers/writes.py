@@ -2,8 +2,9 @@
 
 Creates go through a group commit: many clients' rows, their outbox rows, one NOTIFY and their
 idempotency keys share one transaction; each client is answered after the commit holding its row.
-Updates and deletes run one transaction each: they lock their row, and the sync engine may hold
-that lock while it talks to Stripe, so joining them to a group would make the whole group wait.
+Updates run one transaction each: they lock their row, and the sync engine may hold that lock while
+it talks to Stripe, so joining them to a group would make the whole group wait. (Deletes stay on the
+ORM path in routes.py: they are rare and must check the customer's invoices.)
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ GET_FOR_UPDATE = f"SELECT {COLUMNS} FROM customers WHERE id = $1 FOR UPDATE"
 GET = f"SELECT {COLUMNS} FROM customers WHERE id = $1"
 BUMP = f"""
 WITH up AS (
-  UPDATE customers SET name = $2, email = $3, deleted_at = CASE WHEN $4 THEN now() ELSE deleted_at END,
-         version = version + 1, updated_at = now()
+  UPDATE customers SET name = $2, email = $3, version = version + 1, updated_at = now()
   WHERE id = $1 RETURNING {COLUMNS}
 ), queued AS (
   INSERT INTO outbox (topic, key, payload)
@@ -102,21 +102,15 @@ def customer_writer(pool: asyncpg.Pool, *, max_batch: int, max_wait: float) -> G
     return GroupCommit(pool, create_group, name="customers", max_batch=max_batch, max_wait=max_wait)
 
 
-async def change(pool: asyncpg.Pool, customer_id: int, changes: dict[str, str], *, delete: bool = False,
-                 ) -> tuple[str, str | None]:
-    """("missing" | "unchanged" | "changed" | "deleted_before", answer body) in one transaction.
-
-    An update of a deleted customer is "missing"; a delete of a deleted one changes nothing.
-    """
+async def update(pool: asyncpg.Pool, customer_id: int, changes: dict[str, str]) -> str | None:
+    """The answer body, or None when there is no live customer. A change to nothing bumps nothing."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(GET_FOR_UPDATE, customer_id)
-        if row is None or (row["deleted_at"] is not None and not delete):
-            return "missing", None
-        if delete and row["deleted_at"] is not None:
-            return "deleted_before", None
+        if row is None or row["deleted_at"] is not None:
+            return None
         changed = {k: v for k, v in changes.items() if row[k] != v}
-        if not changed and not delete:
-            return "unchanged", render(row)
+        if not changed:
+            return render(row)
         new = await conn.fetchrow(BUMP, customer_id, changed.get("name", row["name"]),
-                                  changed.get("email", row["email"]), delete)
-        return "changed", render(new)
+                                  changed.get("email", row["email"]))
+        return render(new)

@@ -38,7 +38,8 @@ class ErrorBody(BaseModel):
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error answers a route can give, all in the one error shape."""
     text = {400: "Malformed request", 401: "Missing or invalid API key", 404: "No such resource",
-            409: "Conflict", 413: "Body too large", 422: "Request failed validation",
+            409: "Refused by the record's state; nothing changed", 413: "Body too large",
+            422: "Request failed validation",
             503: "Database unreachable (not applied), or the outcome of the commit is unknown; retry after "
                  "Retry-After seconds (with the same Idempotency-Key)"}
     return {status: {"model": ErrorBody, "description": text[status]} for status in statuses}
@@ -68,7 +69,7 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
-             413: "payload_too_large"}.get(exc.status_code, "http_error")
+             413: "payload_too_large", 422: "validation_error"}.get(exc.status_code, "http_error")
     return error_response(exc.status_code, type_, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
