@@ -27,7 +27,7 @@ def _imports(name: str, path: Path) -> set[str]:
     """Every module of ours that `name` imports, resolving relative imports and `from pkg import module`."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     named: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             named.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -39,6 +39,19 @@ def _imports(name: str, path: Path) -> set[str]:
             named.add(module)
             named.update(f"{module}.{alias.name}" for alias in node.names)
     return {m for m in named if m.split(".")[0] == "twoway" and m in MODULES and m != name}
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node, less the bodies of `if TYPE_CHECKING:` (type-only imports never run)."""
+    nodes, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return nodes
 
 
 GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
