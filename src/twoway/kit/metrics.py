@@ -23,6 +23,9 @@ SYNC_LATENCY = Histogram(
     ["system", "direction"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 STRIPE_CALLS = Counter("twoway_stripe_calls_total", "Stripe API calls", ["op", "status"])
+SALESFORCE_CALLS = Counter("twoway_salesforce_calls_total", "Salesforce API calls", ["op", "status"])
+SALESFORCE_API_USAGE = Gauge("twoway_salesforce_api_usage", "Salesforce daily API calls used and allowed (last seen)",
+                             ["what"])
 WEBHOOKS_RECEIVED = Counter("twoway_webhooks_received_total", "Webhook deliveries accepted", ["system", "result"])
 WEBHOOKS_REJECTED = Counter("twoway_webhooks_rejected_total", "Webhook deliveries rejected", ["system", "reason"])
 CONNECTOR_BREAKER = Gauge("twoway_connector_breaker", "Circuit breaker per connector: 0 closed, 1 half-open, 2 open",
