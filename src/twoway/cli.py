@@ -65,10 +65,14 @@ def migrate() -> None:
 def api(
     host: Annotated[str | None, typer.Option(help="Defaults to API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Defaults to API_PORT")] = None,
+    workers: Annotated[int | None, typer.Option(help="API processes sharing the port (defaults to API_WORKERS, 1); "
+                                                      "about one per core")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth",
                                                    help="Serve without API keys (local use only)")] = False,
 ) -> None:
     """Serve the HTTP API."""
+    import os
+
     import uvicorn
 
     from twoway.api import create_app
@@ -77,8 +81,19 @@ def api(
     if not settings.api_keys() and not insecure_no_auth:
         console.print("[red]TWOWAY_API_KEYS is not set.[/red] Set it, or pass --insecure-no-auth for local use.")
         raise typer.Exit(2)
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    processes = workers or settings.api_workers
+    options = {"host": host or settings.api_host, "port": port or settings.api_port, "log_level": "warning",
+               "access_log": False, "timeout_graceful_shutdown": 5}
+    if processes <= 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    # uvicorn's own supervisor: N processes accept on one socket, each builds its app from the
+    # environment, so settings found in .twoway/dev.json are handed down through it.
+    for field in _FROM_DEV.values():
+        value = getattr(settings, field)
+        if value and field.upper() not in os.environ:
+            os.environ[field.upper()] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    uvicorn.run("twoway.api:create_app_from_env", factory=True, workers=processes, **options)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -87,6 +102,7 @@ def worker(
                                                   "retry,sweeper,poller")] = None,
 ) -> None:
     """Run the relay, the sync consumers, retries, the sweeper and the poller. Run as many as you like."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.connectors import registry
     from twoway.sync.worker import COMPONENTS, Worker
 
@@ -177,6 +193,7 @@ def replay(
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter")] = False,
 ) -> None:
     """Send dead letters back through the normal sync path."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.kit.db import make_engine, make_sessionmaker, unit_of_work
     from twoway.sync import replay as replays
 
@@ -208,6 +225,7 @@ def reconcile(
     limit: Annotated[int, typer.Option(help="Rows shown in the table (--json shows all)")] = 200,
 ) -> None:
     """Compare both catalogs in full and send every difference through the normal sync path (also backfill)."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.connectors import registry
     from twoway.kit.db import make_engine
     from twoway.ops import reconcile as rec
