@@ -147,7 +147,7 @@ class DevSystem:
         chosen = self.settings.connector_names()
         if self.settings.salesforce_configured() or (chosen is not None and "salesforce" not in chosen):
             return
-        port = self._pick_port("salesforce.port", 12112)
+        port = self._pick_port("salesforce.port", None, 12112)
         secret_file = self.state / "salesforce_client_secret"
         if not secret_file.exists():
             secret_file.write_text(secrets.token_urlsafe(24))
