@@ -20,8 +20,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Two-way cust
 console = Console()
 
 try:
+    from twoway.emulators.salesforce.cli import salesforce as _salesforce_emulator
     from twoway.emulators.stripe.cli import emulator_app
 
+    emulator_app.command("salesforce")(_salesforce_emulator)
     app.add_typer(emulator_app, name="emulator", help="Local emulators of external systems.")
 except ImportError:  # pragma: no cover - the emulator ships with the package
     pass

@@ -20,6 +20,16 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # API processes (uvicorn workers) sharing the port; each has its own pools and group committers.
+    api_workers: int = 1
+    # Group commit of webhook events and customer creates: a group is flushed when it holds this many
+    # writes, or this long after its first one arrived.
+    group_commit_max_batch: int = 256
+    group_commit_max_wait_ms: float = 2.0
+    # Rejected webhooks: counted always; at most this many per second kept as samples, at most this many kept.
+    webhook_rejection_samples_per_second: float = 5.0
+    webhook_rejection_sample_max: int = 1000
+    idempotency_key_retention_hours: float = 24.0
     twoway_api_keys: SecretStr | None = None
 
     kafka_topic_partitions: int = 4

@@ -150,7 +150,7 @@ async def test_concurrent_edits_of_different_fields_both_survive(settings, strip
         # Both sides edit while no worker runs; the webhook is stored, the outbox row waits.
         await api.patch(f"/api/v1/customers/{cid}", json={"name": "Mary Jackson"})
         stripe_client.v1.customers.update(ext, {"email": "mjackson@example.com"})
-        await wait_until(lambda: _count(db, "SELECT count(*) FROM inbox WHERE processed_at IS NULL"))
+        assert await wait_until(lambda: _count(db, "SELECT count(*) FROM inbox WHERE processed_at IS NULL"))
         async with running_worker(live):
             assert await wait_until(lambda: _both_sides(api, stripe_client, cid, ext,
                                                         ("Mary Jackson", "mjackson@example.com")), timeout=20)
@@ -178,7 +178,8 @@ async def test_both_edit_the_same_field_newer_wins_and_conflict_is_recorded(
             else:
                 stripe_client.v1.customers.update(ext, {"name": "Annie Easley (theirs)"})
             time.sleep(1.1)  # Stripe's event times have one-second resolution
-        await wait_until(lambda: _count(db, "SELECT count(*) FROM inbox WHERE processed_at IS NULL"))
+        # Their edit must be stored before the worker runs, or ours would simply overwrite it unseen.
+        assert await wait_until(lambda: _count(db, "SELECT count(*) FROM inbox WHERE processed_at IS NULL"))
         winner = "Annie Easley (ours)" if ours_last else "Annie Easley (theirs)"
         async with running_worker(live):
             assert await wait_until(lambda: _both_sides(api, stripe_client, cid, ext,

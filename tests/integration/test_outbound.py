@@ -86,7 +86,7 @@ async def test_create_update_delete_reach_stripe_once_each(client, settings, emu
 async def test_rapid_updates_coalesce_and_end_in_our_state(client, settings, emulator, stripe_client) -> None:
     async with running_worker(settings):
         cid = await _create(client, "Start", "rapid@example.com")
-        await wait_until(lambda: by_internal_id(emulator).get(str(cid)))
+        assert await wait_until(lambda: by_internal_id(emulator).get(str(cid)))
         before = stripe_writes(emulator)
         for i in range(50):
             await client.patch(f"/api/v1/customers/{cid}", json={"name": f"Name {i}"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -12,7 +13,8 @@ import stripe
 
 from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
 from twoway.connectors.stripe import mapping
-from twoway.kit.ratelimit import TokenBucket
+from twoway.kit.db import asyncpg_dsn
+from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
 from twoway.settings import Settings
 
 SYSTEM = "stripe"
@@ -24,7 +26,7 @@ RATE_LIMIT_RETRIES = 6
 class StripeConnector:
     system = SYSTEM
 
-    def __init__(self, client: stripe.StripeClient, *, limiter: TokenBucket, webhook_secrets: list[str],
+    def __init__(self, client: stripe.StripeClient, *, limiter: Limiter, webhook_secrets: list[str],
                  livemode: bool, tolerance: int = 300) -> None:
         self.client = client
         self.limiter = limiter
@@ -42,8 +44,7 @@ class StripeConnector:
             max_network_retries=0,  # we retry ourselves, with durable scheduling
             http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
         )
-        rate = settings.effective_stripe_rate()
-        return cls(client, limiter=TokenBucket(rate), webhook_secrets=settings.webhook_secrets(),
+        return cls(client, limiter=limiter_for(settings), webhook_secrets=settings.webhook_secrets(),
                    livemode=settings.stripe_livemode(), tolerance=settings.webhook_tolerance_seconds)
 
     def kinds(self) -> tuple[str, ...]:
@@ -52,7 +53,11 @@ class StripeConnector:
     # -- calls -------------------------------------------------------------------------------
 
     async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """One Stripe call under the rate limiter; 429s wait and retry here, they are never failures."""
+        """One Stripe call under the account's shared rate limit.
+
+        A 429 shrinks the shared limit (every worker slows down) and the call waits its turn again:
+        429s are never a record's failure.
+        """
         from twoway.kit import metrics
 
         for attempt in range(RATE_LIMIT_RETRIES + 1):
@@ -65,7 +70,7 @@ class StripeConnector:
                 metrics.STRIPE_CALLS.labels(op=op, status="429").inc()
                 if attempt == RATE_LIMIT_RETRIES:
                     raise _translate(exc)
-                self.limiter.penalize(min(4.0, 0.25 * 2**attempt))
+                await self.limiter.rate_limited(_retry_after(exc))
             except stripe.StripeError as exc:
                 metrics.STRIPE_CALLS.labels(op=op, status=str(exc.http_status or "error")).inc()
                 raise _translate(exc)
@@ -184,10 +189,35 @@ class StripeConnector:
                 return collected, cursor
 
     async def close(self) -> None:
+        await self.limiter.close()
         try:
             await self.client._requestor._client.close_async()  # type: ignore[attr-defined,union-attr]
         except Exception:
             pass
+
+
+def account_key(settings: Settings) -> str:
+    """Names the Stripe account's shared bucket without revealing the key (a key is one account)."""
+    digest = hashlib.sha256(settings.stripe_key().encode()).hexdigest()[:12]
+    return f"stripe:{digest}"
+
+
+def limiter_for(settings: Settings) -> Limiter:
+    """`STRIPE_RATE_LIMIT_PER_SECOND` is the account's limit, shared through the database by every
+    process using the same key; a process with no database keeps it to itself."""
+    rate = settings.effective_stripe_rate()
+    if settings.database_url:
+        return SharedLimiter(asyncpg_dsn(settings.database_url), account_key(settings), rate)
+    return TokenBucket(rate)
+
+
+def _retry_after(exc: stripe.StripeError) -> float | None:
+    headers = exc.headers or {}
+    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from APIs, and our own backoff covers it
 
 
 def _verify_any(text: str, signature: str, secrets: list[str], tolerance: int) -> None:
@@ -238,7 +268,8 @@ def _translate(exc: stripe.StripeError) -> ConnectorError:
     code = getattr(exc, "code", None)
     message = f"stripe {status}: {exc.user_message or type(exc).__name__}"
     if isinstance(exc, stripe.RateLimitError):
-        return ConnectorError(message, transient=True, status=429, code="rate_limit", rate_limited=True)
+        return ConnectorError(message, transient=True, status=429, code="rate_limit", rate_limited=True,
+                              retry_after=_retry_after(exc))
     if isinstance(exc, stripe.IdempotencyError):
         return ConnectorError(message, transient=False, status=status, code="idempotency_error")
     if isinstance(exc, stripe.APIConnectionError):
@@ -246,4 +277,4 @@ def _translate(exc: stripe.StripeError) -> ConnectorError:
     if status == 404:
         return NotFound(message)
     transient = status is None or status >= 500 or status in (409, 429)
-    return ConnectorError(message, transient=transient, status=status, code=code)
+    return ConnectorError(message, transient=transient, status=status, code=code, retry_after=_retry_after(exc))

@@ -26,8 +26,9 @@ def stripe(
     webhook_url: str | None = typer.Option(None, help="Register a webhook endpoint for all events at start."),
     webhook_secret: str | None = typer.Option(None, help="Signing secret (whsec_...) for --webhook-url."),
     state_file: str | None = typer.Option(None, help="JSON file to load at start and save while running."),
+    auto_finalize_seconds: float = typer.Option(3600.0, help="Seconds until an auto_advance draft invoice finalizes."),
 ) -> None:
-    """Serve a stateful Stripe API emulator (customers, events, webhooks)."""
+    """Serve a stateful Stripe API emulator (customers, invoices, events, webhooks)."""
     from twoway.emulators.stripe.app import run  # deferred: keeps `twoway --help` fast
 
     knobs = {
@@ -42,6 +43,7 @@ def stripe(
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         state_file=state_file,
+        auto_finalize_seconds=auto_finalize_seconds,
     )
     try:
         config.faults()  # validate the knobs before binding anything
