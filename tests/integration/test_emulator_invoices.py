@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,50 @@ def test_lines_page_in_order(sdk: Any) -> None:
         sdk.v1.invoices.line_items.list("in_missing")
 
 
+def test_batch_line_calls(sdk: Any) -> None:
+    cus = customer(sdk)
+    inv = sdk.v1.invoices.create({"customer": cus.id})
+    pending = sdk.v1.invoice_items.create({"customer": cus.id, "amount": 100, "currency": "usd"})
+    added = sdk.v1.invoices.add_lines(
+        inv.id,
+        {
+            "lines": [
+                {"description": "A", "amount": 1000, "metadata": {"internal_id": "a"}},
+                {"description": "B", "amount": 250},
+                {"invoice_item": pending.id, "description": "C"},
+            ],
+            "invoice_metadata": {"internal_id": "inv"},
+        },
+    )
+    assert [li.description for li in added.lines.data] == ["A", "B", "C"] and added.total == 1350
+    assert added.metadata.internal_id == "inv" and added.lines.data[0].metadata.internal_id == "a"
+    assert sdk.v1.invoice_items.retrieve(pending.id).invoice == inv.id
+    a, b, c = (li.id for li in added.lines.data)
+    changed = sdk.v1.invoices.update_lines(inv.id, {"lines": [{"id": a, "quantity": 3}, {"id": b, "amount": 50}]})
+    assert changed.total == 3000 + 50 + 100
+    one = sdk.v1.invoices.line_items.update(inv.id, c, {"description": "C2", "metadata": {"internal_id": "c"}})
+    assert one.object == "line_item" and one.id == c and one.description == "C2"
+    removed = sdk.v1.invoices.remove_lines(
+        inv.id, {"lines": [{"id": b, "behavior": "delete"}, {"id": c, "behavior": "unassign"}]}
+    )
+    assert [li.id for li in removed.lines.data] == [a] and removed.total == 3000
+    assert sdk.v1.invoice_items.retrieve(pending.id).invoice is None
+    with pytest.raises(stripe.InvalidRequestError) as bad:
+        sdk.v1.invoices.add_lines(inv.id, {"lines": [{"amount": 5}, {"amount": "x"}]})
+    assert bad.value.param == "amount"
+    assert sdk.v1.invoices.retrieve(inv.id).lines.total_count == 1  # the valid first line was not added either
+    kinds = [e.type for e in events(sdk)]
+    # One invoice.updated per call that moved the invoice (not the description-only line edit).
+    assert kinds.count("invoice.updated") == 3 and kinds.count("invoiceitem.created") == 3
+    sdk.v1.invoices.finalize_invoice(inv.id)
+    with pytest.raises(stripe.InvalidRequestError) as locked:
+        sdk.v1.invoices.add_lines(inv.id, {"lines": [{"amount": 5}]})
+    assert locked.value.code == "invoice_not_editable"
+    with pytest.raises(stripe.InvalidRequestError) as locked_line:
+        sdk.v1.invoices.line_items.update(inv.id, a, {"description": "late"})
+    assert locked_line.value.code == "invoice_not_editable"
+
+
 def test_list_filters_and_cursor_paging(sdk: Any) -> None:
     ada, bo = customer(sdk, "Ada"), customer(sdk, "Bo")
     made = [draft(sdk, ada if n % 2 else bo, [("x", 1, 100)]) for n in range(7)]
@@ -435,6 +480,30 @@ def test_fault_knobs_apply_to_invoices(sdk: Any, emu: Emulator) -> None:
     stats = admin(emu, "GET", "/_emulator/stats")
     assert stats["requests"]["POST /v1/invoices"] == 4 and stats["responses"]["POST /v1/invoices"]["400"] == 1
     assert stats["requests"]["GET /v1/invoices"] == 10 and stats["invoices"] == 2
+
+
+def test_overlapping_writes_to_one_invoice_can_hit_lock_timeout(sdk: Any, emu: Emulator) -> None:
+    cus = customer(sdk)
+    inv = sdk.v1.invoices.create({"customer": cus.id})
+    other = sdk.v1.invoices.create({"customer": cus.id})
+    faults(emu, invoice_lock_timeout=True, latency_ms=300)
+
+    def add(invoice_id: str) -> str:
+        try:
+            sdk.v1.invoice_items.create({"customer": cus.id, "invoice": invoice_id, "amount": 100, "currency": "usd"})
+            return "ok"
+        except stripe.RateLimitError as exc:
+            assert exc.error is not None and exc.error.code == "lock_timeout" and exc.http_status == 429
+            return "locked"
+
+    with ThreadPoolExecutor(4) as pool:
+        same = list(pool.map(add, [inv.id] * 3))
+    assert same.count("ok") >= 1 and same.count("locked") >= 1
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(add, [inv.id, other.id])) == ["ok", "ok"]  # different invoices do not collide
+    assert add(inv.id) == "ok"  # one at a time always goes through
+    faults(emu, invoice_lock_timeout=False, latency_ms=0)
+    assert sdk.v1.invoices.retrieve(inv.id).lines.total_count == same.count("ok") + 2
 
 
 def test_webhook_faults_apply_to_invoice_events(sdk: Any, emu: Emulator, hooks: Receiver) -> None:

@@ -38,6 +38,7 @@ class Emulator:
         )
         self.persister = Persister(self.store, config.state_file, config.save_interval) if config.state_file else None
         self.startup_endpoint: Obj | None = None
+        self.invoice_locks: set[str] = set()  # invoices a write is in flight on (invoice_lock_timeout knob)
         self._saver: asyncio.Task[None] | None = None
         self._advancer: asyncio.Task[None] | None = None
 

@@ -147,7 +147,10 @@ def _priced(item: Obj, unit: Decimal, quantity: Decimal, product: str | None) ->
 # -- resource calls -----------------------------------------------------------------
 
 
-def create(store: Store, params: Obj, origin: Origin, reject: re.Pattern[str] | None = None) -> Obj:
+def build_new(
+    store: Store, params: Obj, origin: Origin, reject: re.Pattern[str] | None = None, queued: int = 0
+) -> Obj:
+    """A validated new item for `params`, not yet stored (`queued`: items being added with it)."""
     for name in params:
         if name not in _CREATE:
             raise unknown_param(name)
@@ -162,7 +165,7 @@ def create(store: Store, params: Obj, origin: Origin, reject: re.Pattern[str] | 
                           f"({invoice['customer']}).", param="invoice")
         if lifecycle.items_locked(invoice["status"]):
             raise lifecycle.locked_items_error("add")
-        if len(store.book.attached.get(invoice["id"], ())) >= totals.MAX_ITEMS_PER_INVOICE:
+        if len(store.book.attached.get(invoice["id"], ())) + queued >= totals.MAX_ITEMS_PER_INVOICE:
             raise invalid(f"An invoice can have at most {totals.MAX_ITEMS_PER_INVOICE} invoice items.",
                           param="invoice")
     if params.get("subscription"):
@@ -200,11 +203,15 @@ def create(store: Store, params: Obj, origin: Origin, reject: re.Pattern[str] | 
         "tax_rates": [],
         "test_clock": None,
     }
-    item = _priced(base, unit, quantity, product)
+    return _priced(base, unit, quantity, product)
+
+
+def create(store: Store, params: Obj, origin: Origin, reject: re.Pattern[str] | None = None) -> Obj:
+    item = build_new(store, params, origin, reject)
     store.book.put_item(item)
     store.record_event("invoiceitem.created", item, origin)
-    if invoice is not None:
-        refresh_totals(store, invoice["id"], origin)
+    if item["invoice"] is not None:
+        refresh_totals(store, item["invoice"], origin)
     return item
 
 
@@ -212,8 +219,8 @@ def retrieve(store: Store, ident: str) -> Obj:
     return _item_or_404(store, ident)
 
 
-def update(store: Store, ident: str, params: Obj, origin: Origin, reject: re.Pattern[str] | None = None) -> Obj:
-    current = _item_or_404(store, ident)
+def build_update(store: Store, current: Obj, params: Obj, reject: re.Pattern[str] | None = None) -> Obj:
+    """The item after `params`, validated, not yet stored."""
     for name in params:
         if name not in _UPDATE:
             raise unknown_param(name)
@@ -239,14 +246,27 @@ def update(store: Store, ident: str, params: Obj, origin: Origin, reject: re.Pat
             raise invalid("The price's currency must match the invoice item's currency.",
                           param="price_data[currency]")
         item = _priced(item, unit, quantity, product)
-    previous = previous_attributes(current, item)
-    if not previous:
+    return item
+
+
+def update(store: Store, ident: str, params: Obj, origin: Origin, reject: re.Pattern[str] | None = None) -> Obj:
+    current = _item_or_404(store, ident)
+    item = build_update(store, current, params, reject)
+    if not save_update(store, current, item, origin):
         return current
-    store.book.put_item(item)
-    store.record_event("invoiceitem.updated", item, origin, previous)
     if item["invoice"] is not None:
         refresh_totals(store, item["invoice"], origin)
     return item
+
+
+def save_update(store: Store, current: Obj, item: Obj, origin: Origin) -> bool:
+    """Store a changed item with its `invoiceitem.updated`; False when nothing changed."""
+    previous = previous_attributes(current, item)
+    if not previous:
+        return False
+    store.book.put_item(item)
+    store.record_event("invoiceitem.updated", item, origin, previous)
+    return True
 
 
 def delete(store: Store, ident: str, origin: Origin) -> Obj:
