@@ -2,11 +2,13 @@
 
 Kept apart from the customer code in `connector.py`, which calls in here for the `invoice` kind.
 
-- A draft becomes an invoice (`auto_advance=false`, `metadata.internal_id`) and one invoice item per
-  line (`metadata.internal_id` = our line id), each write with its own idempotency key.
-- Line changes are diffs against the items Stripe holds (read first): update what differs, create what
-  is missing, delete what is gone. An item with no id of ours that matches a line of ours by content is
-  claimed (our id written on it) instead of created again: that is how a Stripe-made line is adopted.
+- A draft becomes an invoice (`auto_advance=false`, `metadata.internal_id`) and its lines, added in
+  one `add_lines` call: each line is an invoice item with `metadata.internal_id` = our line id (plus our
+  quantity and unit amount; the line's amount is their product). Every write has its own idempotency key.
+- Line changes are diffs against the lines Stripe holds (read first), sent as at most one
+  `update_lines`, one `add_lines` and one `remove_lines` call. A line with no id of ours that matches a
+  line of ours is claimed (our id written on it), not created again: that is how a Stripe-made line is
+  adopted.
 - A `status` change is a command: finalize, pay (out of band), void, mark_uncollectible. Our row moves
   when Stripe confirms (`confirmed_status` is Stripe's, copied back), never on our own say.
 """
@@ -30,6 +32,7 @@ EVENT_PREFIXES = ("invoice.", "invoiceitem.")
 RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 3}
 TERMINAL = frozenset({"paid", "void"})
 DRAFT_PARAMS = ("description", "collection_method", "due_date")
+LINE_BATCH = 50  # lines per add_lines / update_lines / remove_lines call
 
 
 class Caller(Protocol):
@@ -74,18 +77,27 @@ def item_id_of(line: Mapping[str, Any]) -> str | None:
 
 
 def line_entry(line: Mapping[str, Any]) -> dict[str, Any]:
-    """A line or invoice item as (our line id, description, quantity, unit amount)."""
-    quantity = line.get("quantity")
-    pricing = line.get("pricing") or {}
-    unit_text = pricing.get("unit_amount_decimal") if isinstance(pricing, Mapping) else None
-    unit_text = unit_text if unit_text is not None else line.get("unit_amount_decimal")
-    try:
-        unit = Decimal(str(unit_text)) if unit_text is not None else None
-    except InvalidOperation:
-        unit = None
-    if quantity is None or unit is None or unit != unit.to_integral_value():
-        # Not whole units of money: keep the amount, as one unit of it.
-        quantity, unit = 1, Decimal(int(line.get("amount") or 0))
+    """A line or invoice item as (our line id, description, quantity, unit amount).
+
+    We send a line as its amount (what Stripe bills) with our quantity and unit amount in its metadata;
+    when they no longer multiply to the amount (edited in Stripe), Stripe's own figures win.
+    """
+    amount = int(line.get("amount") or 0)
+    metadata = line.get("metadata") or {}
+    q, u = metadata.get("quantity"), metadata.get("unit_amount")
+    if isinstance(q, str) and isinstance(u, str) and q.isdigit() and u.isdigit() and int(q) * int(u) == amount:
+        quantity, unit = int(q), Decimal(int(u))
+    else:
+        raw_quantity = line.get("quantity")
+        pricing = line.get("pricing") or {}
+        unit_text = pricing.get("unit_amount_decimal") if isinstance(pricing, Mapping) else None
+        try:
+            unit = Decimal(str(unit_text)) if unit_text is not None else Decimal(amount)
+        except InvalidOperation:
+            unit = Decimal(amount)
+        if raw_quantity is None or unit != unit.to_integral_value() or int(raw_quantity) * unit != amount:
+            raw_quantity, unit = 1, Decimal(amount)  # not whole units of money: the amount, as one unit
+        quantity = int(raw_quantity)
     return {"id": internal_id_of(line), "description": line.get("description") or "",
             "quantity": int(quantity), "unit_amount": int(unit)}
 
@@ -152,9 +164,15 @@ def draft_params(fields: Mapping[str, str]) -> dict[str, Any]:
     return params
 
 
-def item_values(line: Mapping[str, Any]) -> dict[str, Any]:
-    return {"description": line["description"], "quantity": int(line["quantity"]),
-            "unit_amount_decimal": str(int(line["unit_amount"]))}
+def line_params(line: Mapping[str, Any]) -> dict[str, Any]:
+    """One line for add_lines / update_lines: its amount, with our quantity and unit amount alongside."""
+    return {"amount": int(line["quantity"]) * int(line["unit_amount"]), "description": line["description"],
+            "metadata": {INTERNAL_ID_KEY: str(line["id"]), "quantity": str(int(line["quantity"])),
+                         "unit_amount": str(int(line["unit_amount"]))}}
+
+
+def same_line(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a[k] == b[k] for k in ("description", "quantity", "unit_amount"))
 
 
 def _digest(values: Any) -> str:
@@ -188,24 +206,28 @@ async def _all_lines(conn: Caller, invoice: Mapping[str, Any]) -> list[Mapping[s
 
 
 async def create(conn: Caller, internal_id: int, fields: Mapping[str, str], key: str) -> ExternalRecord:
-    """The draft and its items. Status is not sent here: a command after creation moves it."""
+    """The draft, then its lines in one `add_lines` call per batch. Status is not sent here: a command
+    after creation moves it."""
     params = {"customer": fields["customer_id"], "currency": fields["currency"], "auto_advance": False,
               **draft_params(fields), "metadata": {INTERNAL_ID_KEY: str(internal_id)}}
     obj = await conn._call("create", conn.client.v1.invoices.create_async, params, {"idempotency_key": key})
     response = getattr(obj, "last_response", None)
     replayed = bool(response and response.headers.get("idempotent-replayed", "").lower() == "true")
     invoice = _data(obj)
-    items: list[Mapping[str, Any]] = []
-    for line in wire.decode_lines(fields.get("lines", "")):
-        items.append(await _create_item(conn, invoice, line, f"{key}:item:{line['id']}"))
-    return dataclasses.replace(record(invoice, items), replayed=replayed)
+    lines = wire.decode_lines(fields.get("lines", ""))
+    if lines:
+        invoice = await _batches(conn, "add_lines", invoice["id"], [line_params(x) for x in lines], f"{key}:lines")
+    return dataclasses.replace(record(invoice, await _all_lines(conn, invoice)), replayed=replayed)
 
 
-async def _create_item(conn: Caller, invoice: Mapping[str, Any], line: Mapping[str, Any], key: str) -> dict[str, Any]:
-    params = {"customer": _customer_id(invoice), "invoice": invoice["id"], "currency": invoice["currency"],
-              **item_values(line), "metadata": {INTERNAL_ID_KEY: str(line["id"])}}
-    return _data(await conn._call("create", conn.client.v1.invoice_items.create_async, params,
-                                  {"idempotency_key": key}))
+async def _batches(conn: Caller, op: str, external_id: str, lines: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """add_lines / update_lines / remove_lines, LINE_BATCH lines a call, each call with its own key."""
+    method = getattr(conn.client.v1.invoices, f"{op}_async")
+    invoice: dict[str, Any] = {}
+    for n in range(0, len(lines), LINE_BATCH):
+        invoice = _data(await conn._call(op, method, external_id, {"lines": lines[n:n + LINE_BATCH]},
+                                         {"idempotency_key": f"{key}:{op}:{n}"}))
+    return invoice
 
 
 async def update(conn: Caller, external_id: str, changes: Mapping[str, str], key: str) -> ExternalRecord:
@@ -225,43 +247,46 @@ async def update(conn: Caller, external_id: str, changes: Mapping[str, str], key
 
 
 async def _sync_lines(conn: Caller, external_id: str, wanted: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Make Stripe's lines ours: one update_lines, one add_lines, one remove_lines call at most (per batch).
+
+    Lines are matched by our id in their metadata. A Stripe line with no id of ours that equals a line
+    of ours is claimed (our id written on it), not duplicated; one nobody wants is deleted.
+    """
     invoice = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
-    current = [(item_id_of(line), line_entry(line)) for line in await _all_lines(conn, invoice)]
-    by_ours = {entry["id"]: item for item, entry in current if entry["id"] is not None and item}
-    unclaimed = [(item, entry) for item, entry in current if entry["id"] is None and item]
+    current = [(str(line["id"]), line_entry(line)) for line in await _all_lines(conn, invoice)]
+    by_ours = {entry["id"]: (lid, entry) for lid, entry in current if entry["id"] is not None}
+    unclaimed = [(lid, entry) for lid, entry in current if entry["id"] is None]
+    updates: list[dict[str, Any]] = []
+    adds: list[dict[str, Any]] = []
     kept: set[str] = set()
     for line in wanted:
         if line["id"] is None:
-            continue  # not ours yet: it is theirs already
-        item = by_ours.get(line["id"])
-        if item is not None:
-            kept.add(item)
-            entry = next(e for i, e in current if i == item)
-            if item_values(entry) != item_values(line):
-                await conn._call("update", conn.client.v1.invoice_items.update_async, item, item_values(line),
-                                 {"idempotency_key": f"{key}:item:{line['id']}:update"})
+            continue  # theirs, with no id of ours yet: nothing to send
+        found = by_ours.get(line["id"])
+        if found is None:
+            found = next((u for u in unclaimed if u[0] not in kept and same_line(u[1], line)), None)
+        if found is None:
+            adds.append(line_params(line))
             continue
-        match = next((u for u in unclaimed if item_values(u[1]) == item_values(line) and u[0] not in kept), None)
-        if match is not None:
-            # Made in Stripe, now a line of ours: write our id on it rather than making a twin.
-            kept.add(match[0])
-            await conn._call("update", conn.client.v1.invoice_items.update_async, match[0],
-                             {"metadata": {INTERNAL_ID_KEY: str(line["id"])}},
-                             {"idempotency_key": f"{key}:item:{line['id']}:claim"})
+        kept.add(found[0])
+        if found[1]["id"] != line["id"] or not same_line(found[1], line):
+            updates.append({"id": found[0], **line_params(line)})
+    theirs_wanted = [w for w in wanted if w["id"] is None]
+    removes = []
+    for lid, entry in current:
+        if lid in kept:
             continue
-        await _create_item(conn, invoice, line, f"{key}:item:{line['id']}:create")
-    theirs_only = {(e["description"], e["quantity"], e["unit_amount"]) for e in wanted if e["id"] is None}
-    for item, entry in current:
-        if not item or item in kept:
+        if entry["id"] is None and any(same_line(entry, w) for w in theirs_wanted):
             continue
-        if entry["id"] is None and (entry["description"], entry["quantity"], entry["unit_amount"]) in theirs_only:
-            continue  # a Stripe line we have not given an id yet, still wanted
-        try:
-            await conn._call("delete", conn.client.v1.invoice_items.delete_async, item, None,
-                             {"idempotency_key": f"{key}:item:{item}:delete"})
-        except NotFound:
-            pass
-    return _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
+        removes.append({"id": lid, "behavior": "delete"})
+    result = invoice
+    if updates:
+        result = await _batches(conn, "update_lines", external_id, updates, key)
+    if adds:
+        result = await _batches(conn, "add_lines", external_id, adds, key)
+    if removes:
+        result = await _batches(conn, "remove_lines", external_id, removes, key)
+    return result
 
 
 COMMANDS = {"open": "finalize_invoice_async", "paid": "pay_async", "void": "void_invoice_async",
