@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+import twoway.models  # noqa: F401  (registers every kind of record: the kit never reaches up for them)
 from twoway.connectors import registry
 from twoway.customers.routes import router as customers_router
 from twoway.customers.writes import customer_writer

@@ -87,6 +87,7 @@ def worker(
                                                   "retry,sweeper,poller")] = None,
 ) -> None:
     """Run the relay, the sync consumers, retries, the sweeper and the poller. Run as many as you like."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.connectors import registry
     from twoway.sync.worker import COMPONENTS, Worker
 
@@ -174,6 +175,7 @@ def replay(
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter")] = False,
 ) -> None:
     """Send dead letters back through the normal sync path."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.kit.db import make_engine, make_sessionmaker, unit_of_work
     from twoway.sync import replay as replays
 
@@ -205,6 +207,7 @@ def reconcile(
     limit: Annotated[int, typer.Option(help="Rows shown in the table (--json shows all)")] = 200,
 ) -> None:
     """Compare both catalogs in full and send every difference through the normal sync path (also backfill)."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.connectors import registry
     from twoway.kit.db import make_engine
     from twoway.ops import reconcile as rec

@@ -11,7 +11,10 @@ from prometheus_client import Counter, Gauge, Histogram
 OUTBOX_BACKLOG = Gauge("twoway_outbox_backlog", "Outbox messages not yet published")
 INBOX_BACKLOG = Gauge("twoway_inbox_backlog", "Inbox events not yet processed")
 DEAD_LETTERS = Gauge("twoway_dead_letters", "Sync items parked as dead", ["system"])
-CONSUMER_LAG = Gauge("twoway_consumer_lag", "Messages behind the end of the topic", ["group", "topic"])
+CONSUMER_LAG = Gauge("twoway_consumer_lag", "Messages behind the end of the topic (absent when it cannot be read)",
+                     ["group", "topic"])
+LAG_READ_FAILURES = Counter("twoway_consumer_lag_read_failures_total", "Scrapes that could not read a group's lag",
+                            ["group"])
 PUBLISHED = Counter("twoway_messages_published_total", "Outbox messages published to Kafka", ["topic"])
 CONSUMED = Counter("twoway_messages_consumed_total", "Kafka messages consumed", ["group", "topic"])
 SYNC_RESULTS = Counter("twoway_sync_results_total", "Sync outcomes", ["system", "direction", "status"])
