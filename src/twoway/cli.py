@@ -64,10 +64,14 @@ def migrate() -> None:
 def api(
     host: Annotated[str | None, typer.Option(help="Defaults to API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Defaults to API_PORT")] = None,
+    workers: Annotated[int | None, typer.Option(help="API processes sharing the port (defaults to API_WORKERS, 1); "
+                                                      "about one per core")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth",
                                                    help="Serve without API keys (local use only)")] = False,
 ) -> None:
     """Serve the HTTP API."""
+    import os
+
     import uvicorn
 
     from twoway.api import create_app
@@ -76,8 +80,19 @@ def api(
     if not settings.api_keys() and not insecure_no_auth:
         console.print("[red]TWOWAY_API_KEYS is not set.[/red] Set it, or pass --insecure-no-auth for local use.")
         raise typer.Exit(2)
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    processes = workers or settings.api_workers
+    options = {"host": host or settings.api_host, "port": port or settings.api_port, "log_level": "warning",
+               "access_log": False, "timeout_graceful_shutdown": 5}
+    if processes <= 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    # uvicorn's own supervisor: N processes accept on one socket, each builds its app from the
+    # environment, so settings found in .twoway/dev.json are handed down through it.
+    for field in _FROM_DEV.values():
+        value = getattr(settings, field)
+        if value and field.upper() not in os.environ:
+            os.environ[field.upper()] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    uvicorn.run("twoway.api:create_app_from_env", factory=True, workers=processes, **options)  # type: ignore[arg-type]
 
 
 @app.command()
