@@ -53,8 +53,8 @@ class GroupCommit(Generic[T, R]):
         self._full: asyncio.Future[None] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()
-        # Seams for tests and the bench: called with the group's size before its COMMIT is sent.
-        self.before_commit: Callable[[int], Awaitable[None]] | None = None
+        # A seam for fault tests: called with the group's connection and size before COMMIT is sent.
+        self.before_commit: Callable[[asyncpg.Connection, int], Awaitable[None]] | None = None
         self.groups = 0
         self.items = 0
 
@@ -152,7 +152,7 @@ class GroupCommit(Generic[T, R]):
             await transaction.start()
             results = await self.write(conn, items)
             if self.before_commit is not None:
-                await self.before_commit(len(items))
+                await self.before_commit(conn, len(items))
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 await transaction.rollback()
