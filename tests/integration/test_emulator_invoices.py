@@ -146,7 +146,7 @@ def test_void_and_mark_uncollectible(sdk: Any) -> None:
     assert sdk.v1.invoices.void_invoice(other.id).status == "void"
 
 
-def test_illegal_transitions_give_the_documented_errors(sdk: Any) -> None:
+def test_illegal_transitions_give_the_documented_errors(sdk: Any, emu: Emulator) -> None:
     cus = customer(sdk)
     inv = draft(sdk, cus, THREE)
     with pytest.raises(stripe.InvalidRequestError, match="open or uncollectible"):
@@ -168,6 +168,8 @@ def test_illegal_transitions_give_the_documented_errors(sdk: Any) -> None:
         sdk.v1.invoice_items.delete(line_item)
     assert gone.value.code == "invoice_not_editable"
     assert sdk.v1.invoices.retrieve(inv.id).total == 4749  # nothing changed
+    [dumped] = admin(emu, "GET", "/_emulator/invoices")
+    assert dumped["id"] == inv.id and len(dumped["lines"]["data"]) == 3 and dumped["status"] == "open"
 
 
 def test_delete_draft_only(sdk: Any) -> None:
@@ -213,6 +215,18 @@ def test_pay_a_draft_finalizes_it_first(sdk: Any) -> None:
     assert finalized.data.object.status == "open" and paid_event.data.object.status == "paid"
     # One invoice.updated for the whole call goes straight from draft to paid.
     assert previous(updated)["status"] == "draft" and previous(updated)["number"] is None
+
+
+def test_send_finalizes_a_draft(sdk: Any) -> None:
+    cus = customer(sdk)
+    inv = draft(sdk, cus, THREE)
+    sent = sdk.v1.invoices.send_invoice(inv.id)
+    assert sent.status == "open" and sent.number is not None
+    assert [e.type for e in events(sdk, "invoice.*")][:3] == ["invoice.updated", "invoice.sent", "invoice.finalized"]
+    assert sdk.v1.invoices.send_invoice(inv.id).status == "open"
+    auto = sdk.v1.invoices.create({"customer": cus.id})
+    with pytest.raises(stripe.InvalidRequestError, match="send_invoice"):
+        sdk.v1.invoices.send_invoice(auto.id)
 
 
 def test_validation_errors(sdk: Any) -> None:

@@ -66,6 +66,7 @@ _TABLE: dict[tuple[str, str], tuple[Handler, bool]] = {
     ("DELETE", "invoices/{id}"): (lambda e, c: invoices.delete(e.store, c.ident, c.origin), True),
     ("POST", "invoices/{id}/finalize"): (lambda e, c: invoices.finalize(e.store, c.ident, c.params, c.origin), True),
     ("POST", "invoices/{id}/pay"): (lambda e, c: invoices.pay(e.store, c.ident, c.params, c.origin), True),
+    ("POST", "invoices/{id}/send"): (lambda e, c: invoices.send(e.store, c.ident, c.params, c.origin), True),
     ("POST", "invoices/{id}/void"): (lambda e, c: invoices.void(e.store, c.ident, c.params, c.origin), True),
     ("POST", "invoices/{id}/mark_uncollectible"): (
         lambda e, c: invoices.mark_uncollectible(e.store, c.ident, c.params, c.origin),

@@ -77,12 +77,16 @@ def _admin_routes(emu: Emulator) -> list[Route]:
     async def all_customers(_: Request) -> Response:
         return JSONResponse(list(emu.store.customers.values()))
 
+    async def all_invoices(_: Request) -> Response:
+        return JSONResponse(invoices.dump(emu.store))
+
     return [
         Route("/_emulator/faults", get_faults, methods=["GET"]),
         Route("/_emulator/faults", set_faults, methods=["POST"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/_emulator/customers", all_customers, methods=["GET"]),
+        Route("/_emulator/invoices", all_invoices, methods=["GET"]),
     ]
 
 

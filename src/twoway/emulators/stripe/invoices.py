@@ -384,6 +384,27 @@ def pay(store: Store, ident: str, params: Obj, origin: Origin) -> Obj:
     return commit_invoice(store, invoice, steps, origin)
 
 
+def send(store: Store, ident: str, params: Obj, origin: Origin) -> Obj:
+    """`POST /v1/invoices/{id}/send`: a draft is finalized first; `invoice.sent` (no email goes out)."""
+    _only_expand(params)
+    invoice = invoice_or_404(store, ident)
+    if invoice["collection_method"] != "send_invoice":
+        raise invalid("You can only manually send an invoice if its collection method is 'send_invoice'.")
+    if invoice["status"] == VOID:
+        raise invalid("You can't send a void invoice.")
+    now = int(time.time())
+    steps: list[tuple[str | None, Obj]] = []
+    current = invoice
+    if current["status"] == DRAFT:
+        current = _finalized(store, current, now)
+        steps.append(("invoice.finalized", current))
+        if current["amount_due"] == 0:
+            current = _paid(current, now, out_of_band=False)
+            steps.append(("invoice.paid", current))
+    steps.append(("invoice.sent", current))
+    return commit_invoice(store, invoice, steps, origin)
+
+
 def void(store: Store, ident: str, params: Obj, origin: Origin) -> Obj:
     _only_expand(params)
     invoice = invoice_or_404(store, ident)
@@ -481,3 +502,14 @@ def search_invoices(store: Store, params: Obj) -> Obj:
 
     invoices = list(store.book.invoices.values())
     return search.search(params, invoices, parse, "/v1/invoices/search", lambda i: render_invoice(store, i))
+
+
+def dump(store: Store) -> list[Obj]:
+    """Every invoice with all its lines, oldest first (the `/_emulator/invoices` admin view)."""
+    out = []
+    for invoice in store.book.invoices.values():
+        rendered = render_invoice(store, invoice)
+        items = store.book.attached_items(invoice["id"])
+        rendered["lines"] = {**rendered["lines"], "data": [render_line(store, i) for i in items], "has_more": False}
+        out.append(rendered)
+    return out
