@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from twoway.logs import configure
 from twoway.settings import Settings
@@ -150,6 +149,9 @@ def dev(
                       f"http://{settings.api_host}:{system.env['WORKER_METRICS_PORT']}/metrics (worker)")
         if info.get("stripe_api_base"):
             console.print(f"  Stripe emulator  {info['stripe_api_base']}/")
+        if info.get("salesforce_instance_url"):
+            console.print(f"  Salesforce emulator  {info['salesforce_instance_url']}/"
+                          f"  (CA {info['salesforce_ca_file']})")
         console.print(f"  Settings for scripts: {state_dir / 'dev.json'}\nPress Ctrl-C to stop.")
         system.supervise()
     finally:
@@ -158,30 +160,44 @@ def dev(
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Backlogs, consumer lag, sync states, dead letters and last successes."""
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Everything, as JSON (for scripts)")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh in place until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch")] = 2.0,
+) -> None:
+    """One row per connector and direction: backlog, consumer lag, breaker, dead letters, last success."""
+    from rich.live import Live
+
     from twoway.kit.db import make_engine, make_sessionmaker
     from twoway.ops.status import full_status
+    from twoway.ops.status_table import render_status
 
+    if watch and as_json:
+        raise typer.BadParameter("--watch refreshes a table; use --json without it")
     settings = _settings()
 
-    async def main() -> dict[str, object]:
+    async def main() -> dict[str, object] | None:
         engine = make_engine(settings.require_database_url(), pool_size=2)
+        sessions = make_sessionmaker(engine)
         try:
-            return await full_status(make_sessionmaker(engine), settings)
+            if not watch:
+                return await full_status(sessions, settings)
+            with Live(render_status(await full_status(sessions, settings)), console=console,
+                      auto_refresh=False) as live:
+                while True:
+                    await asyncio.sleep(interval)
+                    live.update(render_status(await full_status(sessions, settings)), refresh=True)
         finally:
             await engine.dispose()
 
-    result = asyncio.run(main())
+    try:
+        result = asyncio.run(main())
+    except KeyboardInterrupt:
+        return
     if as_json:
         print(json.dumps(result, default=str, indent=2))
-        return
-    table = Table(title="twoway status")
-    table.add_column("what")
-    table.add_column("value")
-    for key, value in result.items():
-        table.add_row(key, json.dumps(value, default=str) if not isinstance(value, int) else str(value))
-    console.print(table)
+    elif result is not None:
+        console.print(render_status(result))
 
 
 @app.command()

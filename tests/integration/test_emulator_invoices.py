@@ -144,9 +144,13 @@ def test_void_and_mark_uncollectible(sdk: Any) -> None:
     assert sdk.v1.invoices.pay(inv.id, {"paid_out_of_band": True}).status == "paid"
     other = sdk.v1.invoices.mark_uncollectible(sdk.v1.invoices.finalize_invoice(draft(sdk, cus, THREE).id).id)
     assert sdk.v1.invoices.void_invoice(other.id).status == "void"
+    kinds = [e.type for e in events(sdk, "invoice.*")]
+    assert kinds.count("invoice.voided") == 2 and kinds.count("invoice.marked_uncollectible") == 2
+    marked_event = next(e for e in events(sdk, "invoice.marked_uncollectible") if e.data.object.id == inv.id)
+    assert marked_event.data.object.status == "uncollectible"
 
 
-def test_illegal_transitions_give_the_documented_errors(sdk: Any) -> None:
+def test_illegal_transitions_give_the_documented_errors(sdk: Any, emu: Emulator) -> None:
     cus = customer(sdk)
     inv = draft(sdk, cus, THREE)
     with pytest.raises(stripe.InvalidRequestError, match="open or uncollectible"):
@@ -168,6 +172,8 @@ def test_illegal_transitions_give_the_documented_errors(sdk: Any) -> None:
         sdk.v1.invoice_items.delete(line_item)
     assert gone.value.code == "invoice_not_editable"
     assert sdk.v1.invoices.retrieve(inv.id).total == 4749  # nothing changed
+    [dumped] = admin(emu, "GET", "/_emulator/invoices")
+    assert dumped["id"] == inv.id and len(dumped["lines"]["data"]) == 3 and dumped["status"] == "open"
 
 
 def test_delete_draft_only(sdk: Any) -> None:
@@ -213,6 +219,18 @@ def test_pay_a_draft_finalizes_it_first(sdk: Any) -> None:
     assert finalized.data.object.status == "open" and paid_event.data.object.status == "paid"
     # One invoice.updated for the whole call goes straight from draft to paid.
     assert previous(updated)["status"] == "draft" and previous(updated)["number"] is None
+
+
+def test_send_finalizes_a_draft(sdk: Any) -> None:
+    cus = customer(sdk)
+    inv = draft(sdk, cus, THREE)
+    sent = sdk.v1.invoices.send_invoice(inv.id)
+    assert sent.status == "open" and sent.number is not None
+    assert [e.type for e in events(sdk, "invoice.*")][:3] == ["invoice.updated", "invoice.sent", "invoice.finalized"]
+    assert sdk.v1.invoices.send_invoice(inv.id).status == "open"
+    auto = sdk.v1.invoices.create({"customer": cus.id})
+    with pytest.raises(stripe.InvalidRequestError, match="send_invoice"):
+        sdk.v1.invoices.send_invoice(auto.id)
 
 
 def test_validation_errors(sdk: Any) -> None:
@@ -279,6 +297,11 @@ def test_pending_items_and_item_crud(sdk: Any) -> None:
     assert [i.id for i in sdk.v1.invoice_items.list({"invoice": included.id}).data] == [pending.id]
     assert sdk.v1.invoice_items.delete(pending.id).deleted is True
     assert sdk.v1.invoices.retrieve(included.id).total == 0
+    [deleted] = events(sdk, "invoiceitem.deleted")
+    assert deleted.data.object.id == pending.id and deleted.data.object.amount == 1050
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        sdk.v1.invoice_items.retrieve(pending.id)
+    assert gone.value.http_status == 404
 
 
 def test_lines_page_in_order(sdk: Any) -> None:

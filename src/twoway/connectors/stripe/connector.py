@@ -12,7 +12,7 @@ from typing import Any
 import stripe
 
 from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
-from twoway.connectors.stripe import mapping
+from twoway.connectors.stripe import invoices, mapping
 from twoway.kit.db import asyncpg_dsn
 from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
 from twoway.settings import Settings
@@ -20,6 +20,8 @@ from twoway.settings import Settings
 SYSTEM = "stripe"
 KIND = "customer"
 HANDLED_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+# The kinds this connector syncs; each kind other than customers lives in its own module (invoices.py).
+KINDS: tuple[str, ...] = (KIND,)  # + invoices.KIND once the engine merges by rules
 RATE_LIMIT_RETRIES = 6
 
 
@@ -48,7 +50,7 @@ class StripeConnector:
                    livemode=settings.stripe_livemode(), tolerance=settings.webhook_tolerance_seconds)
 
     def kinds(self) -> tuple[str, ...]:
-        return (KIND,)
+        return KINDS
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -80,6 +82,8 @@ class StripeConnector:
         raise AssertionError("unreachable")
 
     async def fetch(self, kind: str, external_id: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.fetch(self, external_id)
         try:
             obj = await self._call("retrieve", self.client.v1.customers.retrieve_async, external_id)
         except NotFound:
@@ -88,6 +92,8 @@ class StripeConnector:
 
     async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.create(self, internal_id, fields, idempotency_key)
         params = {**mapping.to_stripe(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
         obj = await self._call("create", self.client.v1.customers.create_async, params,
                                {"idempotency_key": idempotency_key})
@@ -97,18 +103,24 @@ class StripeConnector:
 
     async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.update(self, external_id, changes, idempotency_key)
         obj = await self._call("update", self.client.v1.customers.update_async, external_id,
                                mapping.to_stripe(changes), {"idempotency_key": idempotency_key})
         return _record(obj)
 
     async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
                               idempotency_key: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.set_internal_id(self, external_id, internal_id, idempotency_key)
         params = {"metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
         obj = await self._call("update", self.client.v1.customers.update_async, external_id, params,
                                {"idempotency_key": idempotency_key})
         return _record(obj)
 
     async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None:
+        if kind == invoices.KIND:
+            return await invoices.delete(self, external_id, idempotency_key)
         try:
             await self._call("delete", self.client.v1.customers.delete_async, external_id,
                              None, {"idempotency_key": idempotency_key})
@@ -116,6 +128,8 @@ class StripeConnector:
             return  # already gone: the goal state holds
 
     async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None:
+        if kind == invoices.KIND:
+            return await invoices.find_by_internal_id(self, internal_id)
         query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
         result = await self._call("search", self.client.v1.customers.search_async, {"query": query, "limit": 10})
         found = [o.to_dict() for o in result.data]
@@ -123,6 +137,10 @@ class StripeConnector:
         return _record(found[0]) if found else None
 
     async def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
+        if kind == invoices.KIND:
+            async for found in invoices.list_all(self, page_size):
+                yield found
+            return
         after: str | None = None
         while True:
             params: dict[str, Any] = {"limit": page_size}
@@ -241,6 +259,8 @@ def _safe_reason(message: str) -> str:
 
 def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent | None:
     type_ = payload.get("type")
+    if invoices.handles(type_) and invoices.KIND in KINDS:
+        return invoices.event_from_payload(payload)
     if type_ not in HANDLED_EVENTS:
         return None
     obj = (payload.get("data") or {}).get("object") or {}

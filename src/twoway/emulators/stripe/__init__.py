@@ -35,6 +35,8 @@ Invoices (`/v1/invoices`, `/v1/invoiceitems`; facts in ../shared/STRIPE-INVOICES
 - `pay` without `paid_out_of_band=true` on an invoice with something due answers 400 (the
   emulator has no payment methods) and changes nothing, not even a draft's finalization.
 - Deleting a draft deletes its items (`invoiceitem.deleted` each). A deleted invoice is a 404.
+- `send` finalizes a draft (`send_invoice` invoices only) and records `invoice.sent`; no email.
+  `GET /_emulator/invoices` dumps every invoice with all its lines.
 - `auto_advance=true` drafts finalize after `--auto-finalize-seconds` (3600); no payment is tried.
 - `add_lines` / `update_lines` / `remove_lines` change many lines in one call (all validated
   first), one `invoice.updated` per call. The `invoice_lock_timeout` knob answers overlapping

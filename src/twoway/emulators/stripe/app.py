@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from twoway.emulators.stripe import api, customers, invoices, page
+from twoway.emulators.stripe import api, customers, invoicelists, invoices, page
 from twoway.emulators.stripe.config import EmulatorConfig
 from twoway.emulators.stripe.core import Emulator
 from twoway.emulators.stripe.errors import StripeError
@@ -77,12 +77,16 @@ def _admin_routes(emu: Emulator) -> list[Route]:
     async def all_customers(_: Request) -> Response:
         return JSONResponse(list(emu.store.customers.values()))
 
+    async def all_invoices(_: Request) -> Response:
+        return JSONResponse(invoicelists.dump(emu.store))
+
     return [
         Route("/_emulator/faults", get_faults, methods=["GET"]),
         Route("/_emulator/faults", set_faults, methods=["POST"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/_emulator/customers", all_customers, methods=["GET"]),
+        Route("/_emulator/invoices", all_invoices, methods=["GET"]),
     ]
 
 
