@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # writes, or this long after its first one arrived.
     group_commit_max_batch: int = 256
     group_commit_max_wait_ms: float = 2.0
+    # Groups committing at once per writer (each on its own connection): one forms while another syncs.
+    group_commit_max_inflight: int = 4
     # Rejected webhooks: counted always; at most this many per second kept as samples, at most this many kept.
     webhook_rejection_samples_per_second: float = 5.0
     webhook_rejection_sample_max: int = 1000
