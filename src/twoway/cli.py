@@ -111,9 +111,14 @@ def worker(
     if unknown:
         raise typer.BadParameter(f"unknown components: {', '.join(sorted(unknown))}")
 
-    if set(components) & {"outbound", "inbound", "poller"} and not registry.enabled_systems(settings):
+    try:
+        systems = registry.enabled_systems(settings)
+    except ValueError as exc:  # an unknown name in TWOWAY_CONNECTORS
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    if set(components) & {"outbound", "inbound", "poller"} and not systems:
         console.print("[red]No connector is configured.[/red] Set STRIPE_SECRET_KEY (and STRIPE_API_BASE for "
-                      "the emulator), or run only --only relay.")
+                      "the emulator) and/or SALESFORCE_CLIENT_ID with a secret or JWT key, or run only --only relay.")
         raise typer.Exit(2)
 
     async def main() -> None:
