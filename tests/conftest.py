@@ -29,7 +29,7 @@ API_KEY = "test-api-key"
 WEBHOOK_SECRET = "whsec_test_secret"
 STRIPE_KEY = "sk_test_twoway"
 TABLES = ("invoice_lines, invoices, customers, outbox, links, inbox, sync_events, cursors, webhook_rejections, "
-          "connector_state, rate_limits")
+          "connector_state, rate_limits, webhook_rejection_counts, idempotency_keys")
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 
+import twoway.models  # noqa: F401  (registers every kind, as the worker's entry point does)
 from tests.conftest import emulator_call
 from twoway.settings import Settings
 from twoway.sync.worker import COMPONENTS, Worker

@@ -505,7 +505,7 @@ def test_stats_shape_and_reset(client: Any, emulator: Emulator) -> None:
     client.v1.customers.update(c.id, {"name": "S2"})
     client.v1.customers.delete(c.id)
     stats = admin(emulator, "GET", "/_emulator/stats")
-    assert set(stats) == {"requests", "responses", "writes", "webhooks", "customers", "events"}
+    assert set(stats) == {"requests", "responses", "writes", "webhooks", "customers", "invoices", "invoiceitems", "events"}
     for route in ("POST /v1/customers", "GET /v1/customers/{id}", "POST /v1/customers/{id}"):
         assert stats["requests"][route] == 1 and stats["responses"][route] == {"200": 1}
     assert stats["requests"]["DELETE /v1/customers/{id}"] == 1

@@ -115,6 +115,7 @@ def test_twoway_services_get_the_settings(spec: dict[str, Any]) -> None:
         assert not missing, f"{name} lacks {missing}"
         assert env["KAFKA_ENABLE_IDEMPOTENCE"] == "true" and env["STRIPE_SECRET_KEY"] == "sk_test_compose"
         assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["DATABASE_URL"]
+    assert int(resolved["api"]["environment"]["API_WORKERS"]) >= 2  # `twoway api` runs that many processes
 
 
 def test_dockerfile_runs_as_non_root_with_pinned_installs() -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import BigInteger, DateTime, MetaData, func, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -34,6 +35,15 @@ def make_engine(url: str, pool_size: int = 20) -> AsyncEngine:
     # No pre-ping: it costs a round trip per transaction. A connection broken by a server restart is
     # invalidated on its first error, and every caller (request, worker batch) is retried whole.
     return create_async_engine(url, pool_size=pool_size, max_overflow=10, pool_recycle=1800)
+
+
+async def make_pool(url: str, max_size: int = 10) -> asyncpg.Pool:
+    """A plain asyncpg pool for the hot write paths (no ORM). Connects lazily, so it starts without a
+    database; a connection broken by a restart is replaced on its next use."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=0, max_size=max_size, command_timeout=15,
+                                     max_inactive_connection_lifetime=300)
+    assert pool is not None
+    return pool
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

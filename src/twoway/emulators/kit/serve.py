@@ -12,10 +12,10 @@ from twoway.emulators.kit.tls import TlsFiles
 
 
 def run(app: Starlette, name: str, host: str, port: int, tls: TlsFiles | None = None,
-        after_start: Callable[[str], None] | None = None) -> None:
+        after_start: Callable[[str], None] | None = None, date_header: bool = True) -> None:
     """Serve until interrupted; prints `<name> emulator listening on <url>` once the socket is bound."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, loop="auto",
-                            timeout_graceful_shutdown=2,
+                            timeout_graceful_shutdown=2, date_header=date_header,
                             ssl_certfile=str(tls.cert_file) if tls else None,
                             ssl_keyfile=str(tls.key_file) if tls else None)
     server = uvicorn.Server(config)

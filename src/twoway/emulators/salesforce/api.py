@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -53,7 +54,7 @@ async def _run(emu: Emulator, request: Request, version: str, segments: list[str
         return _error(emu, errors.not_found())
     user_id = _session(emu, request.headers.get("authorization"))
     if user_id is None:
-        return _error(emu, errors.session_invalid(), limit=False)
+        return _error(emu, errors.session_invalid())
     options = request.headers.get("sforce-call-options") or ""
     client = _CLIENT.search(options)
     key = client.group(1) if client else "(none)"
@@ -63,7 +64,7 @@ async def _run(emu: Emulator, request: Request, version: str, segments: list[str
         return _error(emu, SfError(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."))
     injected = faults.injected_status()
     if injected is not None:
-        return _error(emu, errors.unavailable(injected), limit=False)
+        return _error(emu, errors.unavailable(injected))
     delay = faults.latency_seconds()
     if delay:
         await asyncio.sleep(delay)
@@ -279,11 +280,13 @@ def _unmodified_since(header: str | None) -> int | None:
 
 def _limit_header(emu: Emulator) -> dict[str, str]:
     used, limit = emu.store.usage_now()
-    return {"Sforce-Limit-Info": f"api-usage={used}/{limit}"}
+    # Date from the emulator's (movable) clock: clients learn the server's time from it, as from Salesforce.
+    now = datetime.fromtimestamp(emu.store.now_ms() / 1000, UTC)
+    return {"Sforce-Limit-Info": f"api-usage={used}/{limit}", "Date": format_datetime(now, usegmt=True)}
 
 
-def _error(emu: Emulator, exc: SfError, limit: bool = True) -> Response:
-    headers = _limit_header(emu) if limit else {}
+def _error(emu: Emulator, exc: SfError) -> Response:
+    headers = _limit_header(emu)
     return Response(json.dumps(exc.body()), exc.status, headers, media_type="application/json")
 
 

@@ -238,4 +238,5 @@ def run(host: str = "127.0.0.1", port: int = 12112, config: SalesforceConfig | N
         print(f"client id {config.client_id} secret {config.client_secret if generated else '(as given)'}",
               flush=True)
 
-    serve.run(app, "salesforce", host, port, files, announce)
+    # The API sets Date from the emulator's own clock, which the control endpoints can move.
+    serve.run(app, "salesforce", host, port, files, announce, date_header=False)
