@@ -149,6 +149,9 @@ def dev(
                       f"http://{settings.api_host}:{system.env['WORKER_METRICS_PORT']}/metrics (worker)")
         if info.get("stripe_api_base"):
             console.print(f"  Stripe emulator  {info['stripe_api_base']}/")
+        if info.get("salesforce_instance_url"):
+            console.print(f"  Salesforce emulator  {info['salesforce_instance_url']}/"
+                          f"  (CA {info['salesforce_ca_file']})")
         console.print(f"  Settings for scripts: {state_dir / 'dev.json'}\nPress Ctrl-C to stop.")
         system.supervise()
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # writes, or this long after its first one arrived.
     group_commit_max_batch: int = 256
     group_commit_max_wait_ms: float = 2.0
+    # Groups committing at once per writer (each on its own connection): one forms while another syncs.
+    group_commit_max_inflight: int = 4
     # Rejected webhooks: counted always; at most this many per second kept as samples, at most this many kept.
     webhook_rejection_samples_per_second: float = 5.0
     webhook_rejection_sample_max: int = 1000
@@ -96,6 +98,13 @@ class Settings(BaseSettings):
         if url and url.startswith(("postgres://", "postgresql://")):
             return "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
+
+    @field_validator("salesforce_login_url", "salesforce_api_version", "salesforce_object", "salesforce_name_field",
+                     "salesforce_email_field", "salesforce_external_id_field", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: Any) -> object:
+        # Compose passes unset variables as "": that means the default, not an empty URL or name.
+        return cls.model_fields[info.field_name].default if value == "" else value
 
     def api_keys(self) -> list[str]:
         raw = self.twoway_api_keys.get_secret_value() if self.twoway_api_keys else ""

@@ -3,6 +3,8 @@ ladder, pagination and filters, and bad input that changes nothing."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 from sqlalchemy import text
@@ -53,6 +55,8 @@ async def test_create_read_update_delete_a_draft(client: httpx.AsyncClient, db, 
     assert [(x["description"], x["amount"]) for x in inv["lines"]] == [("Seats", 4500), ("Support", 5000),
                                                                         ("Setup", 500)]
     assert [x["position"] for x in inv["lines"]] == [0, 1, 2]
+    # Stripe keeps a due date, not a term: the term resolves to a date both sides hold.
+    assert inv["days_until_due"] == 30 and inv["due_date"] == str(datetime.now(UTC).date() + timedelta(days=30))
     iid, line_ids = inv["id"], [x["id"] for x in inv["lines"]]
 
     assert (await client.get(f"/api/v1/invoices/{iid}")).json() == inv
@@ -119,8 +123,6 @@ async def test_commands_walk_the_ladder_and_frozen_fields_are_refused(
         r = await client.patch(f"/api/v1/invoices/{iid}", json=body)
         assert r.status_code == 409, r.text
         assert field in r.json()["error"]["message"] and "finaliz" in r.json()["error"]["message"]
-    r = await client.delete(f"/api/v1/invoices/{iid}")
-    assert r.status_code == 409 and "void" in r.json()["error"]["message"]
     assert await _snapshot(db) == before
     # The same values are no change, so no refusal.
     assert (await client.patch(f"/api/v1/invoices/{iid}", json={"description": "March"})).status_code == 200
@@ -135,6 +137,19 @@ async def test_commands_walk_the_ladder_and_frozen_fields_are_refused(
         assert r.status_code == 409 and "paid" in r.json()["error"]["message"], r.text
     assert await _snapshot(db) == before
     assert (await client.post(f"/api/v1/invoices/{iid}/bogus")).status_code == 422
+
+    r = await client.delete(f"/api/v1/invoices/{iid}")
+    assert r.status_code == 409 and "paid" in r.json()["error"]["message"]
+    assert await _snapshot(db) == before
+
+    # Deleting a finalized invoice voids it (it cannot be deleted), recorded in the sync log.
+    i1 = (await client.post("/api/v1/invoices", json=draft(customer))).json()["id"]
+    await client.post(f"/api/v1/invoices/{i1}/finalize")
+    r = await client.delete(f"/api/v1/invoices/{i1}")
+    assert r.status_code == 202 and effective(r.json()) == "void" and r.json()["deleted_at"] is None, r.text
+    assert await _count(db, "SELECT count(*) FROM sync_events WHERE internal_id = :i AND kind = 'invoice'"
+                            " AND operation = 'delete' AND status = 'mapped'", i=i1) == 1
+    assert (await client.delete(f"/api/v1/invoices/{i1}")).status_code == 409
 
     # Void from open; paying a draft is allowed (Stripe finalizes it first).
     i2 = (await client.post("/api/v1/invoices", json=draft(customer))).json()["id"]
@@ -218,7 +233,7 @@ async def test_bad_patches_change_nothing(client: httpx.AsyncClient, db, custome
     for body, status in [
         ({"currency": "eur"}, 409), ({"customer_id": other}, 409), ({"currency": "zzz"}, 422),
         ({"currency": None}, 422), ({"lines": None}, 422), ({"description": None}, 422),
-        ({"days_until_due": None}, 422), ({"collection_method": "charge_automatically", "days_until_due": 3}, 422),
+        ({"days_until_due": 3, "due_date": "2031-01-01"}, 422), ({"collection_method": "charge_automatically", "days_until_due": 3}, 422),
         ({"lines": [{"id": foreign_line, "description": "x", "quantity": 1, "unit_amount": 1}]}, 422),
         ({"lines": [{"id": inv["lines"][0]["id"], "description": "x", "quantity": 1, "unit_amount": 1},
                     {"id": inv["lines"][0]["id"], "description": "y", "quantity": 1, "unit_amount": 1}]}, 422),

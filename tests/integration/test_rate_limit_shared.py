@@ -32,7 +32,7 @@ async def test_limiters_in_one_account_share_its_rate(db, settings: Settings) ->
     tasks = [asyncio.create_task(_spend(lim, stamps[i], stop)) for i, lim in enumerate([*limiters, other])
              for _ in range(20)]
     try:
-        await wait_until(lambda: len(stamps[3]) >= 4 * 40, timeout=30)
+        assert await wait_until(lambda: len(stamps[3]) >= 4 * 40, timeout=30)
     finally:
         stop.set()
         for lim in [*limiters, other]:

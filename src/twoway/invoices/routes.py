@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.invoices import service, sync_state
@@ -80,16 +81,20 @@ async def update_invoice(invoice_id: InvoiceId, body: InvoiceUpdate, session: Se
     return _out(invoice)
 
 
-@router.delete("/{invoice_id}", status_code=204, responses=REFUSED)
-async def delete_invoice(invoice_id: InvoiceId, session: Session) -> Response:
+@router.delete("/{invoice_id}", status_code=204, response_model=None, responses={202: {
+    "model": InvoiceOut, "description": "Finalized: it cannot be deleted, so it is being voided"}, **REFUSED})
+async def delete_invoice(invoice_id: InvoiceId, request: Request, session: Session) -> Response:
+    """A draft is deleted (204). A finalized invoice cannot be: the delete becomes a void (202, recorded)."""
     invoice = await InvoiceRepository(session).get(invoice_id, for_update=True)
     if invoice is None:
         raise _not_found(invoice_id)
     try:
-        await service.soft_delete(session, invoice)
+        outcome = await service.delete(session, invoice, confirm_locally=not _synced_elsewhere(request))
     except service.Refused as exc:
         raise HTTPException(409, str(exc))
     await session.commit()
+    if outcome == "voided":
+        return JSONResponse(_out(invoice).model_dump(mode="json"), status_code=202)
     return Response(status_code=204)
 
 

@@ -6,6 +6,7 @@ Refusals raise before anything is written, so a refused request changes nothing.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -13,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.invoices.models import RANK, TERMINAL, Invoice, InvoiceLine
 from twoway.invoices.repository import LOCK_CUSTOMER, InvoiceRepository
-from twoway.invoices.schemas import InvoiceCreate, LineIn, check_terms
+from twoway.invoices.schemas import InvoiceCreate, LineIn
 from twoway.kit.outbox import enqueue_outbound
+from twoway.sync.models import SyncEvent
 
 KIND = "invoice"
 # Fixed when the invoice is created: Stripe's invoice update takes neither.
@@ -55,7 +57,8 @@ async def create(session: AsyncSession, body: InvoiceCreate) -> Invoice:
         raise InvalidInvoice(f"customer {body.customer_id} not found")
     invoice = Invoice(
         customer_id=body.customer_id, currency=body.currency, collection_method=body.collection_method,
-        days_until_due=body.days_until_due, due_date=body.due_date, description=body.description,
+        days_until_due=body.days_until_due, description=body.description,
+        due_date=body.due_date if body.days_until_due is None else due_from_days(body.days_until_due),
         status="draft", version=1, lines=[_new_line(i, entry) for i, entry in enumerate(body.lines)])
     _retotal(invoice)
     await InvoiceRepository(session).add(invoice)
@@ -90,15 +93,23 @@ async def update(session: AsyncSession, invoice: Invoice, changes: dict[str, Any
     return True
 
 
-async def soft_delete(session: AsyncSession, invoice: Invoice) -> bool:
+async def delete(session: AsyncSession, invoice: Invoice, *, confirm_locally: bool) -> str:
+    """A draft is deleted ("deleted"); a finalized invoice cannot be, so it is voided ("voided", recorded);
+    a paid or void one refuses. "unchanged" when already deleted."""
     if invoice.deleted_at is not None:
-        return False
-    if invoice.effective_status != "draft":
-        raise Refused(f"invoice {invoice.id} is {invoice.effective_status}: only drafts can be deleted "
-                      "(void it instead)")
-    invoice.deleted_at = func.now()  # type: ignore[assignment]
-    await _bump(session, invoice)
-    return True
+        return "unchanged"
+    if invoice.effective_status == "draft":
+        invoice.deleted_at = func.now()  # type: ignore[assignment]
+        await _bump(session, invoice)
+        return "deleted"
+    if invoice.effective_status in TERMINAL:
+        raise Refused(f"invoice {invoice.id} is {invoice.effective_status}: it can be neither deleted nor voided")
+    await command(session, invoice, "void", confirm_locally=confirm_locally)
+    session.add(SyncEvent(kind=KIND, system="api", direction="outbound", operation="delete", status="mapped",
+                          internal_id=invoice.id,
+                          detail={"mapped_to": "void", "reason": "a finalized invoice cannot be deleted"}))
+    await session.flush()
+    return "voided"
 
 
 async def command(session: AsyncSession, invoice: Invoice, name: str, *, confirm_locally: bool) -> bool:
@@ -133,17 +144,32 @@ def apply_status(invoice: Invoice, status: str) -> None:
 
 
 def _check_new_terms(invoice: Invoice, changed: dict[str, Any]) -> None:
+    """Due terms as a whole. `days_until_due` resolves to a `due_date` when given (Stripe keeps only the
+    date), so the date is what both sides hold and merge."""
+    days, due = changed.get("days_until_due"), changed.get("due_date")
+    if days is not None and due is not None:
+        raise InvalidInvoice("give one of days_until_due and due_date, not both")
+    if days is not None:
+        changed["due_date"] = due_from_days(days)
+    elif due is not None:
+        changed["days_until_due"] = None
     method = changed.get("collection_method", invoice.collection_method)
-    if method == "charge_automatically" and "collection_method" in changed:
+    if method == "charge_automatically":
         # Leaving send_invoice drops its due terms, unless the request set them (then it is refused).
+        if days is not None or due is not None:
+            raise InvalidInvoice("days_until_due and due_date apply only to collection_method send_invoice")
         for key in ("days_until_due", "due_date"):
-            if key not in changed and getattr(invoice, key) is not None:
+            if getattr(invoice, key) is not None:
                 changed[key] = None
-    try:
-        check_terms(method, changed.get("days_until_due", invoice.days_until_due),
-                    changed.get("due_date", invoice.due_date))
-    except ValueError as exc:
-        raise InvalidInvoice(str(exc)) from None
+    elif changed.get("due_date", invoice.due_date) is None:
+        raise InvalidInvoice("send_invoice needs days_until_due or due_date")
+    for key in ("days_until_due", "due_date"):
+        if key in changed and getattr(invoice, key) == changed[key]:
+            del changed[key]
+
+
+def due_from_days(days: int) -> date:
+    return datetime.now(UTC).date() + timedelta(days=days)
 
 
 def _plan_lines(invoice: Invoice, entries: list[LineIn]) -> list[InvoiceLine] | None:

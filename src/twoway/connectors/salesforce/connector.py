@@ -40,6 +40,7 @@ class SchemaMissing(ConnectorError):
 
 class SalesforceConnector:
     system = SYSTEM
+    webhooks = False  # changes are polled (the worker polls a connector without webhooks in every INBOUND_MODE)
 
     def __init__(self, client: SalesforceClient, mapping: Mapping_, *, poll_overlap_seconds: float = 60.0,
                  poll_settle_seconds: float = 2.0) -> None:

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import stripe
 
 from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
-from twoway.connectors.stripe import mapping
+from twoway.connectors.stripe import invoices, mapping
 from twoway.kit import metrics
 from twoway.kit.db import asyncpg_dsn
 from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
@@ -22,6 +22,8 @@ from twoway.settings import Settings
 SYSTEM = "stripe"
 KIND = "customer"
 HANDLED_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+# The kinds this connector syncs; each kind other than customers lives in its own module (invoices.py).
+KINDS: tuple[str, ...] = (KIND,)  # + invoices.KIND once the engine merges by rules
 RATE_LIMIT_RETRIES = 6
 
 
@@ -50,26 +52,34 @@ class StripeConnector:
                    livemode=settings.stripe_livemode(), tolerance=settings.webhook_tolerance_seconds)
 
     def kinds(self) -> tuple[str, ...]:
-        return (KIND,)
+        return KINDS
 
     # -- calls -------------------------------------------------------------------------------
 
-    async def _call(self, op: str, method: str, path: str, idempotency_key: str | None = None,
-                    **params: Any) -> tuple[dict[str, Any], Mapping[str, str]]:
-        """One Stripe call under the account's shared rate limit: the answer as a dict, and its headers.
+    async def _request(self, op: str, method: str, path: str, idempotency_key: str | None = None,
+                       **params: Any) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """One call through the SDK's `raw_request_async`: the answer as a dict, and its headers.
 
-        Through the SDK's `raw_request_async`: it encodes, authenticates and raises its own errors, and
-        we skip the StripeObject tree (bench/README.md, "Stripe client"). A 429 shrinks the shared
-        limit (every worker slows down) and the call waits its turn again: never a record's failure.
+        The SDK still encodes, authenticates and raises its own errors; we skip the StripeObject tree
+        (a third of the CPU of a call: bench/README.md, "HTTP clients").
         """
         if idempotency_key is not None:
             params["idempotency_key"] = idempotency_key
+        response = await self._call(op, self.client.raw_request_async, method, path, **params)
+        return response.data, response.headers
+
+    async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One Stripe call (an SDK coroutine) under the account's shared rate limit.
+
+        A 429 shrinks the shared limit (every worker slows down) and the call waits its turn again:
+        429s are never a record's failure.
+        """
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             await self.limiter.acquire()
             try:
-                response = await self.client.raw_request_async(method, path, **params)
+                result = await fn(*args, **kwargs)
                 metrics.STRIPE_CALLS.labels(op=op, status="200").inc()
-                return response.data, response.headers
+                return result
             except stripe.RateLimitError as exc:
                 metrics.STRIPE_CALLS.labels(op=op, status="429").inc()
                 if attempt == RATE_LIMIT_RETRIES:
@@ -84,50 +94,66 @@ class StripeConnector:
         raise AssertionError("unreachable")
 
     async def fetch(self, kind: str, external_id: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.fetch(self, external_id)
         try:
-            obj, _ = await self._call("retrieve", "get", _customer_path(external_id))
+            obj, _ = await self._request("retrieve", "get", _customer_path(external_id))
         except NotFound:
             return ExternalRecord(external_id, {}, deleted=True)
         return _record(obj)
 
     async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.create(self, internal_id, fields, idempotency_key)
         params = {**mapping.to_stripe(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
-        obj, headers = await self._call("create", "post", "/v1/customers", idempotency_key, **params)
+        obj, headers = await self._request("create", "post", "/v1/customers", idempotency_key, **params)
         replayed = headers.get("idempotent-replayed", "").lower() == "true"
         return dataclasses.replace(_record(obj), replayed=replayed)
 
     async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
-        obj, _ = await self._call("update", "post", _customer_path(external_id), idempotency_key,
-                                  **mapping.to_stripe(changes))
+        if kind == invoices.KIND:
+            return await invoices.update(self, external_id, changes, idempotency_key)
+        obj, _ = await self._request("update", "post", _customer_path(external_id), idempotency_key,
+                                     **mapping.to_stripe(changes))
         return _record(obj)
 
     async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
                               idempotency_key: str) -> ExternalRecord:
-        obj, _ = await self._call("update", "post", _customer_path(external_id), idempotency_key,
-                                  metadata={mapping.INTERNAL_ID_KEY: str(internal_id)})
+        if kind == invoices.KIND:
+            return await invoices.set_internal_id(self, external_id, internal_id, idempotency_key)
+        obj, _ = await self._request("update", "post", _customer_path(external_id), idempotency_key,
+                                     metadata={mapping.INTERNAL_ID_KEY: str(internal_id)})
         return _record(obj)
 
     async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None:
+        if kind == invoices.KIND:
+            return await invoices.delete(self, external_id, idempotency_key)
         try:
-            await self._call("delete", "delete", _customer_path(external_id), idempotency_key)
+            await self._request("delete", "delete", _customer_path(external_id), idempotency_key)
         except NotFound:
             return  # already gone: the goal state holds
 
     async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None:
+        if kind == invoices.KIND:
+            return await invoices.find_by_internal_id(self, internal_id)
         query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
-        result, _ = await self._call("search", "get", "/v1/customers/search", query=query, limit=10)
+        result, _ = await self._request("search", "get", "/v1/customers/search", query=query, limit=10)
         found = [o for o in result.get("data") or [] if mapping.internal_id_of(o) == internal_id]
         return _record(found[0]) if found else None
 
     async def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
+        if kind == invoices.KIND:
+            async for found in invoices.list_all(self, page_size):
+                yield found
+            return
         after: str | None = None
         while True:
             params: dict[str, Any] = {"limit": page_size}
             if after:
                 params["starting_after"] = after
-            page, _ = await self._call("list", "get", "/v1/customers", **params)
+            page, _ = await self._request("list", "get", "/v1/customers", **params)
             data = page.get("data") or []
             for obj in data:
                 yield _record(obj)
@@ -169,7 +195,7 @@ class StripeConnector:
     async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]:
         """Events newer than `cursor`, oldest first. Without a cursor, start from now."""
         if cursor is None:
-            latest, _ = await self._call("events", "get", "/v1/events", limit=1)
+            latest, _ = await self._request("events", "get", "/v1/events", limit=1)
             data = latest.get("data") or []
             return [], (data[0]["id"] if data else "")
         collected: list[InboundEvent] = []
@@ -177,7 +203,7 @@ class StripeConnector:
             params: dict[str, Any] = {"limit": 100}
             if cursor:
                 params["ending_before"] = cursor
-            page, _ = await self._call("events", "get", "/v1/events", **params)
+            page, _ = await self._request("events", "get", "/v1/events", **params)
             data = page.get("data") or []
             if not data:
                 return collected, cursor
@@ -199,7 +225,7 @@ class StripeConnector:
 
 def http_client(timeout: float) -> stripe.HTTPClient:
     """The SDK's aiohttp client: ~0.5 ms of CPU a call where its httpx client takes ~3.5 ms
-    (bench/README.md, "Stripe client"), with no cap on connections (the engine bounds calls in flight;
+    (bench/README.md, "HTTP clients"), with no cap on connections (the engine bounds calls in flight;
     aiohttp's default of 100 would silently queue the rest)."""
     import aiohttp
 
@@ -274,6 +300,8 @@ def _safe_reason(message: str) -> str:
 
 def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent | None:
     type_ = payload.get("type")
+    if invoices.handles(type_) and invoices.KIND in KINDS:
+        return invoices.event_from_payload(payload)
     if type_ not in HANDLED_EVENTS:
         return None
     obj = (payload.get("data") or {}).get("object") or {}

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from twoway.emulators.stripe import api, customers, invoices, page
+from twoway.emulators.stripe import api, customers, invoicelists, invoices, page
 from twoway.emulators.stripe.config import EmulatorConfig
 from twoway.emulators.stripe.core import Emulator
 from twoway.emulators.stripe.errors import StripeError
@@ -78,7 +78,7 @@ def _admin_routes(emu: Emulator) -> list[Route]:
         return JSONResponse(list(emu.store.customers.values()))
 
     async def all_invoices(_: Request) -> Response:
-        return JSONResponse(invoices.dump(emu.store))
+        return JSONResponse(invoicelists.dump(emu.store))
 
     return [
         Route("/_emulator/faults", get_faults, methods=["GET"]),
