@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench import ingest, relay
+from bench import ingest, relay, salesforce_client
 from bench.chaos import machine
 from bench.cluster import Cluster, ClusterConfig
 from bench.fasthttp import Pool
@@ -411,6 +411,7 @@ def run_all(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
         return out
     figures += with_cluster(unthrottled, sync_paths)
     figures += ingest.run(quick)  # webhook_ingest, api_writes, webhook_flood at 1 and 2 API processes
+    figures += salesforce_client.run(quick)  # simple-salesforce in threads vs plain async HTTP, per call
     figures += with_cluster(relay.config(), lambda c: relay.relay(c, 20_000 if quick else 100_000))
     limited = ClusterConfig(workers=2, inbound_mode="webhook", stripe_rate_limit=100,
                             emulator_args=["--rate-limit-per-second", "100"])

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Rejected webhooks: counted always; at most this many per second kept as samples, at most this many kept.
     webhook_rejection_samples_per_second: float = 5.0
     webhook_rejection_sample_max: int = 1000
+    # A rejected delivery's 400 waits this long (no CPU): a sender of forgeries that waits for answers
+    # (as HTTP/1.1 clients do) is slowed to ~1000/this per connection, so genuine deliveries keep the CPU.
+    webhook_rejection_delay_ms: float = 50.0
     idempotency_key_retention_hours: float = 24.0
     twoway_api_keys: SecretStr | None = None
 

@@ -219,3 +219,66 @@ def _worker_process(settings: Settings) -> subprocess.Popen[bytes]:
         env[name.upper()] = str(raw).lower() if isinstance(raw, bool) else str(raw)
     return subprocess.Popen([sys.executable, "-m", "twoway", "worker"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+async def test_both_sides_edited_at_once_one_value_wins_everywhere(client, sf_settings, emulator, person,
+                                                                   stripe_client, db) -> None:
+    async with running_worker(sf_settings):
+        cid = await create(client, "Both", "both@example.com")
+        assert await wait_until(lambda: both_hold(person, emulator, cid, "Both", "both@example.com"), 30)
+    acct = accounts(person, f"Twoway_Id__c = '{cid}'")[0]["Id"]
+    stripe_id = stripe_by_internal_id(emulator, cid)[0]["id"]
+    # Both edits are made, and both noticed (the pollers store them), before either is merged.
+    async with running_worker(sf_settings, ["poller"]):
+        stripe_client.v1.customers.update(stripe_id, {"name": "From Stripe"})
+        person.Account.update(acct, {"Name": "From Salesforce"})
+        noticed = ("SELECT count(DISTINCT system) FROM inbox WHERE processed_at IS NULL "
+                   "AND ((system = 'stripe' AND payload::text LIKE '%From Stripe%') "
+                   "OR (system = 'salesforce' AND payload::text LIKE '%From Salesforce%'))")
+        assert await wait_until(lambda: _equals(db, noticed, 2), 30)
+    async with running_worker(sf_settings):
+        async def agreed() -> str | None:
+            name = (await ours(client, cid))["name"]
+            if name in ("From Stripe", "From Salesforce") and both_hold(person, emulator, cid, name,
+                                                                        "both@example.com"):
+                return str(name)
+            return None
+        winner = await wait_until(agreed, 60)
+        assert winner
+        # Quiet: every event handled, and the three still agree on the same winner (no flip-flop).
+        assert await wait_until(lambda: _equals(db, "SELECT count(*) FROM inbox WHERE processed_at IS NULL", 0), 30)
+        assert await wait_until(agreed, 10) == winner
+    assert await scalar(db, "SELECT count(*) FROM sync_events WHERE status = 'conflict' AND internal_id = :i",
+                        i=cid) >= 1
+    assert (await ours(client, cid))["name"] == winner
+
+
+async def _equals(db: Any, sql: str, value: int) -> bool:
+    return int(await scalar(db, sql)) == value
+
+
+async def test_reconcile_sees_a_hard_deleted_account(client, sf_settings, emulator, person, sf_emulator,
+                                                     db) -> None:
+    """Emptied from the recycle bin: invisible to polling, found by the full id comparison."""
+    from twoway.connectors.salesforce.connector import SalesforceConnector
+    from twoway.kit.db import make_engine
+    from twoway.ops.reconcile import reconcile
+
+    async with running_worker(sf_settings):
+        cid = await create(client, "Hard", "hard@example.com")
+        assert await wait_until(lambda: both_hold(person, emulator, cid, "Hard", "hard@example.com"), 30)
+        acct = accounts(person, f"Twoway_Id__c = '{cid}'")[0]["Id"]
+        sf_emulator.call("/_emulator/hard_delete", {"ids": [acct]})
+        connector = SalesforceConnector.from_settings(sf_settings)
+        engine = make_engine(sf_settings.require_database_url())
+        try:
+            report = await reconcile(engine, connector, dry_run=False)
+        finally:
+            await connector.close()
+            await engine.dispose()
+        assert report.drifts, "reconcile found nothing"
+
+        async def resolved() -> bool:
+            # Delete wins: the Account is gone for good, so ours is deleted and so is the Stripe customer.
+            return bool((await ours(client, cid))["deleted_at"]) and not stripe_by_internal_id(emulator, cid)
+        assert await wait_until(resolved, 30)

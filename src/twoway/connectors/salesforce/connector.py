@@ -4,6 +4,7 @@ Salesforce are polled over SystemModstamp (no public URL needed)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,8 @@ from twoway.connectors.base import (
 from twoway.connectors.salesforce.auth import TokenSource
 from twoway.connectors.salesforce.client import SalesforceClient, record_error
 from twoway.connectors.salesforce.mapping import Mapping_
+from twoway.kit.db import asyncpg_dsn
+from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
 from twoway.logs import get_logger
 from twoway.settings import Settings
 
@@ -60,7 +63,7 @@ class SalesforceConnector:
         client = SalesforceClient(
             source, version=settings.salesforce_api_version.lstrip("v"), ca_file=settings.salesforce_ca_file,
             timeout=settings.salesforce_timeout_seconds, max_in_flight=settings.salesforce_max_in_flight,
-            rate_per_second=settings.salesforce_rate_limit_per_second,
+            limiter=limiter_for(settings),
             reserve_fraction=settings.salesforce_api_reserve_percent / 100,
             limit_pause_seconds=settings.salesforce_limit_pause_seconds)
         mapping = Mapping_(settings.salesforce_object, settings.salesforce_name_field,
@@ -273,3 +276,14 @@ def _parse_sf_time(text: str) -> datetime | None:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z")
     except ValueError:
         return None
+
+
+def limiter_for(settings: Settings) -> Limiter:
+    """SALESFORCE_RATE_LIMIT_PER_SECOND is the org's, shared through the database by every process that
+    uses the same connected app and login URL (named by a hash); a process with no database keeps it."""
+    rate = settings.salesforce_rate_limit_per_second
+    if not settings.database_url:
+        return TokenBucket(rate)
+    ident = f"{settings.salesforce_login_url}|{settings.salesforce_client_id}|{settings.salesforce_username}"
+    return SharedLimiter(asyncpg_dsn(settings.database_url),
+                         "salesforce:" + hashlib.sha256(ident.encode()).hexdigest()[:12], rate)
