@@ -157,9 +157,11 @@ class DevSystem:
         # The secret goes by environment, never on a command line (visible to `ps`).
         self.env.update({"SALESFORCE_EMULATOR_CLIENT_SECRET": secret_file.read_text().strip()})
         self._spawn("salesforce", ["emulator", "salesforce", "--port", str(port), "--tls-dir", str(tls_dir),
-                                   "--client-id", SF_CLIENT_ID,
+                                   "--client-id", SF_CLIENT_ID, "--daily-api-requests", "1000000",
                                    "--state-file", str(self.state / "salesforce.json")])
         wait_for_port(port, 30, self.children["salesforce"])
+        # Against the emulator, poll as often as the Stripe poller (its allowance is set generously).
+        self.env.setdefault("SALESFORCE_POLL_INTERVAL_SECONDS", "2")
         self.env.update({"SALESFORCE_LOGIN_URL": f"https://127.0.0.1:{port}", "SALESFORCE_CLIENT_ID": SF_CLIENT_ID,
                          "SALESFORCE_CLIENT_SECRET": secret_file.read_text().strip(),
                          "SALESFORCE_CA_FILE": str(tls_dir / "ca.pem")})
