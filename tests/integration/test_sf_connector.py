@@ -26,10 +26,11 @@ from twoway.settings import Settings
 
 
 def sf_settings(emu: SfEmulator, **extra: object) -> Settings:
-    return Settings(salesforce_login_url=emu.base, salesforce_client_id=SF_CLIENT_ID,
-                    salesforce_client_secret=SF_CLIENT_SECRET, salesforce_ca_file=emu.ca_file,
-                    salesforce_poll_settle_seconds=0, salesforce_poll_overlap_seconds=5,
-                    salesforce_poll_interval_seconds=0, **extra)  # type: ignore[arg-type]
+    values: dict[str, object] = {"salesforce_login_url": emu.base, "salesforce_client_id": SF_CLIENT_ID,
+                                 "salesforce_client_secret": SF_CLIENT_SECRET, "salesforce_ca_file": emu.ca_file,
+                                 "salesforce_poll_settle_seconds": 0, "salesforce_poll_overlap_seconds": 5,
+                                 "salesforce_poll_interval_seconds": 0}
+    return Settings(**{**values, **extra})  # type: ignore[arg-type]
 
 
 @pytest.fixture
