@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key"
 WEBHOOK_SECRET = "whsec_test_secret"
 STRIPE_KEY = "sk_test_twoway"
-TABLES = "customers, outbox, links, inbox, sync_events, cursors, webhook_rejections"
+TABLES = "customers, outbox, links, inbox, sync_events, cursors, webhook_rejections, connector_state, rate_limits"
 
 
 @pytest.fixture(scope="session")

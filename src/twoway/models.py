@@ -3,6 +3,8 @@
 from twoway.customers.models import Customer
 from twoway.kit.db import Base
 from twoway.kit.outbox import OutboxMessage
-from twoway.sync.models import Cursor, InboxEvent, Link, SyncEvent, WebhookRejection
+from twoway.kit.ratelimit import RateLimitBucket
+from twoway.sync.models import ConnectorState, Cursor, InboxEvent, Link, SyncEvent, WebhookRejection
 
-__all__ = ["Base", "Cursor", "Customer", "InboxEvent", "Link", "OutboxMessage", "SyncEvent", "WebhookRejection"]
+__all__ = ["Base", "ConnectorState", "Cursor", "Customer", "InboxEvent", "Link", "OutboxMessage", "RateLimitBucket",
+           "SyncEvent", "WebhookRejection"]

@@ -22,3 +22,7 @@ SYNC_LATENCY = Histogram(
 STRIPE_CALLS = Counter("twoway_stripe_calls_total", "Stripe API calls", ["op", "status"])
 WEBHOOKS_RECEIVED = Counter("twoway_webhooks_received_total", "Webhook deliveries accepted", ["system", "result"])
 WEBHOOKS_REJECTED = Counter("twoway_webhooks_rejected_total", "Webhook deliveries rejected", ["system", "reason"])
+CONNECTOR_BREAKER = Gauge("twoway_connector_breaker", "Circuit breaker per connector: 0 closed, 1 half-open, 2 open",
+                          ["system"])
+RATE_LIMIT = Gauge("twoway_rate_limit_per_second", "Current shared rate limit per external account (after 429s)",
+                   ["account"])

@@ -1,32 +1,242 @@
-"""A client-side token bucket, so we stay under the external API's limits instead of hitting them."""
+"""Client-side rate limits, so we stay under an external API's limits instead of hitting them.
+
+An external account has one limit however many workers call it, so the limit lives in PostgreSQL:
+one token bucket per account key (`rate_limits`), leased in small blocks by each process, one short
+statement per block. A lease always succeeds and takes its tokens even into debt; the debt says when
+they may be spent, so processes queue in the database's order and together use the whole rate with
+no polling. 429s shrink the shared rate (at most once a second, multiplicatively, never below a
+floor) and push the bucket into debt for the Retry-After; it recovers additively while leases go on.
+
+`TokenBucket` is the same thing in one process, for a process with no database (and as the fallback
+while the database cannot be reached).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import deque
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import DateTime, Float, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from twoway.kit import metrics
+from twoway.kit.db import Base
+
+log = logging.getLogger(__name__)
+
+SHRINK_FACTOR = 0.85  # a 429 takes 15 % off the shared rate...
+RECOVER_SHARE_PER_SECOND = 0.04  # ...and 4 % of the limit comes back every second without one
+FLOOR_SHARE = 0.1
+SHRINK_INTERVAL = 1.0  # a burst of 429s from many workers is one signal, not many
+DEFAULT_PENALTY = 0.25  # seconds of debt after a 429 without Retry-After
+DB_RETRY_SECONDS = 5.0
+
+
+class RateLimitBucket(Base):
+    """One shared token bucket per external account (see the module doc)."""
+
+    __tablename__ = "rate_limits"
+
+    account: Mapped[str] = mapped_column(Text, primary_key=True)
+    limit_per_second: Mapped[float] = mapped_column(Float)  # configured: the account's limit
+    rate: Mapped[float] = mapped_column(Float)  # in force: the limit, less what 429s took off
+    tokens: Mapped[float] = mapped_column(Float)  # negative: leased ahead, in the queue
+    refilled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    shrunk_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Limiter(Protocol):
+    async def acquire(self) -> None: ...
+
+    async def rate_limited(self, retry_after: float | None = None) -> None:
+        """The system answered 429 (or said its window is full): slow everyone down."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class TokenBucket:
+    """One process's bucket. Waiters are served in order, spaced evenly at `rate`."""
+
     def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.limit = rate
         self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate / 5)
+        self.capacity = burst if burst is not None else max(1.0, rate / 10)
         self.tokens = self.capacity
         self.updated = time.monotonic()
+        self._shrunk = 0.0
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
         now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        elapsed = now - self.updated
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
+        self.rate = min(self.limit, self.rate + RECOVER_SHARE_PER_SECOND * self.limit * elapsed)
         self.updated = now
 
     async def acquire(self) -> None:
         async with self._lock:
             self._refill()
-            if self.tokens < 1:
+            while self.tokens < 1:
                 await asyncio.sleep((1 - self.tokens) / self.rate)
                 self._refill()
             self.tokens -= 1
 
     def penalize(self, seconds: float) -> None:
-        """After a 429 the server's window is full: stop spending for a moment."""
+        """The server's window is full: spend nothing for `seconds`."""
         self.tokens = min(self.tokens, -seconds * self.rate)
+
+    async def rate_limited(self, retry_after: float | None = None) -> None:
+        now = time.monotonic()
+        if now - self._shrunk >= SHRINK_INTERVAL:
+            self._shrunk = now
+            self.rate = max(self.limit * FLOOR_SHARE, self.rate * SHRINK_FACTOR)
+        self.penalize(retry_after if retry_after is not None else DEFAULT_PENALTY)
+
+    async def close(self) -> None:
+        return None
+
+
+# One statement per lease. The first lease of an account creates its bucket full; later ones refill
+# it for the time since the last lease (at the rate in force), let the rate recover, and take `want`.
+_LEASE = """
+INSERT INTO rate_limits AS r (account, limit_per_second, rate, tokens, refilled_at)
+VALUES ($1, $3, $3, $4 - $2, clock_timestamp())
+ON CONFLICT (account) DO UPDATE SET
+    tokens = least($4, r.tokens
+                   + r.rate * greatest(0, extract(epoch FROM clock_timestamp() - r.refilled_at))::float8) - $2,
+    rate = least($3, r.rate + $5 * greatest(0, extract(epoch FROM clock_timestamp() - r.refilled_at))::float8),
+    refilled_at = clock_timestamp(),
+    limit_per_second = $3
+RETURNING tokens, rate
+"""
+
+_SHRINK = """
+UPDATE rate_limits SET
+    rate = CASE WHEN shrunk_at IS NULL OR shrunk_at < clock_timestamp() - make_interval(secs => $5)
+                THEN greatest($2, rate * $3) ELSE rate END,
+    shrunk_at = CASE WHEN shrunk_at IS NULL OR shrunk_at < clock_timestamp() - make_interval(secs => $5)
+                THEN clock_timestamp() ELSE shrunk_at END,
+    tokens = least(tokens, -$4 * rate)
+WHERE account = $1
+"""
+
+
+class SharedLimiter:
+    """The account's bucket in PostgreSQL, shared by every process that names the same `account`.
+
+    Owns one small asyncpg connection (opened on first use). Callers queue here; one lease at a time
+    fetches as many tokens as there are callers waiting (at most `max_block`), and hands them out at
+    the times the bucket's debt says.
+    """
+
+    def __init__(self, dsn: str, account: str, rate: float, *, burst: float | None = None,
+                 max_block: int | None = None) -> None:
+        self.dsn = dsn
+        self.account = account
+        self.limit = rate
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(1.0, rate / 10)
+        # A block is at most ~50 ms of the limit: leases stay rare, and tokens stay spread out.
+        self.max_block = max_block if max_block is not None else max(1, int(rate / 20))
+        self.leases = 0
+        self._conn: Any = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._pump: asyncio.Task[None] | None = None
+        self._fallback = TokenBucket(rate, self.capacity)
+        self._db_down_until = 0.0
+
+    async def acquire(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._serve())
+        await fut
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiters:
+            want = min(self.max_block, sum(1 for w in self._waiters if not w.done()))
+            if want == 0:
+                self._waiters.clear()
+                return
+            leased = await self._lease(want)
+            if leased is None:  # no database: this process's own bucket, until it is back
+                await self._fallback.acquire()
+                self._release_one()
+                continue
+            tokens_after, rate = leased
+            available = tokens_after + want  # what the bucket held for us, in its queue order
+            start = loop.time()
+            for i in range(want):
+                due = start + (i + 1 - available) / rate
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self._release_one()
+
+    def _release_one(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        # Nobody waits any more (cancelled): the token is lost, which only errs on the safe side.
+
+    async def _lease(self, want: int) -> tuple[float, float] | None:
+        if time.monotonic() < self._db_down_until:
+            return None
+        try:
+            conn = await self._connection()
+            row = await conn.fetchrow(_LEASE, self.account, float(want), self.limit, self.capacity,
+                                      RECOVER_SHARE_PER_SECOND * self.limit)
+        except Exception as exc:  # the database is away: do not stop calling, fall back
+            await self._drop_connection()
+            self._db_down_until = time.monotonic() + DB_RETRY_SECONDS
+            log.warning("shared rate limit unavailable, using a per-process one for %.0f s: %s",
+                        DB_RETRY_SECONDS, type(exc).__name__)
+            return None
+        self.leases += 1
+        self.rate = float(row["rate"])
+        metrics.RATE_LIMIT.labels(account=self.account).set(self.rate)
+        return float(row["tokens"]), self.rate
+
+    async def rate_limited(self, retry_after: float | None = None) -> None:
+        penalty = retry_after if retry_after is not None else DEFAULT_PENALTY
+        await self._fallback.rate_limited(retry_after)
+        if time.monotonic() < self._db_down_until:
+            return
+        try:
+            conn = await self._connection()
+            await conn.execute(_SHRINK, self.account, FLOOR_SHARE * self.limit, SHRINK_FACTOR, penalty,
+                               SHRINK_INTERVAL)
+        except Exception:
+            await self._drop_connection()
+
+    async def _connection(self) -> Any:
+        if self._conn is None or self._conn.is_closed():
+            import asyncpg
+
+            self._conn = await asyncpg.connect(self.dsn, timeout=5, command_timeout=5,
+                                               server_settings={"application_name": "twoway-ratelimit"})
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close(timeout=1)
+            except Exception:
+                conn.terminate()
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+        for fut in self._waiters:
+            fut.cancel()
+        self._waiters.clear()
+        await self._drop_connection()

@@ -104,3 +104,15 @@ class Cursor(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(String(500))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ConnectorState(Base):
+    """Each connector's circuit breaker as its worker last saw it, for status and the dashboard."""
+
+    __tablename__ = "connector_state"
+
+    system: Mapped[str] = mapped_column(Text, primary_key=True)
+    breaker: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,132 @@
+"""The circuit breaker: pure state machine driven by a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from twoway.kit import metrics
+from twoway.sync.breaker import Breaker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gauge(system: str) -> float:
+    return metrics.CONNECTOR_BREAKER.labels(system=system)._value.get()  # type: ignore[attr-defined]
+
+
+def make(**kw: object) -> tuple[Breaker, Clock, list[tuple[str, str]]]:
+    clock = Clock()
+    changes: list[tuple[str, str]] = []
+    breaker = Breaker("sys-test", clock=clock, on_change=lambda b, old: changes.append((old, b.state)),
+                      **kw)  # type: ignore[arg-type]
+    return breaker, clock, changes
+
+
+def test_closed_lets_everything_through_and_successes_reset_the_count() -> None:
+    b, _, changes = make(failure_threshold=3)
+    for _ in range(10):
+        b.record_failure()
+        b.record_failure()
+        b.record_success()  # never 3 in a row
+        assert b.allow()
+    assert b.state == "closed" and b.retry_after() == 0 and changes == []
+
+
+def test_opens_at_the_threshold_and_probes_once_after_open_seconds() -> None:
+    b, clock, changes = make(failure_threshold=5, open_seconds=1.0)
+    for _ in range(4):
+        b.record_failure()
+    assert b.state == "closed"
+    b.record_failure()
+    assert b.state == "open" and gauge("sys-test") == 2
+    assert not b.allow()
+    assert b.retry_after() == pytest.approx(1.0)
+    clock.now += 0.6
+    assert not b.allow() and b.retry_after() == pytest.approx(0.4)
+    clock.now += 0.4
+    assert b.allow()  # the probe
+    assert b.state == "half_open" and gauge("sys-test") == 1
+    assert not b.allow() and not b.allow()  # exactly one caller
+    b.record_success()
+    assert b.state == "closed" and gauge("sys-test") == 0 and b.allow()
+    assert changes == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_failed_probes_back_off_exponentially_up_to_the_cap() -> None:
+    b, clock, _ = make(failure_threshold=1, open_seconds=1.0, max_open_seconds=5.0)
+    b.record_failure()
+    waits = []
+    for _ in range(6):
+        waits.append(b.retry_after())
+        clock.now += b.retry_after()
+        assert b.allow()
+        b.record_failure()
+        assert b.state == "open"
+    assert waits == [pytest.approx(w) for w in (1, 2, 4, 5, 5, 5)]
+    # A successful probe resets the backoff: the next opening waits open_seconds again.
+    clock.now += b.retry_after()
+    assert b.allow()
+    b.record_success()
+    b.record_failure()
+    assert b.state == "open" and b.retry_after() == pytest.approx(1.0)
+
+
+def test_late_answers_of_calls_sent_before_opening_change_nothing() -> None:
+    b, clock, _ = make(failure_threshold=2, open_seconds=2.0)
+    b.record_failure()
+    b.record_failure()
+    assert b.state == "open"
+    b.record_failure()
+    b.record_success()
+    assert b.state == "open" and b.retry_after() == pytest.approx(2.0)
+    clock.now += 2.0
+    assert b.allow()
+
+
+def test_a_lost_probe_does_not_wedge_the_breaker() -> None:
+    b, clock, _ = make(failure_threshold=1, open_seconds=1.0, probe_timeout_seconds=10.0)
+    b.record_failure()
+    clock.now += 1.0
+    assert b.allow()
+    clock.now += 5.0
+    assert not b.allow()  # still out
+    clock.now += 5.0
+    assert b.allow()  # never answered: another probe may go
+    assert not b.allow()
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Breaker("x", failure_threshold=0)
+    with pytest.raises(ValueError):
+        Breaker("x", open_seconds=10, max_open_seconds=1)
+
+
+async def test_save_state_upserts(pg_url: str) -> None:
+    from sqlalchemy import text
+
+    from twoway.kit.db import make_engine
+    from twoway.sync.breaker import save_state
+
+    b, _, _ = make(failure_threshold=1)
+    engine = make_engine(pg_url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM connector_state WHERE system = 'sys-test'"))
+            await save_state(conn, "sys-test", b)
+        b.record_failure()
+        async with engine.begin() as conn:
+            await save_state(conn, "sys-test", b)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT breaker, consecutive_failures, since FROM connector_state WHERE system = 'sys-test'"))).all()
+        assert [(r[0], r[1]) for r in rows] == [("open", 1)]
+        assert rows[0][2] == b.since
+    finally:
+        await engine.dispose()
