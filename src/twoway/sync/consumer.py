@@ -66,7 +66,8 @@ class Pipeline:
             while not self.stop.is_set():
                 if fetch is None and len(self.waiting) + len(self.flying) < self.max_in_flight:
                     fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=500, max_records=500))
-                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait()),
+                                                   asyncio.ensure_future(self.stop.wait())}
                 if fetch is not None:
                     waits.add(fetch)
                 timeout = self._next_due(loop.time())
@@ -172,6 +173,9 @@ class Pipeline:
         done, self.finished = self.finished, []
         try:
             await self.engine.write_back([job for _, job in done])
+        except asyncio.CancelledError:
+            self.finished = done + self.finished  # stopping: the drain writes them back
+            raise
         except Exception as exc:
             # Nothing committed; the locks are released. Do these records again.
             quiet.warning("write-back failed; redoing the records", key=self.group, group=self.group,

@@ -191,9 +191,9 @@ class SyncEngine:
                     keys = [f"{system}:{kind}:{item.external_id}"]
                     rid = linked.get(item.external_id)
                     # Unlinked: the rows it may claim (what its events said; what a fetch said, the hint).
-                    for r in ([rid] if rid is not None else [named.get(item.external_id), item.hint]):
-                        if r is not None and record_key(kind, r) not in keys:
-                            keys.append(record_key(kind, r))
+                    for claim in ([rid] if rid is not None else [named.get(item.external_id), item.hint]):
+                        if claim is not None and record_key(kind, claim) not in keys:
+                            keys.append(record_key(kind, claim))
                     out[item] = keys
             await session.rollback()
         return out

@@ -77,6 +77,8 @@ class Worker:
         try:
             await self.stop.wait()
         finally:
+            # Loops see `stop` and finish what is in flight (calls made are written back); then cancel.
+            await asyncio.wait(tasks, timeout=15)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -129,7 +131,7 @@ class Worker:
     async def _announce_ready(self, patience: float = 20.0) -> None:
         """Tell `twoway dev` when every consumer holds partitions (or has waited long enough)."""
         deadline = asyncio.get_running_loop().time() + patience
-        while self._waiting and asyncio.get_running_loop().time() < deadline:
+        while self._waiting and asyncio.get_running_loop().time() < deadline and not self.stop.is_set():
             await asyncio.sleep(0.1)
         log.info("worker ready", waiting_for=sorted(self._waiting))
         if self.settings.worker_ready_file:
