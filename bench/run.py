@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -29,9 +27,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench import ingest, relay, salesforce_client
 from bench.chaos import machine
 from bench.cluster import Cluster, ClusterConfig
-from bench.fasthttp import HTTPError, Pool
+from bench.fasthttp import Pool
 from bench.seed import seed_linked
 from twoway.kit.db import asyncpg_dsn
 from twoway.kit.embedded import free_port
@@ -304,35 +303,6 @@ async def _watch_rows(cluster: Cluster, ids: list[int], seen: list[tuple[str, fl
         await conn.close()
 
 
-async def webhook_ingest(cluster: Cluster, n: int, senders: int = 32) -> list[Figure]:
-    latencies: list[float] = []
-    secret = cluster.webhook_secret.encode()
-    async with Pool(cluster.api_url) as api:
-        async def send(i: int) -> None:
-            body = json.dumps({"id": f"evt_bench_{i}", "object": "event", "type": "customer.updated",
-                               "livemode": False, "created": int(time.time()),
-                               "data": {"object": {"id": f"cus_bench_{i % 500}", "object": "customer",
-                                                   "name": f"n{i}", "email": f"n{i}@ex.io"}}}).encode()
-            stamp = int(time.time())
-            mac = hmac.new(secret, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-            async with api.connection() as conn:
-                t0 = time.monotonic()
-                status, answer = await conn.request("POST", "/api/v1/webhooks/stripe", body, {
-                    "Content-Type": "application/json", "Stripe-Signature": f"t={stamp},v1={mac}"})
-                latencies.append((time.monotonic() - t0) * 1000)
-            if status >= 400:
-                raise HTTPError("POST", "/api/v1/webhooks/stripe", status, answer)
-        started = time.monotonic()
-        await bounded(n, senders, send)
-        elapsed = time.monotonic() - started
-    stored = int(await db_value(cluster, "SELECT count(*) FROM inbox WHERE event_id LIKE 'evt_bench_%'"))
-    sizes = {"events": n, "senders": senders, "stored": stored}
-    note = (f"API process alone (no workers running); p50={pct(latencies, 0.5)} ms, p99={pct(latencies, 0.99)} "
-            f"ms; each stored with its outbox row in one transaction")
-    return [Figure("webhook_ingest", "events_per_s", round(stored / elapsed, 1), "events/s", 3000, True, sizes, note),
-            Figure("webhook_ingest", "p99_ms", pct(latencies, 0.99), "ms", 50, False, sizes, note)]
-
-
 # -- rate-limited ------------------------------------------------------------------------------------
 
 
@@ -440,8 +410,9 @@ def run_all(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
         out.append(progress(await inbound_latency(c, s["latency"], 200)))
         return out
     figures += with_cluster(unthrottled, sync_paths)
-    figures += with_cluster(ClusterConfig(workers=0, split_relay=False),
-                            lambda c: webhook_ingest(c, s["ingest"]))
+    figures += ingest.run(quick)  # webhook_ingest, api_writes, webhook_flood at 1 and 2 API processes
+    figures += salesforce_client.run(quick)  # simple-salesforce in threads vs plain async HTTP, per call
+    figures += with_cluster(relay.config(), lambda c: relay.relay(c, 20_000 if quick else 100_000))
     limited = ClusterConfig(workers=2, inbound_mode="webhook", stripe_rate_limit=100,
                             emulator_args=["--rate-limit-per-second", "100"])
     figures += with_cluster(limited, lambda c: rate_limited(c, s["rl_customers"], s["rl_updates"], 100))

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-api-key"
 WEBHOOK_SECRET = "whsec_test_secret"
 STRIPE_KEY = "sk_test_twoway"
-TABLES = "customers, outbox, links, inbox, sync_events, cursors, webhook_rejections, connector_state, rate_limits"
+TABLES = ("invoice_lines, invoices, customers, outbox, links, inbox, sync_events, cursors, webhook_rejections, "
+          "connector_state, rate_limits, webhook_rejection_counts, idempotency_keys")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from twoway.logs import configure
 from twoway.settings import Settings
@@ -20,8 +19,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Two-way cust
 console = Console()
 
 try:
+    from twoway.emulators.salesforce.cli import salesforce as _salesforce_emulator
     from twoway.emulators.stripe.cli import emulator_app
 
+    emulator_app.command("salesforce")(_salesforce_emulator)
     app.add_typer(emulator_app, name="emulator", help="Local emulators of external systems.")
 except ImportError:  # pragma: no cover - the emulator ships with the package
     pass
@@ -63,10 +64,14 @@ def migrate() -> None:
 def api(
     host: Annotated[str | None, typer.Option(help="Defaults to API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Defaults to API_PORT")] = None,
+    workers: Annotated[int | None, typer.Option(help="API processes sharing the port (defaults to API_WORKERS, 1); "
+                                                      "about one per core")] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth",
                                                    help="Serve without API keys (local use only)")] = False,
 ) -> None:
     """Serve the HTTP API."""
+    import os
+
     import uvicorn
 
     from twoway.api import create_app
@@ -75,8 +80,19 @@ def api(
     if not settings.api_keys() and not insecure_no_auth:
         console.print("[red]TWOWAY_API_KEYS is not set.[/red] Set it, or pass --insecure-no-auth for local use.")
         raise typer.Exit(2)
-    uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    processes = workers or settings.api_workers
+    options = {"host": host or settings.api_host, "port": port or settings.api_port, "log_level": "warning",
+               "access_log": False, "timeout_graceful_shutdown": 5}
+    if processes <= 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return
+    # uvicorn's own supervisor: N processes accept on one socket, each builds its app from the
+    # environment, so settings found in .twoway/dev.json are handed down through it.
+    for field in _FROM_DEV.values():
+        value = getattr(settings, field)
+        if value and field.upper() not in os.environ:
+            os.environ[field.upper()] = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    uvicorn.run("twoway.api:create_app_from_env", factory=True, workers=processes, **options)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -85,6 +101,7 @@ def worker(
                                                   "retry,sweeper,poller")] = None,
 ) -> None:
     """Run the relay, the sync consumers, retries, the sweeper and the poller. Run as many as you like."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.connectors import registry
     from twoway.sync.worker import COMPONENTS, Worker
 
@@ -132,6 +149,9 @@ def dev(
                       f"http://{settings.api_host}:{system.env['WORKER_METRICS_PORT']}/metrics (worker)")
         if info.get("stripe_api_base"):
             console.print(f"  Stripe emulator  {info['stripe_api_base']}/")
+        if info.get("salesforce_instance_url"):
+            console.print(f"  Salesforce emulator  {info['salesforce_instance_url']}/"
+                          f"  (CA {info['salesforce_ca_file']})")
         console.print(f"  Settings for scripts: {state_dir / 'dev.json'}\nPress Ctrl-C to stop.")
         system.supervise()
     finally:
@@ -140,30 +160,44 @@ def dev(
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Backlogs, consumer lag, sync states, dead letters and last successes."""
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Everything, as JSON (for scripts)")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh in place until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch")] = 2.0,
+) -> None:
+    """One row per connector and direction: backlog, consumer lag, breaker, dead letters, last success."""
+    from rich.live import Live
+
     from twoway.kit.db import make_engine, make_sessionmaker
     from twoway.ops.status import full_status
+    from twoway.ops.status_table import render_status
 
+    if watch and as_json:
+        raise typer.BadParameter("--watch refreshes a table; use --json without it")
     settings = _settings()
 
-    async def main() -> dict[str, object]:
+    async def main() -> dict[str, object] | None:
         engine = make_engine(settings.require_database_url(), pool_size=2)
+        sessions = make_sessionmaker(engine)
         try:
-            return await full_status(make_sessionmaker(engine), settings)
+            if not watch:
+                return await full_status(sessions, settings)
+            with Live(render_status(await full_status(sessions, settings)), console=console,
+                      auto_refresh=False) as live:
+                while True:
+                    await asyncio.sleep(interval)
+                    live.update(render_status(await full_status(sessions, settings)), refresh=True)
         finally:
             await engine.dispose()
 
-    result = asyncio.run(main())
+    try:
+        result = asyncio.run(main())
+    except KeyboardInterrupt:
+        return
     if as_json:
         print(json.dumps(result, default=str, indent=2))
-        return
-    table = Table(title="twoway status")
-    table.add_column("what")
-    table.add_column("value")
-    for key, value in result.items():
-        table.add_row(key, json.dumps(value, default=str) if not isinstance(value, int) else str(value))
-    console.print(table)
+    elif result is not None:
+        console.print(render_status(result))
 
 
 @app.command()
@@ -172,6 +206,7 @@ def replay(
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter")] = False,
 ) -> None:
     """Send dead letters back through the normal sync path."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.kit.db import make_engine, make_sessionmaker, unit_of_work
     from twoway.sync import replay as replays
 
@@ -203,6 +238,7 @@ def reconcile(
     limit: Annotated[int, typer.Option(help="Rows shown in the table (--json shows all)")] = 200,
 ) -> None:
     """Compare both catalogs in full and send every difference through the normal sync path (also backfill)."""
+    import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.connectors import registry
     from twoway.kit.db import make_engine
     from twoway.ops import reconcile as rec

@@ -1,10 +1,13 @@
 """Every table, imported in one place so Alembic sees the whole schema."""
 
 from twoway.customers.models import Customer
+from twoway.invoices.models import Invoice, InvoiceLine
 from twoway.kit.db import Base
+from twoway.kit.idempotency import IdempotencyKey
 from twoway.kit.outbox import OutboxMessage
 from twoway.kit.ratelimit import RateLimitBucket
 from twoway.sync.models import ConnectorState, Cursor, InboxEvent, Link, SyncEvent, WebhookRejection
+from twoway.webhooks.models import WebhookRejectionCount
 
-__all__ = ["Base", "ConnectorState", "Cursor", "Customer", "InboxEvent", "Link", "OutboxMessage", "RateLimitBucket",
-           "SyncEvent", "WebhookRejection"]
+__all__ = ["Base", "ConnectorState", "Cursor", "Customer", "IdempotencyKey", "InboxEvent", "Invoice", "InvoiceLine",
+           "Link", "OutboxMessage", "RateLimitBucket", "SyncEvent", "WebhookRejection", "WebhookRejectionCount"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +20,18 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # API processes (uvicorn workers) sharing the port; each has its own pools and group committers.
+    api_workers: int = 1
+    # Group commit of webhook events and customer creates: a group is flushed when it holds this many
+    # writes, or this long after its first one arrived.
+    group_commit_max_batch: int = 256
+    group_commit_max_wait_ms: float = 2.0
+    # Groups committing at once per writer (each on its own connection): one forms while another syncs.
+    group_commit_max_inflight: int = 4
+    # Rejected webhooks: counted always; at most this many per second kept as samples, at most this many kept.
+    webhook_rejection_samples_per_second: float = 5.0
+    webhook_rejection_sample_max: int = 1000
+    idempotency_key_retention_hours: float = 24.0
     twoway_api_keys: SecretStr | None = None
 
     kafka_topic_partitions: int = 4
@@ -64,6 +76,33 @@ class Settings(BaseSettings):
     worker_ready_file: str | None = None
     # Workers do the syncing, so their counters live in their process: served on this port when set.
     worker_metrics_port: int | None = None
+    # Which connectors run, comma separated (e.g. "stripe,salesforce"). Unset: stripe, plus salesforce
+    # when it is configured.
+    twoway_connectors: str | None = None
+
+    salesforce_login_url: str = "https://login.salesforce.com"
+    salesforce_client_id: str | None = None
+    salesforce_client_secret: SecretStr | None = None
+    # JWT bearer instead of client credentials: the connected app's private key and the user to act as.
+    salesforce_jwt_key_file: str | None = None
+    salesforce_username: str | None = None
+    salesforce_jwt_audience: str | None = None  # default: the login URL
+    salesforce_api_version: str = "60.0"
+    # An extra CA to trust (the emulator's test CA); unset: the system's.
+    salesforce_ca_file: str | None = None
+    salesforce_object: str = "Account"
+    salesforce_name_field: str = "Name"
+    salesforce_email_field: str = "Email__c"
+    salesforce_external_id_field: str = "Twoway_Id__c"
+    salesforce_timeout_seconds: float = 30.0
+    salesforce_rate_limit_per_second: float = 20.0
+    salesforce_max_in_flight: int = 8
+    # Share of the daily API allowance left for others: at it, the connector pauses like at the limit.
+    salesforce_api_reserve_percent: float = 10.0
+    salesforce_limit_pause_seconds: float = 300.0
+    salesforce_poll_overlap_seconds: float = 60.0
+    salesforce_poll_settle_seconds: float = 2.0
+
     log_level: str = "info"
     log_json: bool = False
     state_dir: str = Field(default=".twoway")
@@ -75,6 +114,13 @@ class Settings(BaseSettings):
             return "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
 
+    @field_validator("salesforce_login_url", "salesforce_api_version", "salesforce_object", "salesforce_name_field",
+                     "salesforce_email_field", "salesforce_external_id_field", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: Any) -> object:
+        # Compose passes unset variables as "": that means the default, not an empty URL or name.
+        return cls.model_fields[info.field_name].default if value == "" else value
+
     def api_keys(self) -> list[str]:
         raw = self.twoway_api_keys.get_secret_value() if self.twoway_api_keys else ""
         return [k.strip() for k in raw.split(",") if k.strip()]
@@ -85,6 +131,18 @@ class Settings(BaseSettings):
 
     def stripe_key(self) -> str:
         return self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else ""
+
+    def salesforce_secret(self) -> str | None:
+        return self.salesforce_client_secret.get_secret_value() if self.salesforce_client_secret else None
+
+    def salesforce_configured(self) -> bool:
+        return bool(self.salesforce_client_id and (self.salesforce_secret() or self.salesforce_jwt_key_file))
+
+    def connector_names(self) -> list[str] | None:
+        """The systems named by TWOWAY_CONNECTORS, or None when it is unset."""
+        if not self.twoway_connectors:
+            return None
+        return [n.strip().lower() for n in self.twoway_connectors.split(",") if n.strip()]
 
     def stripe_livemode(self) -> bool:
         return self.stripe_key().startswith(("sk_live_", "rk_live_"))

@@ -149,7 +149,7 @@ async def test_each_write_reaches_the_topic_once(client: httpx.AsyncClient, sett
             batch = await consumer.getmany(timeout_ms=500)
             mine.extend(m for msgs in batch.values() for m in msgs if m.key == f"customer:{cid}".encode())
             return len(mine) >= 3 and not batch
-        await wait_until(drained, timeout=20)
+        assert await wait_until(drained, timeout=20)
     finally:
         await consumer.stop()
     assert len(mine) == 3

@@ -60,11 +60,12 @@ async def test_metrics_follow_a_known_sequence(client: httpx.AsyncClient, settin
     published = await _scrape(client)
     assert _get(published, "twoway_outbox_backlog") == 0
     assert _delta(queued, published, "twoway_messages_published_total", {"topic": "sync.outbound"}) == 2
-    # Lag is read from the broker at scrape time; just after topics are recreated its metadata may lag a beat.
+    # Lag is read from the broker at each scrape; a read that fails leaves the series absent (never a stale
+    # number), so wait for a reading rather than trusting the first scrape.
     async def lagging() -> bool:
-        return (_get(await _scrape(client), *_lag(settings)) or 0) >= 2
+        return _get(await _scrape(client), *_lag(settings)) == 2
 
-    assert await wait_until(lagging, timeout=10, step=0.5)
+    assert await wait_until(lagging, timeout=30, step=0.5)
 
     async with running_worker(settings, components=["outbound"]):
         assert await wait_until(lambda: _links_are(db, 2), timeout=30)
@@ -72,7 +73,7 @@ async def test_metrics_follow_a_known_sequence(client: httpx.AsyncClient, settin
         async def caught_up() -> bool:
             return _get(await _scrape(client), *_lag(settings)) == 0
 
-        assert await wait_until(caught_up, timeout=20, step=0.5)
+        assert await wait_until(caught_up, timeout=30, step=0.5)
     synced = await _scrape(client)
     assert _delta(published, synced, "twoway_sync_results_total", {**STRIPE_OUT, "status": "ok"}) == 2
     assert _delta(published, synced, "twoway_sync_latency_seconds_count", STRIPE_OUT) == 2
@@ -90,6 +91,25 @@ async def test_metrics_follow_a_known_sequence(client: httpx.AsyncClient, settin
     rejected = await _scrape(client)
     assert _delta(synced, rejected, "twoway_webhooks_rejected_total", reason) == 1
     assert _delta(start, rejected, "twoway_sync_results_total", {**STRIPE_OUT, "status": "dead"}) == 0
+
+
+async def test_an_unreadable_lag_is_absent_not_stale(app, client: httpx.AsyncClient, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    group, topic = _lag(settings)[1]["group"], "sync.outbound"
+
+    async def read() -> Samples | None:
+        samples = await _scrape(client)
+        return samples if ("twoway_consumer_lag", frozenset({"group": group, "topic": topic}.items())) in samples \
+            else None
+
+    before = await wait_until(read, timeout=30, step=0.5)
+    assert before and _get(before, *_lag(settings)) == 0
+    # The broker goes away: the lag is unknown, and the scrape says so instead of repeating the last number.
+    app.state.settings = settings.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:9"})
+    after = await _scrape(client)
+    assert ("twoway_consumer_lag", frozenset({"group": group, "topic": topic}.items())) not in after
+    assert _delta(before, after, "twoway_consumer_lag_read_failures_total", {"group": group}) == 1
+    assert (await client.get("/api/v1/sync/status")).json()["consumer_lag"] == {"error": "broker unreachable: "
+                                                                                         "BrokerUnreachable"}
 
 
 async def _unsent_is_zero(db) -> bool:  # type: ignore[no-untyped-def]

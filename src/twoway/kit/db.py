@@ -42,6 +42,15 @@ def make_engine(url: str, pool_size: int = 20, *, max_overflow: int = 10,
                                connect_args=connect_args)
 
 
+async def make_pool(url: str, max_size: int = 10) -> asyncpg.Pool:
+    """A plain asyncpg pool for the hot write paths (no ORM). Connects lazily, so it starts without a
+    database; a connection broken by a restart is replaced on its next use."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=0, max_size=max_size, command_timeout=15,
+                                     max_inactive_connection_lifetime=300)
+    assert pool is not None
+    return pool
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

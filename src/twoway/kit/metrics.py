@@ -11,7 +11,10 @@ from prometheus_client import Counter, Gauge, Histogram
 OUTBOX_BACKLOG = Gauge("twoway_outbox_backlog", "Outbox messages not yet published")
 INBOX_BACKLOG = Gauge("twoway_inbox_backlog", "Inbox events not yet processed")
 DEAD_LETTERS = Gauge("twoway_dead_letters", "Sync items parked as dead", ["system"])
-CONSUMER_LAG = Gauge("twoway_consumer_lag", "Messages behind the end of the topic", ["group", "topic"])
+CONSUMER_LAG = Gauge("twoway_consumer_lag", "Messages behind the end of the topic (absent when it cannot be read)",
+                     ["group", "topic"])
+LAG_READ_FAILURES = Counter("twoway_consumer_lag_read_failures_total", "Scrapes that could not read a group's lag",
+                            ["group"])
 PUBLISHED = Counter("twoway_messages_published_total", "Outbox messages published to Kafka", ["topic"])
 CONSUMED = Counter("twoway_messages_consumed_total", "Kafka messages consumed", ["group", "topic"])
 SYNC_RESULTS = Counter("twoway_sync_results_total", "Sync outcomes", ["system", "direction", "status"])
@@ -20,6 +23,9 @@ SYNC_LATENCY = Histogram(
     ["system", "direction"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 STRIPE_CALLS = Counter("twoway_stripe_calls_total", "Stripe API calls", ["op", "status"])
+SALESFORCE_CALLS = Counter("twoway_salesforce_calls_total", "Salesforce API calls", ["op", "status"])
+SALESFORCE_API_USAGE = Gauge("twoway_salesforce_api_usage", "Salesforce daily API calls used and allowed (last seen)",
+                             ["what"])
 WEBHOOKS_RECEIVED = Counter("twoway_webhooks_received_total", "Webhook deliveries accepted", ["system", "result"])
 WEBHOOKS_REJECTED = Counter("twoway_webhooks_rejected_total", "Webhook deliveries rejected", ["system", "reason"])
 CONNECTOR_BREAKER = Gauge("twoway_connector_breaker", "Circuit breaker per connector: 0 closed, 1 half-open, 2 open",

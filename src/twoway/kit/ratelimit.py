@@ -104,25 +104,28 @@ class TokenBucket:
 # One statement per lease. The first lease of an account creates its bucket full; later ones refill
 # it for the time since the last lease (at the rate in force), let the rate recover, and take `want`.
 _LEASE = """
+WITH p AS (SELECT $1::text AS account, $2::float8 AS want, $3::float8 AS lim, $4::float8 AS cap,
+                  $5::float8 AS recover)
 INSERT INTO rate_limits AS r (account, limit_per_second, rate, tokens, refilled_at)
-VALUES ($1, $3, $3, $4 - $2, clock_timestamp())
+SELECT account, lim, lim, cap - want, clock_timestamp() FROM p
 ON CONFLICT (account) DO UPDATE SET
-    tokens = least($4, r.tokens
-                   + r.rate * greatest(0, extract(epoch FROM clock_timestamp() - r.refilled_at))::float8) - $2,
-    rate = least($3, r.rate + $5 * greatest(0, extract(epoch FROM clock_timestamp() - r.refilled_at))::float8),
+    tokens = least($4::float8, r.tokens
+                   + r.rate * greatest(0, extract(epoch FROM clock_timestamp() - r.refilled_at))::float8) - $2::float8,
+    rate = least($3::float8,
+                 r.rate + $5::float8 * greatest(0, extract(epoch FROM clock_timestamp() - r.refilled_at))::float8),
     refilled_at = clock_timestamp(),
-    limit_per_second = $3
+    limit_per_second = $3::float8
 RETURNING tokens, rate
 """
 
 _SHRINK = """
 UPDATE rate_limits SET
-    rate = CASE WHEN shrunk_at IS NULL OR shrunk_at < clock_timestamp() - make_interval(secs => $5)
-                THEN greatest($2, rate * $3) ELSE rate END,
-    shrunk_at = CASE WHEN shrunk_at IS NULL OR shrunk_at < clock_timestamp() - make_interval(secs => $5)
+    rate = CASE WHEN shrunk_at IS NULL OR shrunk_at < clock_timestamp() - make_interval(secs => $5::float8)
+                THEN greatest($2::float8, rate * $3::float8) ELSE rate END,
+    shrunk_at = CASE WHEN shrunk_at IS NULL OR shrunk_at < clock_timestamp() - make_interval(secs => $5::float8)
                 THEN clock_timestamp() ELSE shrunk_at END,
-    tokens = least(tokens, -$4 * rate)
-WHERE account = $1
+    tokens = least(tokens, -$4::float8 * rate)
+WHERE account = $1::text
 """
 
 

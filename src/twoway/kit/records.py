@@ -39,7 +39,11 @@ class Kind:
         return str(self.model.__tablename__)
 
 
+# Filled as each kind's models module is imported (`register` at module level). The kit never imports
+# them itself (imports run downward): every entry point (API, worker, CLI) imports `twoway.models`,
+# which imports every table and so registers every kind.
 _KINDS: dict[str, Kind] = {}
+_NOT_LOADED = "no kind of record is registered: the entry point must import twoway.models first"
 
 
 def register(kind: Kind) -> Kind:
@@ -48,14 +52,14 @@ def register(kind: Kind) -> Kind:
 
 
 def kind(name: str) -> Kind:
-    if not _KINDS:
-        import twoway.models  # noqa: F401  (registers every kind)
+    if name not in _KINDS:
+        raise KeyError(f"unknown kind {name!r}" if _KINDS else _NOT_LOADED)
     return _KINDS[name]
 
 
 def all_kinds() -> list[Kind]:
-    if not _KINDS:
-        import twoway.models  # noqa: F401
+    if not _KINDS:  # a worker that sweeps no kind would fail silently: fail loudly instead
+        raise RuntimeError(_NOT_LOADED)
     return list(_KINDS.values())
 
 

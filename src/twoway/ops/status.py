@@ -1,9 +1,15 @@
-"""What is behind, what failed, when things last worked: for `twoway status`, the API and /metrics."""
+"""What is behind, what failed, when things last worked: for `twoway status`, the API, the dashboard and /metrics.
+
+One row per connector and direction. Numbers come from the database (backlogs, open and dead sync work,
+last success, breaker state) and from the broker (each consumer group's lag), read at call time.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -14,11 +20,34 @@ from twoway.connectors import registry
 from twoway.kit import metrics
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC
 from twoway.settings import Settings
+from twoway.sync.breaker import GAUGE_VALUE
+
+DIRECTIONS = ("outbound", "inbound")
 
 
-async def database_status(session: AsyncSession) -> dict[str, Any]:
-    outbox = (await session.execute(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))).scalar() or 0
-    inbox = (await session.execute(text("SELECT count(*) FROM inbox WHERE processed_at IS NULL"))).scalar() or 0
+@dataclass(frozen=True)
+class LagReading:
+    """One consumer group's distance from the end of its topic; `behind` is None when it could not be read."""
+
+    group: str
+    topic: str
+    behind: int | None
+    error: str | None = None
+
+
+@dataclass
+class DatabaseStatus:
+    summary: dict[str, Any]  # the `--json` / API shape
+    outbox_by_topic: dict[str, int]
+    inbox_by_system: dict[str, int]
+    breakers: dict[str, dict[str, Any]]
+
+
+async def read_database(session: AsyncSession) -> DatabaseStatus:
+    outbox = {r[0]: int(r[1]) for r in await session.execute(text(
+        "SELECT topic, count(*) FROM outbox WHERE sent_at IS NULL GROUP BY 1"))}
+    inbox = {r[0]: int(r[1]) for r in await session.execute(text(
+        "SELECT system, count(*) FROM inbox WHERE processed_at IS NULL GROUP BY 1"))}
     states = (await session.execute(text("""
         SELECT system, direction, status, count(*) AS n FROM sync_events
         WHERE status IN ('retry', 'requeued', 'dead', 'started') GROUP BY 1, 2, 3"""))).all()
@@ -27,9 +56,9 @@ async def database_status(session: AsyncSession) -> dict[str, Any]:
     links = (await session.execute(text("SELECT system, count(*) FROM links GROUP BY 1"))).all()
     customers = (await session.execute(text(
         "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FROM customers"))).one()
-    return {
-        "outbox_backlog": int(outbox),
-        "inbox_backlog": int(inbox),
+    summary = {
+        "outbox_backlog": sum(outbox.values()),
+        "inbox_backlog": sum(inbox.values()),
         "customers": {"live": int(customers[0]), "total": int(customers[1])},
         "links": {r[0]: int(r[1]) for r in links},
         "sync_states": [{"system": r.system, "direction": r.direction, "status": r.status, "count": int(r.n)}
@@ -37,62 +66,175 @@ async def database_status(session: AsyncSession) -> dict[str, Any]:
         "dead_letters": sum(int(r.n) for r in states if r.status == "dead"),
         "last_success": {f"{r.system}:{r.direction}": r.at.isoformat() for r in last_ok},
     }
+    return DatabaseStatus(summary, outbox, inbox, await breakers(session))
+
+
+async def database_status(session: AsyncSession) -> dict[str, Any]:
+    return (await read_database(session)).summary
+
+
+async def breakers(session: AsyncSession) -> dict[str, dict[str, Any]]:
+    """Each connector's circuit breaker as its worker last saved it; empty where that table does not exist."""
+    exists = (await session.execute(text("SELECT to_regclass('connector_state') IS NOT NULL"))).scalar()
+    if not exists:
+        return {}
+    rows = await session.execute(text("SELECT system, breaker, since FROM connector_state"))
+    return {r.system: {"state": r.breaker, "since": r.since} for r in rows}
+
+
+def lag_groups(settings: Settings) -> dict[tuple[str, str], tuple[str, str]]:
+    """(system, direction) -> (consumer group, topic). Inbound work of every system shares one group."""
+    from twoway.sync.worker import inbound_group, outbound_group
+
+    groups: dict[tuple[str, str], tuple[str, str]] = {}
+    for system in registry.enabled_systems(settings):
+        groups[(system, "outbound")] = (outbound_group(settings, system), OUTBOUND_TOPIC)
+        groups[(system, "inbound")] = (inbound_group(settings), INBOUND_TOPIC)
+    return groups
+
+
+async def read_lag(settings: Settings, timeout: float = 5.0) -> list[LagReading]:
+    """Every group at once, each on its own: one group that cannot be read does not hide the others."""
+    pairs = sorted(set(lag_groups(settings).values()))
+    results = await asyncio.gather(*(_group_lag(settings.require_kafka(), group, topic, timeout)
+                                     for group, topic in pairs), return_exceptions=True)
+    readings = []
+    for (group, topic), result in zip(pairs, results, strict=True):
+        if isinstance(result, BaseException):
+            readings.append(LagReading(group, topic, None, f"{type(result).__name__}: {result}"[:200]))
+        else:
+            readings.append(LagReading(group, topic, result))
+    return readings
+
+
+class BrokerUnreachable(Exception):
+    pass
 
 
 async def consumer_lag(settings: Settings, timeout: float = 5.0) -> dict[str, dict[str, int]]:
-    """Messages between each group's committed offset and the end of its topic."""
-    from twoway.sync.worker import inbound_group, outbound_group
+    """{group: {topic: messages behind}} for the groups that could be read; raises when none could."""
+    return _by_group(await read_lag(settings, timeout))
 
-    groups = {outbound_group(settings, s): OUTBOUND_TOPIC for s in registry.enabled_systems(settings)}
-    groups[inbound_group(settings)] = INBOUND_TOPIC
+
+def _by_group(readings: list[LagReading]) -> dict[str, dict[str, int]]:
+    if readings and all(r.behind is None for r in readings):
+        raise BrokerUnreachable(readings[0].error)
     lag: dict[str, dict[str, int]] = {}
-    for group, topic in groups.items():
-        behind = await _group_lag(settings.require_kafka(), group, topic, timeout)
-        if behind is not None:
-            lag[group] = {topic: behind}
+    for r in readings:
+        if r.behind is not None:
+            lag.setdefault(r.group, {})[r.topic] = r.behind
     return lag
 
 
-async def _group_lag(bootstrap: str, group: str, topic: str, timeout: float) -> int | None:
+async def _group_lag(bootstrap: str, group: str, topic: str, timeout: float) -> int:
     # A consumer that never subscribes reads the group's offsets without joining it. (The admin client's
     # OffsetFetch is not understood by the dev broker, Tansu; the consumer's is, and by Kafka too.)
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                              request_timeout_ms=int(timeout * 1000))
     try:
-        await asyncio.wait_for(probe.start(), timeout)
-        tps = [TopicPartition(topic, p) for p in probe.partitions_for_topic(topic) or set()]
-        if not tps:
-            return None
-        ends = await asyncio.wait_for(probe.end_offsets(tps), timeout)
-        committed = [await asyncio.wait_for(probe.committed(tp), timeout) for tp in tps]
+        async with asyncio.timeout(timeout):
+            await probe.start()
+            partitions = probe.partitions_for_topic(topic)
+            if not partitions:  # bootstrap metadata can predate a topic created a moment ago: ask once more
+                await probe.topics()
+                partitions = probe.partitions_for_topic(topic)
+            if not partitions:
+                raise LookupError(f"topic {topic} not found")
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            ends = await probe.end_offsets(tps)
+            committed = [await probe.committed(tp) for tp in tps]
         return int(sum(max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed, strict=True)))
     finally:
         with contextlib.suppress(Exception):
             await probe.stop()
 
 
+@dataclass(frozen=True)
+class ConnectorRow:
+    system: str
+    direction: str
+    backlog: int
+    consumer_group: str
+    consumer_lag: int | None
+    retrying: int
+    dead_letters: int
+    breaker: str | None
+    breaker_since: datetime | None
+    last_success: datetime | None
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        age = (now - self.last_success).total_seconds() if self.last_success else None
+        since = self.breaker_since.isoformat() if self.breaker_since else None
+        return {"system": self.system, "direction": self.direction, "backlog": self.backlog,
+                "consumer_group": self.consumer_group, "consumer_lag": self.consumer_lag,
+                "retrying": self.retrying, "dead_letters": self.dead_letters,
+                "breaker": self.breaker, "breaker_since": since,
+                "last_success": self.last_success.isoformat() if self.last_success else None,
+                "last_success_age_seconds": round(age, 1) if age is not None else None}
+
+
+def connector_rows(settings: Settings, db: DatabaseStatus, lag: list[LagReading] | None) -> list[ConnectorRow]:
+    """Backlog: outbound, messages not yet published (shared by every connector); inbound, the system's
+    stored events not yet handled. Lag: what the direction's consumer group has not yet committed."""
+    behind = {(r.group, r.topic): r.behind for r in lag or []}
+    groups = lag_groups(settings)
+    counts: dict[tuple[str, str, str], int] = {}
+    for s in db.summary["sync_states"]:
+        key = (s["system"], s["direction"], "dead" if s["status"] == "dead" else "open")
+        counts[key] = counts.get(key, 0) + s["count"]
+    rows = []
+    for system in registry.enabled_systems(settings):
+        breaker = db.breakers.get(system) or {}
+        for direction in DIRECTIONS:
+            backlog = (db.outbox_by_topic.get(OUTBOUND_TOPIC, 0) if direction == "outbound"
+                       else db.inbox_by_system.get(system, 0))
+            last = db.summary["last_success"].get(f"{system}:{direction}")
+            rows.append(ConnectorRow(
+                system=system, direction=direction, backlog=backlog, consumer_group=groups[(system, direction)][0],
+                consumer_lag=behind.get(groups[(system, direction)]),
+                retrying=counts.get((system, direction, "open"), 0),
+                dead_letters=counts.get((system, direction, "dead"), 0),
+                breaker=breaker.get("state"), breaker_since=breaker.get("since"),
+                last_success=datetime.fromisoformat(last) if last else None))
+    return rows
+
+
 async def full_status(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> dict[str, Any]:
     async with sessions() as session:
-        status = await database_status(session)
+        db = await read_database(session)
+    status = dict(db.summary)
+    readings: list[LagReading] | None = None
     try:
-        status["consumer_lag"] = await consumer_lag(settings)
+        readings = await read_lag(settings)
+        status["consumer_lag"] = _by_group(readings)
     except Exception as exc:
         status["consumer_lag"] = {"error": f"broker unreachable: {type(exc).__name__}"}
+    status["connectors"] = [row.as_dict(datetime.now(UTC)) for row in connector_rows(settings, db, readings)]
     return status
 
 
 async def refresh_gauges(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    """Set the database- and broker-backed gauges, at scrape time.
+
+    A lag that cannot be read is removed, not left at its last value: a stale number that looks current
+    is worse than a missing one (absent() alerts on it), and a failed read is counted.
+    """
     async with sessions() as session:
-        status = await database_status(session)
-    metrics.OUTBOX_BACKLOG.set(status["outbox_backlog"])
-    metrics.INBOX_BACKLOG.set(status["inbox_backlog"])
+        db = await read_database(session)
+    metrics.OUTBOX_BACKLOG.set(db.summary["outbox_backlog"])
+    metrics.INBOX_BACKLOG.set(db.summary["inbox_backlog"])
     dead: dict[str, int] = {}
-    for state in status["sync_states"]:
+    for state in db.summary["sync_states"]:
         if state["status"] == "dead":
             dead[state["system"]] = dead.get(state["system"], 0) + state["count"]
     for system in registry.enabled_systems(settings):
         metrics.DEAD_LETTERS.labels(system=system).set(dead.get(system, 0))
-    with contextlib.suppress(Exception):
-        for group, topics in (await consumer_lag(settings, timeout=2.0)).items():
-            for topic, behind in topics.items():
-                metrics.CONSUMER_LAG.labels(group=group, topic=topic).set(behind)
+    for system, breaker in db.breakers.items():
+        metrics.CONNECTOR_BREAKER.labels(system=system).set(GAUGE_VALUE.get(breaker["state"], 2))
+    for reading in await read_lag(settings):
+        if reading.behind is not None:
+            metrics.CONSUMER_LAG.labels(group=reading.group, topic=reading.topic).set(reading.behind)
+        else:
+            metrics.LAG_READ_FAILURES.labels(group=reading.group).inc()
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(reading.group, reading.topic)

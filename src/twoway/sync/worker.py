@@ -106,8 +106,11 @@ class Worker:
             loops.append(("sweeper", self._every(self.settings.sweeper_interval_seconds, self.sweep)))
         if self.connectors and ({"outbound", "inbound"} & self.components):
             loops.append(("breakers", self._every(1.0, self.save_breakers)))
-        if "poller" in self.components and self.settings.inbound_mode in ("poll", "both"):
+        if "poller" in self.components:
             for system, connector in self.connectors.items():
+                # A system without webhooks (Salesforce) is always polled; the others when INBOUND_MODE says.
+                if self.settings.inbound_mode == "webhook" and getattr(connector, "webhooks", True):
+                    continue
                 loops.append((f"poller:{system}", self._every(self.settings.poll_interval_seconds,
                                                               functools.partial(self.poll, connector))))
         return loops

@@ -1,8 +1,7 @@
-"""Storing verified events: an inbox insert that ignores a duplicate event id, plus its outbox row."""
+"""Storing one verified event through an ORM session (the Events API poller): inbox row + outbox row."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from sqlalchemy import text
@@ -10,7 +9,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.connectors.base import InboundEvent
 from twoway.kit.outbox import enqueue_inbound
-from twoway.sync.models import WebhookRejection
 
 INSERT = text("""
     INSERT INTO inbox (system, event_id, event_type, kind, external_id, source, event_created, payload)
@@ -21,7 +19,7 @@ INSERT = text("""
 
 
 async def store_event(session: AsyncSession, system: str, event: InboundEvent, *, source: str) -> bool:
-    """True when the event is new. A duplicate (a retry, or the poller's copy) changes nothing."""
+    """True when the event is new. A duplicate (a retry, or the webhook's copy) changes nothing."""
     inserted = (await session.execute(INSERT, {
         "system": system, "event_id": event.event_id, "type": event.type, "kind": event.kind,
         "external_id": event.external_id, "source": source, "created": event.created,
@@ -31,8 +29,3 @@ async def store_event(session: AsyncSession, system: str, event: InboundEvent, *
         return False
     await enqueue_inbound(session, system, event.kind, event.external_id, event.event_id)
     return True
-
-
-def record_rejection(session: AsyncSession, system: str, reason: str, body: bytes, remote: str | None) -> None:
-    session.add(WebhookRejection(system=system, reason=reason[:500], body_size=len(body),
-                                 body_sha256=hashlib.sha256(body).hexdigest(), remote_addr=remote))

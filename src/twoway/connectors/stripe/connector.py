@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -11,20 +12,23 @@ from typing import Any
 import stripe
 
 from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
-from twoway.connectors.stripe import mapping
-from twoway.kit.ratelimit import TokenBucket
+from twoway.connectors.stripe import invoices, mapping
+from twoway.kit.db import asyncpg_dsn
+from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
 from twoway.settings import Settings
 
 SYSTEM = "stripe"
 KIND = "customer"
 HANDLED_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+# The kinds this connector syncs; each kind other than customers lives in its own module (invoices.py).
+KINDS: tuple[str, ...] = (KIND,)  # + invoices.KIND once the engine merges by rules
 RATE_LIMIT_RETRIES = 6
 
 
 class StripeConnector:
     system = SYSTEM
 
-    def __init__(self, client: stripe.StripeClient, *, limiter: TokenBucket, webhook_secrets: list[str],
+    def __init__(self, client: stripe.StripeClient, *, limiter: Limiter, webhook_secrets: list[str],
                  livemode: bool, tolerance: int = 300) -> None:
         self.client = client
         self.limiter = limiter
@@ -42,17 +46,20 @@ class StripeConnector:
             max_network_retries=0,  # we retry ourselves, with durable scheduling
             http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
         )
-        rate = settings.effective_stripe_rate()
-        return cls(client, limiter=TokenBucket(rate), webhook_secrets=settings.webhook_secrets(),
+        return cls(client, limiter=limiter_for(settings), webhook_secrets=settings.webhook_secrets(),
                    livemode=settings.stripe_livemode(), tolerance=settings.webhook_tolerance_seconds)
 
     def kinds(self) -> tuple[str, ...]:
-        return (KIND,)
+        return KINDS
 
     # -- calls -------------------------------------------------------------------------------
 
     async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """One Stripe call under the rate limiter; 429s wait and retry here, they are never failures."""
+        """One Stripe call under the account's shared rate limit.
+
+        A 429 shrinks the shared limit (every worker slows down) and the call waits its turn again:
+        429s are never a record's failure.
+        """
         from twoway.kit import metrics
 
         for attempt in range(RATE_LIMIT_RETRIES + 1):
@@ -65,7 +72,7 @@ class StripeConnector:
                 metrics.STRIPE_CALLS.labels(op=op, status="429").inc()
                 if attempt == RATE_LIMIT_RETRIES:
                     raise _translate(exc)
-                self.limiter.penalize(min(4.0, 0.25 * 2**attempt))
+                await self.limiter.rate_limited(_retry_after(exc))
             except stripe.StripeError as exc:
                 metrics.STRIPE_CALLS.labels(op=op, status=str(exc.http_status or "error")).inc()
                 raise _translate(exc)
@@ -75,6 +82,8 @@ class StripeConnector:
         raise AssertionError("unreachable")
 
     async def fetch(self, kind: str, external_id: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.fetch(self, external_id)
         try:
             obj = await self._call("retrieve", self.client.v1.customers.retrieve_async, external_id)
         except NotFound:
@@ -83,6 +92,8 @@ class StripeConnector:
 
     async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.create(self, internal_id, fields, idempotency_key)
         params = {**mapping.to_stripe(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
         obj = await self._call("create", self.client.v1.customers.create_async, params,
                                {"idempotency_key": idempotency_key})
@@ -92,18 +103,24 @@ class StripeConnector:
 
     async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.update(self, external_id, changes, idempotency_key)
         obj = await self._call("update", self.client.v1.customers.update_async, external_id,
                                mapping.to_stripe(changes), {"idempotency_key": idempotency_key})
         return _record(obj)
 
     async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
                               idempotency_key: str) -> ExternalRecord:
+        if kind == invoices.KIND:
+            return await invoices.set_internal_id(self, external_id, internal_id, idempotency_key)
         params = {"metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
         obj = await self._call("update", self.client.v1.customers.update_async, external_id, params,
                                {"idempotency_key": idempotency_key})
         return _record(obj)
 
     async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None:
+        if kind == invoices.KIND:
+            return await invoices.delete(self, external_id, idempotency_key)
         try:
             await self._call("delete", self.client.v1.customers.delete_async, external_id,
                              None, {"idempotency_key": idempotency_key})
@@ -111,6 +128,8 @@ class StripeConnector:
             return  # already gone: the goal state holds
 
     async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None:
+        if kind == invoices.KIND:
+            return await invoices.find_by_internal_id(self, internal_id)
         query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
         result = await self._call("search", self.client.v1.customers.search_async, {"query": query, "limit": 10})
         found = [o.to_dict() for o in result.data]
@@ -118,6 +137,10 @@ class StripeConnector:
         return _record(found[0]) if found else None
 
     async def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
+        if kind == invoices.KIND:
+            async for found in invoices.list_all(self, page_size):
+                yield found
+            return
         after: str | None = None
         while True:
             params: dict[str, Any] = {"limit": page_size}
@@ -184,10 +207,35 @@ class StripeConnector:
                 return collected, cursor
 
     async def close(self) -> None:
+        await self.limiter.close()
         try:
             await self.client._requestor._client.close_async()  # type: ignore[attr-defined,union-attr]
         except Exception:
             pass
+
+
+def account_key(settings: Settings) -> str:
+    """Names the Stripe account's shared bucket without revealing the key (a key is one account)."""
+    digest = hashlib.sha256(settings.stripe_key().encode()).hexdigest()[:12]
+    return f"stripe:{digest}"
+
+
+def limiter_for(settings: Settings) -> Limiter:
+    """`STRIPE_RATE_LIMIT_PER_SECOND` is the account's limit, shared through the database by every
+    process using the same key; a process with no database keeps it to itself."""
+    rate = settings.effective_stripe_rate()
+    if settings.database_url:
+        return SharedLimiter(asyncpg_dsn(settings.database_url), account_key(settings), rate)
+    return TokenBucket(rate)
+
+
+def _retry_after(exc: stripe.StripeError) -> float | None:
+    headers = exc.headers or {}
+    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from APIs, and our own backoff covers it
 
 
 def _verify_any(text: str, signature: str, secrets: list[str], tolerance: int) -> None:
@@ -211,6 +259,8 @@ def _safe_reason(message: str) -> str:
 
 def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent | None:
     type_ = payload.get("type")
+    if invoices.handles(type_) and invoices.KIND in KINDS:
+        return invoices.event_from_payload(payload)
     if type_ not in HANDLED_EVENTS:
         return None
     obj = (payload.get("data") or {}).get("object") or {}
@@ -238,7 +288,8 @@ def _translate(exc: stripe.StripeError) -> ConnectorError:
     code = getattr(exc, "code", None)
     message = f"stripe {status}: {exc.user_message or type(exc).__name__}"
     if isinstance(exc, stripe.RateLimitError):
-        return ConnectorError(message, transient=True, status=429, code="rate_limit", rate_limited=True)
+        return ConnectorError(message, transient=True, status=429, code="rate_limit", rate_limited=True,
+                              retry_after=_retry_after(exc))
     if isinstance(exc, stripe.IdempotencyError):
         return ConnectorError(message, transient=False, status=status, code="idempotency_error")
     if isinstance(exc, stripe.APIConnectionError):
@@ -246,4 +297,4 @@ def _translate(exc: stripe.StripeError) -> ConnectorError:
     if status == 404:
         return NotFound(message)
     transient = status is None or status >= 500 or status in (409, 429)
-    return ConnectorError(message, transient=transient, status=status, code=code)
+    return ConnectorError(message, transient=transient, status=status, code=code, retry_after=_retry_after(exc))

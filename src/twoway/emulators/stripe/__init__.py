@@ -1,6 +1,6 @@
 """A stateful, in-memory Stripe API emulator for development, tests and benchmarks.
 
-Serves customers, events and webhook endpoints with Stripe's shapes and errors,
+Serves customers, invoices, invoice items, events and webhook endpoints with Stripe's shapes and errors,
 delivers signed webhooks with retries, honours Idempotency-Key, and injects
 faults (errors, rate limits, latency, dropped/duplicated/reordered/delayed
 webhooks, rejected names/emails) that can be changed at runtime through
@@ -20,7 +20,27 @@ Behaviour chosen where Stripe's docs leave room:
   the startup values) and cancels pending deliveries; endpoints stay unless
   `{"endpoints": true}`, and the `--webhook-url` endpoint always stays.
 - Events kept in memory are capped (`max_events`, 100k), idempotency keys at 200k;
-  the state file keeps customers, endpoints and the latest 10k events.
+  the state file keeps customers, invoices, invoice items, endpoints and the latest 10k events.
+
+Invoices (`/v1/invoices`, `/v1/invoiceitems`; facts in ../shared/STRIPE-INVOICES.md):
+- The lifecycle is the table in `lifecycle.py`; refusals are 400 `invalid_request_error`, item
+  changes on a finalized invoice carry `code=invoice_not_editable`, unknown ids are 404s.
+- Numbers are `{customer.invoice_prefix}-{seq:04d}` at finalization (the customer's
+  `next_invoice_sequence` goes up without a customer event). Totals are the sum of the items
+  (no tax, no discounts); a negative total leaves `amount_due` 0; $0 is paid at finalization.
+- Each call records its named events (`invoice.finalized`, `invoice.paid`, ...), each with the
+  invoice as it was at that step, then one `invoice.updated` whose `previous_attributes` go
+  from before the call to after it (so paying a draft is one update from draft to paid).
+  Item changes on a draft also update the invoice's totals (`invoice.updated`).
+- `pay` without `paid_out_of_band=true` on an invoice with something due answers 400 (the
+  emulator has no payment methods) and changes nothing, not even a draft's finalization.
+- Deleting a draft deletes its items (`invoiceitem.deleted` each). A deleted invoice is a 404.
+- `send` finalizes a draft (`send_invoice` invoices only) and records `invoice.sent`; no email.
+  `GET /_emulator/invoices` dumps every invoice with all its lines.
+- `auto_advance=true` drafts finalize after `--auto-finalize-seconds` (3600); no payment is tried.
+- `add_lines` / `update_lines` / `remove_lines` change many lines in one call (all validated
+  first), one `invoice.updated` per call. The `invoice_lock_timeout` knob answers overlapping
+  writes to one invoice 429 `lock_timeout`; `reject_pattern` also matches descriptions.
 """
 
 from twoway.emulators.stripe.config import EmulatorConfig

@@ -15,7 +15,17 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from twoway.emulators.stripe import customers, endpoints, events, search
+from twoway.emulators.stripe import (
+    customers,
+    endpoints,
+    events,
+    invoiceitems,
+    invoicelists,
+    invoices,
+    lines,
+    locks,
+    search,
+)
 from twoway.emulators.stripe.core import Emulator
 from twoway.emulators.stripe.errors import StripeError, bad_api_key, no_api_key
 from twoway.emulators.stripe.forms import parse_form
@@ -58,6 +68,45 @@ _TABLE: dict[tuple[str, str], tuple[Handler, bool]] = {
         True,
     ),
     ("DELETE", "customers/{id}"): (lambda e, c: customers.delete(e.store, c.ident, c.origin), True),
+    ("POST", "invoices"): (lambda e, c: invoices.create(e.store, c.params, c.origin, _reject(e)), True),
+    ("GET", "invoices"): (lambda e, c: invoicelists.list_invoices(e.store, c.params), False),
+    ("GET", "invoices/search"): (lambda e, c: invoicelists.search_invoices(e.store, c.params), False),
+    ("GET", "invoices/{id}"): (lambda e, c: invoices.retrieve(e.store, c.ident), False),
+    ("POST", "invoices/{id}"): (lambda e, c: invoices.update(e.store, c.ident, c.params, c.origin, _reject(e)), True),
+    ("DELETE", "invoices/{id}"): (lambda e, c: invoices.delete(e.store, c.ident, c.origin), True),
+    ("POST", "invoices/{id}/finalize"): (lambda e, c: invoices.finalize(e.store, c.ident, c.params, c.origin), True),
+    ("POST", "invoices/{id}/pay"): (lambda e, c: invoices.pay(e.store, c.ident, c.params, c.origin), True),
+    ("POST", "invoices/{id}/send"): (lambda e, c: invoices.send(e.store, c.ident, c.params, c.origin), True),
+    ("POST", "invoices/{id}/void"): (lambda e, c: invoices.void(e.store, c.ident, c.params, c.origin), True),
+    ("POST", "invoices/{id}/mark_uncollectible"): (
+        lambda e, c: invoices.mark_uncollectible(e.store, c.ident, c.params, c.origin),
+        True,
+    ),
+    ("GET", "invoices/{id}/lines"): (lambda e, c: invoicelists.list_lines(e.store, c.ident, c.params), False),
+    ("POST", "invoices/{id}/lines/{id}"): (
+        lambda e, c: lines.update_line(e.store, c.ident, c.params, c.origin, _reject(e)),
+        True,
+    ),
+    ("POST", "invoices/{id}/add_lines"): (
+        lambda e, c: lines.add_lines(e.store, c.ident, c.params, c.origin, _reject(e)),
+        True,
+    ),
+    ("POST", "invoices/{id}/update_lines"): (
+        lambda e, c: lines.update_lines(e.store, c.ident, c.params, c.origin, _reject(e)),
+        True,
+    ),
+    ("POST", "invoices/{id}/remove_lines"): (
+        lambda e, c: lines.remove_lines(e.store, c.ident, c.params, c.origin),
+        True,
+    ),
+    ("POST", "invoiceitems"): (lambda e, c: invoiceitems.create(e.store, c.params, c.origin, _reject(e)), True),
+    ("GET", "invoiceitems"): (lambda e, c: invoiceitems.list_items(e.store, c.params), False),
+    ("GET", "invoiceitems/{id}"): (lambda e, c: invoiceitems.retrieve(e.store, c.ident), False),
+    ("POST", "invoiceitems/{id}"): (
+        lambda e, c: invoiceitems.update(e.store, c.ident, c.params, c.origin, _reject(e)),
+        True,
+    ),
+    ("DELETE", "invoiceitems/{id}"): (lambda e, c: invoiceitems.delete(e.store, c.ident, c.origin), True),
     ("GET", "events"): (lambda e, c: events.list_events(e.store, c.params), False),
     ("GET", "events/{id}"): (lambda e, c: events.retrieve(e.store, c.ident), False),
     ("POST", "webhook_endpoints"): (lambda e, c: endpoints.create(e.store, c.params, c.origin), False),
@@ -74,9 +123,15 @@ def match(method: str, path: str) -> tuple[Route | None, str]:
     route = ROUTES.get((method, rest))
     if route is not None:
         return route, ""
-    head, sep, ident = rest.partition("/")
-    if sep and ident and "/" not in ident:
-        return ROUTES.get((method, head + "/{id}")), ident
+    parts = rest.split("/")
+    if len(parts) in (2, 3) and all(parts):
+        # `invoices/in_123` or `invoices/in_123/finalize`: the id is always the second segment.
+        pattern = "/".join([parts[0], "{id}", *parts[2:]])
+        return ROUTES.get((method, pattern)), parts[1]
+    if len(parts) == 4 and all(parts):
+        # `invoices/in_123/lines/il_456`: both ids travel as "in_123/il_456".
+        pattern = f"{parts[0]}/{{id}}/{parts[2]}/{{id}}"
+        return ROUTES.get((method, pattern)), f"{parts[1]}/{parts[3]}"
     return None, ""
 
 
@@ -101,16 +156,27 @@ async def _run(emu: Emulator, request: Request, route: Route | None, ident: str)
     injected = faults.injected_error()
     if injected is not None:
         return _error(injected, request_id, {"Stripe-Should-Retry": "true"})
-    delay = faults.latency_seconds()
-    if delay:
-        await asyncio.sleep(delay)
-    if route is None:
-        return _error(_unrecognized(request.method, request.url.path), request_id)
     raw = await request.body() if request.method == "POST" else b""
-    response = _execute(emu, request, route, ident, raw, api_key, request_id)
-    if faults.response_delay_ms > 0 and route.write:
-        await asyncio.sleep(faults.response_delay_ms / 1000)
-    return response
+    held = None
+    if faults.invoice_lock_timeout and route is not None and route.write:
+        held = locks.invoice_of(emu.store, route.label, ident, raw)
+        if held is not None:
+            if held in emu.invoice_locks:
+                return _error(locks.lock_timeout(), request_id, {"Stripe-Should-Retry": "true"})
+            emu.invoice_locks.add(held)
+    try:
+        delay = faults.latency_seconds()
+        if delay:
+            await asyncio.sleep(delay)
+        if route is None:
+            return _error(_unrecognized(request.method, request.url.path), request_id)
+        response = _execute(emu, request, route, ident, raw, api_key, request_id)
+        if faults.response_delay_ms > 0 and route.write:
+            await asyncio.sleep(faults.response_delay_ms / 1000)
+        return response
+    finally:
+        if held is not None:
+            emu.invoice_locks.discard(held)
 
 
 def _execute(

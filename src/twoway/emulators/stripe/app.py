@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from twoway.emulators.stripe import api, customers, page
+from twoway.emulators.stripe import api, customers, invoicelists, invoices, page
 from twoway.emulators.stripe.config import EmulatorConfig
 from twoway.emulators.stripe.core import Emulator
 from twoway.emulators.stripe.errors import StripeError
@@ -77,12 +77,16 @@ def _admin_routes(emu: Emulator) -> list[Route]:
     async def all_customers(_: Request) -> Response:
         return JSONResponse(list(emu.store.customers.values()))
 
+    async def all_invoices(_: Request) -> Response:
+        return JSONResponse(invoicelists.dump(emu.store))
+
     return [
         Route("/_emulator/faults", get_faults, methods=["GET"]),
         Route("/_emulator/faults", set_faults, methods=["POST"]),
         Route("/_emulator/reset", reset, methods=["POST"]),
         Route("/_emulator/stats", stats, methods=["GET"]),
         Route("/_emulator/customers", all_customers, methods=["GET"]),
+        Route("/_emulator/invoices", all_invoices, methods=["GET"]),
     ]
 
 
@@ -105,8 +109,24 @@ def _ui_routes(emu: Emulator) -> list[Route]:
         ident = request.path_params["id"]
         return _apply(lambda o: customers.delete(emu.store, ident, o))
 
+    async def invoice_action(request: Request) -> Response:
+        ident, verb = request.path_params["id"], request.path_params["verb"]
+        store = emu.store
+        calls: dict[str, Callable[[Origin], object]] = {
+            "finalize": lambda o: invoices.finalize(store, ident, {}, o),
+            "pay": lambda o: invoices.pay(store, ident, {"paid_out_of_band": "true"}, o),
+            "void": lambda o: invoices.void(store, ident, {}, o),
+            "mark_uncollectible": lambda o: invoices.mark_uncollectible(store, ident, {}, o),
+            "delete": lambda o: invoices.delete(store, ident, o),
+        }
+        call = calls.get(verb)
+        if call is None:
+            return RedirectResponse("/?error=" + quote(f"unknown invoice action {verb}"), status_code=303)
+        return _apply(call)
+
     return [
         Route("/", home, methods=["GET"]),
+        Route("/_emulator/ui/invoices/{id}/{verb}", invoice_action, methods=["POST"]),
         Route("/_emulator/ui/customers", create, methods=["POST"]),
         Route("/_emulator/ui/customers/{id}", update, methods=["POST"]),
         Route("/_emulator/ui/customers/{id}/delete", delete, methods=["POST"]),

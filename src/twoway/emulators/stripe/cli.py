@@ -21,19 +21,22 @@ def stripe(
     webhook_reorder: int = typer.Option(0, help="Shuffle deliveries in windows of N events (0 = off)."),
     webhook_delay_ms: float = typer.Option(0.0, help="Delay before each event is delivered."),
     reject_pattern: str | None = typer.Option(None, help="Regex: matching customer name/email gets a 400."),
+    invoice_lock_timeout: bool = typer.Option(False, help="Overlapping writes to one invoice get 429 lock_timeout."),
     real_retry_schedule: bool = typer.Option(False, help="Stripe's 3-day retry schedule, not the short one."),
     webhook_timeout: float = typer.Option(10.0, help="Seconds before a delivery attempt times out."),
     webhook_url: str | None = typer.Option(None, help="Register a webhook endpoint for all events at start."),
     webhook_secret: str | None = typer.Option(None, help="Signing secret (whsec_...) for --webhook-url."),
     state_file: str | None = typer.Option(None, help="JSON file to load at start and save while running."),
+    auto_finalize_seconds: float = typer.Option(3600.0, help="Seconds until an auto_advance draft invoice finalizes."),
 ) -> None:
-    """Serve a stateful Stripe API emulator (customers, events, webhooks)."""
+    """Serve a stateful Stripe API emulator (customers, invoices, events, webhooks)."""
     from twoway.emulators.stripe.app import run  # deferred: keeps `twoway --help` fast
 
     knobs = {
         "error_rate": error_rate, "rate_limit_per_second": rate_limit_per_second, "latency_ms": latency_ms,
         "webhook_drop_rate": webhook_drop_rate, "webhook_duplicate_rate": webhook_duplicate_rate,
         "webhook_reorder": webhook_reorder, "webhook_delay_ms": webhook_delay_ms, "reject_pattern": reject_pattern,
+        "invoice_lock_timeout": invoice_lock_timeout,
     }
     config = EmulatorConfig(
         startup_faults=knobs,
@@ -42,6 +45,7 @@ def stripe(
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         state_file=state_file,
+        auto_finalize_seconds=auto_finalize_seconds,
     )
     try:
         config.faults()  # validate the knobs before binding anything

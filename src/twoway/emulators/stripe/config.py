@@ -22,6 +22,8 @@ class EmulatorConfig:
     state_file: str | None = None
     save_interval: float = 2.0
     max_events: int = 100_000
+    # Invoices: seconds until an auto_advance draft finalizes itself (Stripe: about an hour).
+    auto_finalize_seconds: float = 3600.0
 
     def faults(self) -> Faults:
         faults = Faults()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from typing import Any
 
-from twoway.emulators.stripe import endpoints
+from twoway.emulators.stripe import endpoints, invoices
 from twoway.emulators.stripe.config import EmulatorConfig
 from twoway.emulators.stripe.idempotency import IdempotencyCache
 from twoway.emulators.stripe.persist import Persister
@@ -14,11 +16,15 @@ from twoway.emulators.stripe.state import Obj, Origin, Store
 from twoway.emulators.stripe.stats import Stats
 from twoway.emulators.stripe.webhooks import LOCAL_SCHEDULE, REAL_SCHEDULE, Dispatcher
 
+log = logging.getLogger(__name__)
+ADVANCE_CHECK_SECONDS = 1.0
+
 
 class Emulator:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self.store = Store(config.max_events)
+        self.store.book.auto_finalize_after = config.auto_finalize_seconds
         self.faults = config.faults()
         self.stats = Stats()
         self.idempotency = IdempotencyCache()
@@ -32,24 +38,37 @@ class Emulator:
         )
         self.persister = Persister(self.store, config.state_file, config.save_interval) if config.state_file else None
         self.startup_endpoint: Obj | None = None
+        self.invoice_locks: set[str] = set()  # invoices a write is in flight on (invoice_lock_timeout knob)
         self._saver: asyncio.Task[None] | None = None
+        self._advancer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.persister is not None:
             self.persister.load()
             self._saver = asyncio.create_task(self.persister.run())
         await self.dispatcher.start()
+        self._advancer = asyncio.create_task(self._advance())
         if self.config.webhook_url:
             self.startup_endpoint = self._register_startup_endpoint(self.config.webhook_url)
 
     async def stop(self) -> None:
-        if self._saver is not None:
-            self._saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._saver
+        for task in (self._saver, self._advancer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.persister is not None:
             self.persister.save_now()
         await self.dispatcher.stop()
+
+    async def _advance(self) -> None:
+        """Finalize auto_advance drafts when their `automatically_finalizes_at` comes."""
+        while True:
+            await asyncio.sleep(ADVANCE_CHECK_SECONDS)
+            try:
+                invoices.advance_due(self.store, time.time())
+            except Exception:  # one bad invoice must not stop the timer
+                log.exception("auto-advancing invoices failed")
 
     def _register_startup_endpoint(self, url: str) -> Obj:
         secret = self.config.webhook_secret
@@ -64,7 +83,7 @@ class Emulator:
         return endpoints.create(self.store, params, Origin(None), secret=secret)
 
     def reset(self, clear_endpoints: bool = False) -> None:
-        """Back to a clean slate: customers, events, idempotency keys, counters, faults.
+        """Back to a clean slate: customers, invoices, events, idempotency keys, counters, faults.
 
         Webhook endpoints stay unless asked; the --webhook-url endpoint always stays.
         """
@@ -80,5 +99,7 @@ class Emulator:
         return self.stats.render(
             pending=self.dispatcher.pending,
             customers=len(self.store.customers),
+            invoices=len(self.store.book.invoices),
+            invoiceitems=len(self.store.book.items),
             events=len(self.store.events),
         )

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from twoway.emulators.stripe.errors import invalid, missing, unknown_param
+from twoway.emulators.stripe.fields import merge_metadata
 from twoway.emulators.stripe.ids import invoice_prefix, rand_id
 from twoway.emulators.stripe.paging import list_body, paginate, range_filter
 from twoway.emulators.stripe.state import Obj, Origin, Store
@@ -63,7 +64,7 @@ def _changes(params: Obj, current: Obj) -> Obj:
         if name in _STRING_LIMITS:
             out[name] = _string(name, raw)
         elif name == "metadata":
-            out[name] = _merge_metadata(current["metadata"], raw)
+            out[name] = merge_metadata(current["metadata"], raw)
         elif name == "address":
             out[name] = _address(raw)
         elif name == "preferred_locales":
@@ -84,28 +85,6 @@ def _string(name: str, raw: Any) -> str | None:
         raise invalid(f"Invalid string: {shown}; must be at most {limit} characters", param=name)
     # Stripe treats an empty string as "unset this field".
     return raw or None
-
-
-def _merge_metadata(current: dict[str, str], raw: Any) -> dict[str, str]:
-    if raw == "":
-        return {}
-    if not isinstance(raw, dict):
-        raise invalid("Invalid hash", param="metadata")
-    merged = dict(current)
-    for key, value in raw.items():
-        if not isinstance(value, str):
-            raise invalid(f"Invalid string: {value!r}", param=f"metadata[{key}]")
-        if len(key) > 40:
-            raise invalid("Metadata keys must be at most 40 characters.", param=f"metadata[{key}]")
-        if len(value) > 500:
-            raise invalid("Metadata values must be at most 500 characters.", param=f"metadata[{key}]")
-        if value == "":
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    if len(merged) > 50:
-        raise invalid("Metadata can have up to 50 keys.", param="metadata")
-    return merged
 
 
 def _address(raw: Any) -> Obj | None:

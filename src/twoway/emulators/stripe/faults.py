@@ -25,6 +25,8 @@ class Faults:
     reject_pattern: str | None = None
     # Held after a write executes: the change is made, the answer is slow (a crash window for tests).
     response_delay_ms: float = 0.0
+    # Overlapping writes to one invoice answer 429 lock_timeout, as Stripe can (see locks.py).
+    invoice_lock_timeout: bool = False
 
     def __post_init__(self) -> None:
         self._bucket = TokenBucket()
@@ -94,6 +96,10 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         if not isinstance(value, str):
             raise ValueError("reject_pattern must be a string or null")
+        return value
+    if name == "invoice_lock_timeout":
+        if not isinstance(value, bool):
+            raise ValueError("invoice_lock_timeout must be true or false")
         return value
     if value is None:
         value = 0

@@ -1,4 +1,4 @@
-"""The small HTML dashboard at `/`: list, create, edit and delete customers."""
+"""The small HTML dashboard at `/`: customers (create, edit, delete) and invoices (lifecycle buttons)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ input{padding:.2rem}code{font-size:.85em}.err{background:#fdd;padding:.5rem;marg
 form{display:inline}button{cursor:pointer}
 """
 _MAX_ROWS = 500  # keep the page cheap when a benchmark has created many thousands
+# Which lifecycle buttons an invoice in each status shows (the API refuses the others anyway).
+_ACTIONS = {
+    "draft": ("finalize", "pay", "delete"),
+    "open": ("pay", "void", "mark_uncollectible"),
+    "uncollectible": ("pay", "void"),
+}
 
 
 def render(store: Store, error: str | None = None) -> str:
@@ -30,7 +36,43 @@ def render(store: Store, error: str | None = None) -> str:
 <h2>Customers ({shown})</h2>
 <table><tr><th>id</th><th>name / email</th><th>metadata</th><th></th></tr>
 {"".join(rows)}
-</table></body></html>"""
+</table>
+{_invoices(store)}
+</body></html>"""
+
+
+def _invoices(store: Store) -> str:
+    invoices = store.book.invoices
+    rows = [_invoice_row(store, i) for i in list(reversed(invoices.values()))[:_MAX_ROWS]]
+    return f"""<h2>Invoices ({min(len(invoices), _MAX_ROWS)} of {len(invoices)})</h2>
+<table><tr><th>id / number</th><th>customer</th><th>status</th><th>total</th><th>lines</th><th>metadata</th>
+<th></th></tr>
+{"".join(rows)}
+</table>"""
+
+
+def _invoice_row(store: Store, invoice: Obj) -> str:
+    action = "/_emulator/ui/invoices/" + quote(invoice["id"])
+    buttons = "".join(
+        f'<form method="post" action="{action}/{verb}"><button type="submit">{verb.replace("_", " ")}</button></form> '
+        for verb in _ACTIONS.get(invoice["status"], ())
+    )
+    lines = "<br>".join(
+        f"{escape(i['description'] or '')} &times; {escape(i['quantity_decimal'])} = "
+        + _money(i["amount"], i["currency"])
+        for i in store.book.attached_items(invoice["id"])[:20]
+    )
+    meta = ", ".join(f"{escape(k)}={escape(v)}" for k, v in invoice["metadata"].items())
+    return f"""<tr><td><code>{escape(invoice["id"])}</code><br>{escape(invoice["number"] or "")}</td>
+<td><code>{escape(invoice["customer"])}</code></td><td>{escape(invoice["status"])}</td>
+<td>{_money(invoice["total"], invoice["currency"])}</td><td>{lines}</td><td>{meta}</td><td>{buttons}</td></tr>
+"""
+
+
+def _money(amount: int, currency: str) -> str:
+    # Display only: two decimals, whatever the currency's exponent.
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d} {escape(currency.upper())}"
 
 
 def _row(customer: Obj) -> str:

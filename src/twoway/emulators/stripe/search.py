@@ -28,9 +28,14 @@ _CLAUSE = re.compile(
 _JOINER = re.compile(r"\s+(AND|OR)\s+")
 
 
-def parse_query(query: str) -> Predicate:
+def parse_query(
+    query: str,
+    string_fields: frozenset[str] = _STRING_FIELDS,
+    numeric_fields: frozenset[str] = frozenset({"created"}),
+    kind: str = "customers",
+) -> Predicate:
     parts = _JOINER.split(query.strip())
-    clauses = [_clause(p) for p in parts[0::2]]
+    clauses = [_clause(p, string_fields, numeric_fields, kind) for p in parts[0::2]]
     joiners = set(parts[1::2])
     if len(joiners) > 1:
         raise invalid("Cannot combine AND and OR in the same query.", param="query")
@@ -39,7 +44,7 @@ def parse_query(query: str) -> Predicate:
     return lambda c: all(p(c) for p in clauses)
 
 
-def _clause(text: str) -> Predicate:
+def _clause(text: str, string_fields: frozenset[str], numeric_fields: frozenset[str], kind: str) -> Predicate:
     m = _CLAUSE.fullmatch(text)
     if m is None:
         raise invalid(f"Invalid query: could not parse '{text}'", param="query")
@@ -47,12 +52,12 @@ def _clause(text: str) -> Predicate:
     value = m["str"] if m["q2"] else m["bare"]
     if field == "metadata":
         pred = _metadata(m["key"], op, value, quoted=bool(m["q2"]))
-    elif field in _STRING_FIELDS:
+    elif field in string_fields:
         pred = _string(field, op, value, quoted=bool(m["q2"]))
-    elif field == "created":
-        pred = _numeric(op, value)
+    elif field in numeric_fields:
+        pred = _numeric(field, op, value)
     else:
-        raise invalid(f"Field '{field}' is an unsupported search field for customers.", param="query")
+        raise invalid(f"Field '{field}' is an unsupported search field for {kind}.", param="query")
     return (lambda c: not pred(c)) if m["neg"] else pred
 
 
@@ -81,41 +86,52 @@ def _metadata(key: str | None, op: str, value: str, quoted: bool) -> Predicate:
     return lambda c: match(c["metadata"].get(key))
 
 
-def _numeric(op: str, value: str) -> Predicate:
+def _numeric(field: str, op: str, value: str) -> Predicate:
     if not value.lstrip("-").isdigit():
         raise invalid(f"Invalid integer in query: {value}", param="query")
     n = int(value)
     ops: dict[str, Predicate] = {
-        ":": lambda c: c["created"] == n,
-        ">": lambda c: c["created"] > n,
-        ">=": lambda c: c["created"] >= n,
-        "<": lambda c: c["created"] < n,
-        "<=": lambda c: c["created"] <= n,
+        ":": lambda c: c[field] == n,
+        ">": lambda c: c[field] > n,
+        ">=": lambda c: c[field] >= n,
+        "<": lambda c: c[field] < n,
+        "<=": lambda c: c[field] <= n,
     }
     if op not in ops:
-        raise invalid(f"Operator '{op}' is not supported for field created.", param="query")
+        raise invalid(f"Operator '{op}' is not supported for field {field}.", param="query")
     return ops[op]
 
 
 def search_customers(store: Store, params: Obj) -> Obj:
+    return search(params, list(store.customers.values()), parse_query, "/v1/customers/search")
+
+
+def search(
+    params: Obj,
+    objects: list[Obj],
+    parse: Callable[[str], Predicate],
+    url: str,
+    render: Callable[[Obj], Obj] | None = None,
+) -> Obj:
+    """A search_result page over `objects` (oldest first), newest match first."""
     for name in params:
         if name not in {"query", "limit", "page", "expand"}:
             raise unknown_param(name)
     query = params.get("query")
     if not isinstance(query, str) or not query.strip():
         raise invalid("Missing required param: query.", param="query", code="parameter_missing")
-    pred = parse_query(query)
+    pred = parse(query)
     limit = parse_limit(params)
     offset = _page_offset(params.get("page"))
-    matches = [c for c in reversed(store.customers.values()) if pred(c)]
+    matches = [c for c in reversed(objects) if pred(c)]
     page = matches[offset : offset + limit]
     more = len(matches) > offset + limit
     return {
         "object": "search_result",
-        "data": page,
+        "data": [render(c) for c in page] if render else page,
         "has_more": more,
         "next_page": f"page_{offset + limit}" if more else None,
-        "url": "/v1/customers/search",
+        "url": url,
     }
 
 

@@ -1,4 +1,4 @@
-"""All emulator data, in memory: customers, events, webhook endpoints.
+"""All emulator data, in memory: customers, invoices (in `book`), events, webhook endpoints.
 
 Customer and event dicts are never mutated after they are stored (updates store a
 new dict), so events can share them and a state snapshot is a cheap shallow copy.
@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twoway.emulators.stripe.book import InvoiceBook
 from twoway.emulators.stripe.ids import rand_id
+from twoway.emulators.stripe.order import Log
 
 API_VERSION = "2026-10-28.endive"
 
@@ -25,38 +27,6 @@ class Origin:
     request_id: str | None
     idempotency_key: str | None = None
     livemode: bool = False
-
-
-class Log:
-    """Ids in creation order with O(1) position lookups, so cursors page cheaply."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self._seq: dict[str, int] = {}
-        self._base = 0  # sequence number of ids[0]; grows as old entries are trimmed
-
-    def append(self, ident: str) -> None:
-        self._seq[ident] = self._base + len(self.ids)
-        self.ids.append(ident)
-
-    def index(self, ident: str) -> int | None:
-        seq = self._seq.get(ident)
-        return None if seq is None else seq - self._base
-
-    def trim(self, keep: int) -> list[str]:
-        """Drop the oldest ids beyond `keep`; returns what was dropped."""
-        extra = len(self.ids) - keep
-        if extra <= 0:
-            return []
-        dropped = self.ids[:extra]
-        self.ids = self.ids[extra:]
-        self._base += extra
-        for ident in dropped:
-            del self._seq[ident]
-        return dropped
-
-    def clear(self) -> None:
-        self.ids, self._seq, self._base = [], {}, 0
 
 
 def endpoint_matches(endpoint: Obj, event_type: str) -> bool:
@@ -77,7 +47,11 @@ class Store:
         self.event_log = Log()
         self.endpoints: dict[str, Obj] = {}
         self.listeners: list[Callable[[Obj], None]] = []
+        self.book = InvoiceBook(self._touch)
         self.dirty = False
+
+    def _touch(self) -> None:
+        self.dirty = True
 
     # -- customers -------------------------------------------------------------------
 
@@ -158,6 +132,7 @@ class Store:
         self.by_email.clear()
         self.events.clear()
         self.event_log.clear()
+        self.book.clear()
         if endpoints:
             self.endpoints.clear()
         self.dirty = True
@@ -170,6 +145,7 @@ class Store:
             "customers": dict(self.customers),
             "endpoints": list(self.endpoints.values()),
             "events": [self.events[i] for i in event_ids if i in self.events],
+            "billing": self.book.snapshot(),
         }
 
     def restore(self, data: Obj) -> None:
@@ -185,4 +161,5 @@ class Store:
             self.endpoints[ep["id"]] = ep
         for event in data.get("events", []):
             self.add_event(event)
+        self.book.restore(data.get("billing", {}))
         self.dirty = False

@@ -36,7 +36,7 @@ class Stats:
         self.writes = 0
         self.webhooks = WebhookCounts()
 
-    def render(self, pending: int, customers: int, events: int) -> dict[str, Any]:
+    def render(self, pending: int, customers: int, invoices: int, invoiceitems: int, events: int) -> dict[str, Any]:
         w = self.webhooks
         return {
             "requests": dict(self.requests),
@@ -51,5 +51,7 @@ class Stats:
                 "pending": pending,
             },
             "customers": customers,
+            "invoices": invoices,
+            "invoiceitems": invoiceitems,
             "events": events,
         }

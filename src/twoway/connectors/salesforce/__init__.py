@@ -1,0 +1,1 @@
+"""Salesforce: our customers as Accounts (object and field names are settings), through simple-salesforce."""

@@ -1,0 +1,394 @@
+"""Our invoices and Stripe's: invoices with their lines as invoice items, through the official SDK.
+
+Kept apart from the customer code in `connector.py`, which calls in here for the `invoice` kind.
+
+- A draft becomes an invoice (`auto_advance=false`, `metadata.internal_id`) and its lines, added in
+  one `add_lines` call: each line is an invoice item with `metadata.internal_id` = our line id (plus our
+  quantity and unit amount; the line's amount is their product). Every write has its own idempotency key.
+- Line changes are diffs against the lines Stripe holds (read first), sent as at most one
+  `update_lines`, one `add_lines` and one `remove_lines` call. A line with no id of ours that matches a
+  line of ours is claimed (our id written on it), not created again: that is how a Stripe-made line is
+  adopted.
+- A `status` change is a command: finalize, pay (out of band), void, mark_uncollectible. Our row moves
+  when Stripe confirms (`confirmed_status` is Stripe's, copied back), never on our own say.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
+from twoway.invoices import wire
+
+KIND = "invoice"
+INTERNAL_ID_KEY = "internal_id"
+EVENT_PREFIXES = ("invoice.", "invoiceitem.")
+RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 3}
+TERMINAL = frozenset({"paid", "void"})
+DRAFT_PARAMS = ("description", "collection_method", "due_date")
+LINE_BATCH = 50  # lines per add_lines / update_lines / remove_lines call
+
+
+class Caller(Protocol):
+    client: Any
+
+    async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class StateMoved(ConnectorError):
+    """Stripe refused a command because the invoice moved on over there (paid while we voided, ...).
+
+    Transient: the next pass re-reads the invoice and merges, which settles it (and records the conflict).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True, status=400, code="state_moved")
+
+
+# -- Stripe's objects in our terms ------------------------------------------------------------
+
+
+def _data(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def internal_id_of(obj: Mapping[str, Any]) -> int | None:
+    metadata = obj.get("metadata") or {}
+    raw = metadata.get(INTERNAL_ID_KEY) if isinstance(metadata, Mapping) else None
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
+
+
+def item_id_of(line: Mapping[str, Any]) -> str | None:
+    """The invoice item behind an invoice line (since 2025-03-31 under `parent`)."""
+    parent = line.get("parent") or {}
+    details = parent.get("invoice_item_details") if isinstance(parent, Mapping) else None
+    if isinstance(details, Mapping) and details.get("invoice_item"):
+        return str(details["invoice_item"])
+    item = line.get("invoice_item")
+    if isinstance(item, str):
+        return item
+    return str(line["id"]) if str(line.get("id", "")).startswith("ii_") else None
+
+
+def line_entry(line: Mapping[str, Any]) -> dict[str, Any]:
+    """A line or invoice item as (our line id, description, quantity, unit amount).
+
+    We send a line as its amount (what Stripe bills) with our quantity and unit amount in its metadata;
+    when they no longer multiply to the amount (edited in Stripe), Stripe's own figures win.
+    """
+    amount = int(line.get("amount") or 0)
+    metadata = line.get("metadata") or {}
+    q, u = metadata.get("quantity"), metadata.get("unit_amount")
+    if isinstance(q, str) and isinstance(u, str) and q.isdigit() and u.isdigit() and int(q) * int(u) == amount:
+        quantity, unit = int(q), Decimal(int(u))
+    else:
+        raw_quantity = line.get("quantity")
+        pricing = line.get("pricing") or {}
+        unit_text = pricing.get("unit_amount_decimal") if isinstance(pricing, Mapping) else None
+        try:
+            unit = Decimal(str(unit_text)) if unit_text is not None else Decimal(amount)
+        except InvalidOperation:
+            unit = Decimal(amount)
+        if raw_quantity is None or unit != unit.to_integral_value() or int(raw_quantity) * unit != amount:
+            raw_quantity, unit = 1, Decimal(amount)  # not whole units of money: the amount, as one unit
+        quantity = int(raw_quantity)
+    return {"id": internal_id_of(line), "description": line.get("description") or "",
+            "quantity": int(quantity), "unit_amount": int(unit)}
+
+
+def _customer_id(invoice: Mapping[str, Any]) -> str:
+    customer = invoice.get("customer")
+    if isinstance(customer, Mapping):
+        return str(customer.get("id") or "")
+    return str(customer or "")
+
+
+def due_text(timestamp: Any) -> str:
+    return datetime.fromtimestamp(int(timestamp), UTC).date().isoformat() if timestamp else ""
+
+
+def due_timestamp(value: str) -> int:
+    """The last second of the day (UTC): the date reads back the same and stays in the future longest."""
+    day = date.fromisoformat(value)
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + timedelta(days=1).total_seconds()) - 1
+
+
+def from_stripe(invoice: Mapping[str, Any], lines: list[Mapping[str, Any]]) -> dict[str, str]:
+    status = str(invoice.get("status") or "draft")
+    return {
+        "customer_id": _customer_id(invoice),
+        "currency": str(invoice.get("currency") or ""),
+        "collection_method": str(invoice.get("collection_method") or "charge_automatically"),
+        "due_date": due_text(invoice.get("due_date")),
+        "description": invoice.get("description") or "",
+        "lines": wire.encode_lines(line_entry(line) for line in lines),
+        "status": status,
+        "confirmed_status": status,
+        "number": invoice.get("number") or "",
+        **{k: str(int(invoice.get(k) or 0)) for k in wire.AMOUNTS},
+        "hosted_invoice_url": invoice.get("hosted_invoice_url") or "",
+    }
+
+
+def record(invoice: Mapping[str, Any], lines: list[Mapping[str, Any]] | None = None,
+           deleted: bool = False) -> ExternalRecord:
+    if deleted or invoice.get("deleted"):
+        return ExternalRecord(str(invoice["id"]), {}, internal_id=internal_id_of(invoice), deleted=True)
+    if lines is None:
+        lines = list((invoice.get("lines") or {}).get("data") or [])
+    return ExternalRecord(str(invoice["id"]), from_stripe(invoice, lines), internal_id=internal_id_of(invoice))
+
+
+def embedded_lines(invoice: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """The lines an invoice carries, or None when they are only the first page."""
+    lines = invoice.get("lines") or {}
+    if not isinstance(lines, Mapping) or lines.get("has_more"):
+        return None
+    return list(lines.get("data") or [])
+
+
+def draft_params(fields: Mapping[str, str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if "description" in fields:
+        params["description"] = fields["description"]  # "" unsets it in Stripe, which is our ""
+    if "collection_method" in fields:
+        params["collection_method"] = fields["collection_method"]
+    if fields.get("due_date"):
+        params["due_date"] = due_timestamp(fields["due_date"])
+    return params
+
+
+def line_params(line: Mapping[str, Any]) -> dict[str, Any]:
+    """One line for add_lines / update_lines: its amount, with our quantity and unit amount alongside."""
+    return {"amount": int(line["quantity"]) * int(line["unit_amount"]), "description": line["description"],
+            "metadata": {INTERNAL_ID_KEY: str(line["id"]), "quantity": str(int(line["quantity"])),
+                         "unit_amount": str(int(line["unit_amount"]))}}
+
+
+def same_line(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a[k] == b[k] for k in ("description", "quantity", "unit_amount"))
+
+
+def _digest(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# -- calls --------------------------------------------------------------------------------------
+
+
+async def fetch(conn: Caller, external_id: str) -> ExternalRecord:
+    try:
+        invoice = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
+    except NotFound:
+        return ExternalRecord(external_id, {}, deleted=True)
+    return record(invoice, await _all_lines(conn, invoice))
+
+
+async def _all_lines(conn: Caller, invoice: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    lines = embedded_lines(invoice)
+    if lines is not None:
+        return lines
+    out: list[Mapping[str, Any]] = []
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 100, **({"starting_after": after} if after else {})}
+        page = await conn._call("list", conn.client.v1.invoices.line_items.list_async, invoice["id"], params)
+        out += [_data(x) for x in page.data]
+        if not page.has_more or not page.data:
+            return out
+        after = page.data[-1].id
+
+
+async def create(conn: Caller, internal_id: int, fields: Mapping[str, str], key: str) -> ExternalRecord:
+    """The draft, then its lines in one `add_lines` call per batch. Status is not sent here: a command
+    after creation moves it."""
+    params = {"customer": fields["customer_id"], "currency": fields["currency"], "auto_advance": False,
+              **draft_params(fields), "metadata": {INTERNAL_ID_KEY: str(internal_id)}}
+    obj = await conn._call("create", conn.client.v1.invoices.create_async, params, {"idempotency_key": key})
+    response = getattr(obj, "last_response", None)
+    replayed = bool(response and response.headers.get("idempotent-replayed", "").lower() == "true")
+    invoice = _data(obj)
+    lines = wire.decode_lines(fields.get("lines", ""))
+    if lines:
+        invoice = await _batches(conn, "add_lines", invoice["id"], [line_params(x) for x in lines], f"{key}:lines")
+    return dataclasses.replace(record(invoice, await _all_lines(conn, invoice)), replayed=replayed)
+
+
+async def _batches(conn: Caller, op: str, external_id: str, lines: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """add_lines / update_lines / remove_lines, LINE_BATCH lines a call, each call with its own key."""
+    method = getattr(conn.client.v1.invoices, f"{op}_async")
+    invoice: dict[str, Any] = {}
+    for n in range(0, len(lines), LINE_BATCH):
+        invoice = _data(await conn._call(op, method, external_id, {"lines": lines[n:n + LINE_BATCH]},
+                                         {"idempotency_key": f"{key}:{op}:{n}"}))
+    return invoice
+
+
+async def update(conn: Caller, external_id: str, changes: Mapping[str, str], key: str) -> ExternalRecord:
+    """Draft fields, then lines, then the status command: Stripe freezes the rest once it is finalized."""
+    params = draft_params({k: v for k, v in changes.items() if k in DRAFT_PARAMS})
+    invoice: dict[str, Any] | None = None
+    if params:
+        invoice = _data(await conn._call("update", conn.client.v1.invoices.update_async, external_id, params,
+                                         {"idempotency_key": f"{key}:fields"}))
+    if "lines" in changes:
+        invoice = await _sync_lines(conn, external_id, wire.decode_lines(changes["lines"]), key)
+    if changes.get("status"):
+        invoice = await _move(conn, external_id, changes["status"], key)
+    if invoice is None:
+        return await fetch(conn, external_id)
+    return record(invoice, embedded_lines(invoice) or [])
+
+
+async def _sync_lines(conn: Caller, external_id: str, wanted: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Make Stripe's lines ours: one update_lines, one add_lines, one remove_lines call at most (per batch).
+
+    Lines are matched by our id in their metadata. A Stripe line with no id of ours that equals a line
+    of ours is claimed (our id written on it), not duplicated; one nobody wants is deleted.
+    """
+    invoice = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
+    current = [(str(line["id"]), line_entry(line)) for line in await _all_lines(conn, invoice)]
+    by_ours = {entry["id"]: (lid, entry) for lid, entry in current if entry["id"] is not None}
+    unclaimed = [(lid, entry) for lid, entry in current if entry["id"] is None]
+    updates: list[dict[str, Any]] = []
+    adds: list[dict[str, Any]] = []
+    kept: set[str] = set()
+    for line in wanted:
+        if line["id"] is None:
+            continue  # theirs, with no id of ours yet: nothing to send
+        found = by_ours.get(line["id"])
+        if found is None:
+            found = next((u for u in unclaimed if u[0] not in kept and same_line(u[1], line)), None)
+        if found is None:
+            adds.append(line_params(line))
+            continue
+        kept.add(found[0])
+        if found[1]["id"] != line["id"] or not same_line(found[1], line):
+            updates.append({"id": found[0], **line_params(line)})
+    theirs_wanted = [w for w in wanted if w["id"] is None]
+    removes = []
+    for lid, entry in current:
+        if lid in kept:
+            continue
+        if entry["id"] is None and any(same_line(entry, w) for w in theirs_wanted):
+            continue
+        removes.append({"id": lid, "behavior": "delete"})
+    result = invoice
+    if updates:
+        result = await _batches(conn, "update_lines", external_id, updates, key)
+    if adds:
+        result = await _batches(conn, "add_lines", external_id, adds, key)
+    if removes:
+        result = await _batches(conn, "remove_lines", external_id, removes, key)
+    return result
+
+
+COMMANDS = {"open": "finalize_invoice_async", "paid": "pay_async", "void": "void_invoice_async",
+            "uncollectible": "mark_uncollectible_async"}
+
+
+async def _move(conn: Caller, external_id: str, target: str, key: str) -> dict[str, Any]:
+    """Ask Stripe for `target`; when it refuses, read where the invoice is and finish or explain."""
+    if target == "draft" or target not in COMMANDS:
+        return _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
+    try:
+        return await _command(conn, external_id, target, key)
+    except NotFound:
+        raise
+    except ConnectorError as exc:
+        if exc.status != 400:
+            raise
+        current = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
+        status = str(current.get("status"))
+        if status == target or (target == "open" and RANK.get(status, 0) >= RANK["open"] and status not in TERMINAL):
+            return current  # already there (a replay, or someone else did it)
+        if status == "draft" and target in ("void", "uncollectible"):
+            await _command(conn, external_id, "open", key)  # voiding or writing off needs it finalized first
+            return await _command(conn, external_id, target, key)
+        if status in TERMINAL or RANK.get(status, 0) > RANK.get(target, 0):
+            raise StateMoved(f"stripe invoice {external_id} is {status}; cannot make it {target}") from exc
+        raise
+
+
+async def _command(conn: Caller, external_id: str, target: str, key: str) -> dict[str, Any]:
+    method = getattr(conn.client.v1.invoices, COMMANDS[target])
+    params: dict[str, Any] = {"paid_out_of_band": True} if target == "paid" else {}
+    if target == "open":
+        params["auto_advance"] = False
+    return _data(await conn._call(target, method, external_id, params,
+                                  {"idempotency_key": f"{key}:{COMMANDS[target].removesuffix('_async')}"}))
+
+
+async def delete(conn: Caller, external_id: str, key: str) -> None:
+    """Only a draft can be deleted; a finalized one is voided (the engine sends that as a status)."""
+    try:
+        await conn._call("delete", conn.client.v1.invoices.delete_async, external_id, None,
+                         {"idempotency_key": key})
+    except NotFound:
+        return
+
+
+async def set_internal_id(conn: Caller, external_id: str, internal_id: int, key: str) -> ExternalRecord:
+    obj = await conn._call("update", conn.client.v1.invoices.update_async, external_id,
+                           {"metadata": {INTERNAL_ID_KEY: str(internal_id)}}, {"idempotency_key": key})
+    invoice = _data(obj)
+    return record(invoice, await _all_lines(conn, invoice))
+
+
+async def find_by_internal_id(conn: Caller, internal_id: int) -> ExternalRecord | None:
+    query = f"metadata['{INTERNAL_ID_KEY}']:'{internal_id}'"
+    result = await conn._call("search", conn.client.v1.invoices.search_async, {"query": query, "limit": 10})
+    found = [_data(o) for o in result.data]
+    found = [o for o in found if internal_id_of(o) == internal_id]
+    if not found:
+        return None
+    return record(found[0], await _all_lines(conn, found[0]))
+
+
+async def list_all(conn: Caller, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": page_size, **({"starting_after": after} if after else {})}
+        page = await conn._call("list", conn.client.v1.invoices.list_async, params)
+        for obj in page.data:
+            invoice = _data(obj)
+            yield record(invoice, await _all_lines(conn, invoice))
+        if not page.has_more or not page.data:
+            return
+        after = page.data[-1].id
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+def handles(event_type: object) -> bool:
+    return isinstance(event_type, str) and event_type.startswith(EVENT_PREFIXES)
+
+
+def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent | None:
+    """`invoice.*` names the invoice; `invoiceitem.*` names the invoice it is attached to (a hint only)."""
+    type_ = str(payload.get("type"))
+    obj = (payload.get("data") or {}).get("object") or {}
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
+        raise WebhookRejected("event carries no object id")
+    created = payload.get("created")
+    when = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
+    if type_.startswith("invoiceitem."):
+        invoice = obj.get("invoice")
+        invoice_id = invoice.get("id") if isinstance(invoice, Mapping) else invoice
+        if not isinstance(invoice_id, str):
+            return None  # a pending item, on no invoice: nothing of ours
+        return InboundEvent(event_id=str(payload["id"]), type=type_, kind=KIND, external_id=invoice_id,
+                            created=when, record=None, payload=dict(payload))
+    deleted = type_ == "invoice.deleted"
+    lines = embedded_lines(obj)
+    # An invoice whose lines are only a first page is no snapshot: the handler reads it whole.
+    seen = record(obj, deleted=deleted) if deleted or lines is not None else None
+    return InboundEvent(event_id=str(payload["id"]), type=type_, kind=KIND, external_id=str(obj["id"]),
+                        created=when, record=seen, payload=dict(payload))

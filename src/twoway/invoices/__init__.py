@@ -1,0 +1,1 @@
+"""Our invoice catalog: invoices and their ordered lines, the second kind of synced record."""

@@ -1,0 +1,138 @@
+"""How the sync engine reads and writes invoices: their synced fields as text (see `wire`), lines included.
+
+An invoice is not one row of plain columns (its lines are rows of their own, its status is where it is
+headed and where Stripe has confirmed it), so the kind brings its own reads and writes. Writes are
+conditional on the version the engine read, and bump it, as the engine's own statements do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twoway.invoices import wire
+from twoway.invoices.models import RANK, TERMINAL, Invoice, InvoiceLine
+
+
+@dataclass(frozen=True)
+class SyncRow:
+    id: int
+    version: int
+    updated_at: datetime | None
+    deleted_at: datetime | None
+    fields: dict[str, str]
+
+
+def synced_fields(invoice: Invoice) -> dict[str, str]:
+    lines = [{"id": line.id, "description": line.description, "quantity": line.quantity,
+              "unit_amount": line.unit_amount} for line in invoice.lines]
+    return {
+        "customer_id": str(invoice.customer_id),
+        "currency": invoice.currency,
+        "collection_method": invoice.collection_method,
+        "due_date": invoice.due_date.isoformat() if invoice.due_date else "",
+        "description": invoice.description,
+        "lines": wire.encode_lines(lines),
+        "status": invoice.effective_status,
+        "confirmed_status": invoice.status,
+        "number": invoice.number or "",
+        **{k: str(getattr(invoice, k)) for k in wire.AMOUNTS},
+        "hosted_invoice_url": invoice.hosted_invoice_url or "",
+    }
+
+
+async def read(session: AsyncSession, ids: Sequence[int]) -> dict[int, SyncRow]:
+    stmt = select(Invoice).where(Invoice.id.in_(list(ids))).execution_options(populate_existing=True)
+    rows = (await session.execute(stmt)).scalars().all()
+    return {i.id: SyncRow(i.id, i.version, i.updated_at, i.deleted_at, synced_fields(i)) for i in rows}
+
+
+async def write(session: AsyncSession, invoice_id: int, expected_version: int, changes: Mapping[str, str],
+                delete: bool = False) -> bool:
+    """Apply merged values; False (nothing written) when the row moved past `expected_version`."""
+    invoice = (await session.execute(
+        select(Invoice).where(Invoice.id == invoice_id).with_for_update(of=Invoice)
+        .execution_options(populate_existing=True))).scalar_one_or_none()
+    if invoice is None or invoice.version != expected_version:
+        return False
+    apply(invoice, changes)
+    if delete and invoice.deleted_at is None:
+        invoice.deleted_at = func.now()  # type: ignore[assignment]
+    invoice.version += 1
+    invoice.updated_at = func.now()  # type: ignore[assignment]
+    await session.flush()
+    return True
+
+
+async def insert(session: AsyncSession, invoice_id: int, fields: Mapping[str, str]) -> None:
+    """An invoice made over there, imported with its lines (kept as they have it)."""
+    invoice = Invoice(id=invoice_id, customer_id=int(fields["customer_id"]), currency=fields.get("currency", ""),
+                      collection_method=fields.get("collection_method") or "charge_automatically",
+                      description=fields.get("description", ""), status="draft", version=1, lines=[])
+    apply(invoice, {k: v for k, v in fields.items() if k not in ("customer_id",)}, fresh=True)
+    session.add(invoice)
+    await session.flush()
+
+
+def apply(invoice: Invoice, changes: Mapping[str, str], *, fresh: bool = False) -> None:
+    for name in ("currency", "collection_method", "description"):
+        if name in changes:
+            setattr(invoice, name, changes[name])
+    if changes.get("customer_id"):
+        invoice.customer_id = int(changes["customer_id"])
+    if "due_date" in changes:
+        due = date.fromisoformat(changes["due_date"]) if changes["due_date"] else None
+        if due != invoice.due_date:
+            invoice.due_date = due
+            invoice.days_until_due = None  # the term we were given no longer describes the date
+    if "lines" in changes:
+        _apply_lines(invoice, wire.decode_lines(changes["lines"]), fresh=fresh)
+    for name in wire.AMOUNTS:
+        if name in changes:
+            setattr(invoice, name, int(changes[name] or 0))
+    if "number" in changes:
+        invoice.number = changes["number"] or None
+    if "hosted_invoice_url" in changes:
+        invoice.hosted_invoice_url = changes["hosted_invoice_url"] or None
+    _apply_status(invoice, changes.get("confirmed_status"), changes.get("status"))
+
+
+def _apply_status(invoice: Invoice, confirmed: str | None, merged: str | None) -> None:
+    """Stripe's confirmation moves `status`; a pending command it reached (or a terminal passed) is done."""
+    if confirmed in RANK:
+        invoice.status = confirmed
+    if merged in RANK and merged != invoice.status and RANK[merged] > RANK[invoice.status]:
+        invoice.requested_status = merged  # headed there, not yet confirmed
+    requested = invoice.requested_status
+    if requested is not None and (invoice.status in TERMINAL or RANK[invoice.status] >= RANK[requested]):
+        invoice.requested_status = None
+
+
+def _apply_lines(invoice: Invoice, entries: list[dict[str, Any]], *, fresh: bool) -> None:
+    """The other side's lines: ours by id keep their place, new ones go last, missing ones go."""
+    current = {} if fresh else {line.id: line for line in invoice.lines}
+    kept: list[InvoiceLine] = []
+    added: list[InvoiceLine] = []
+    for entry in entries:
+        line = current.pop(entry["id"], None) if entry["id"] is not None else None
+        values = {"description": entry["description"], "quantity": entry["quantity"],
+                  "unit_amount": entry["unit_amount"], "amount": entry["quantity"] * entry["unit_amount"]}
+        if line is None:
+            added.append(InvoiceLine(**values))
+            continue
+        if any(getattr(line, k) != v for k, v in values.items()):
+            for key, value in values.items():
+                setattr(line, key, value)
+            line.updated_at = func.now()  # type: ignore[assignment]
+        kept.append(line)
+    kept.sort(key=lambda line: line.position)
+    ordered = kept + added
+    for position, line in enumerate(ordered):
+        if line.position != position:
+            line.position = position
+    invoice.lines = ordered

@@ -1,0 +1,123 @@
+"""One rate limit per external account, shared through PostgreSQL by every process that calls it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+from sqlalchemy import text
+
+from tests.conftest import emulator_call, wait_until
+from tests.e2e.test_processes import worker_env
+from tests.helpers import set_faults
+from twoway.kit.db import asyncpg_dsn
+from twoway.kit.ratelimit import SHRINK_FACTOR, SharedLimiter
+from twoway.settings import Settings
+
+
+async def _spend(limiter: SharedLimiter, stamps: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await limiter.acquire()
+        stamps.append(time.monotonic())
+
+
+async def test_limiters_in_one_account_share_its_rate(db, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    dsn = asyncpg_dsn(settings.require_database_url())
+    limiters = [SharedLimiter(dsn, "test:shared", 40.0) for _ in range(3)]
+    other = SharedLimiter(dsn, "test:other", 40.0)  # another account is not slowed by this one
+    stamps: list[list[float]] = [[] for _ in range(4)]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(_spend(lim, stamps[i], stop)) for i, lim in enumerate([*limiters, other])
+             for _ in range(20)]
+    try:
+        assert await wait_until(lambda: len(stamps[3]) >= 4 * 40, timeout=30)
+    finally:
+        stop.set()
+        for lim in [*limiters, other]:
+            await lim.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    # Between the 1st and 4th second of spending: the three together hold the one account's 40/s.
+    start = min(s[0] for s in stamps[:3])
+    shared = sum(1 for s in stamps[:3] for t in s if start + 1 <= t < start + 4)
+    assert 0.9 * 120 <= shared <= 120 + 5, shared
+    assert all(len(s) > 10 for s in stamps[:3])  # nobody starves
+    assert sum(lim.leases for lim in limiters) < sum(len(s) for s in stamps[:3]) / 1.5  # blocks, not calls
+
+
+async def test_a_429_shrinks_the_rate_for_everyone_then_it_recovers(db, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    dsn = asyncpg_dsn(settings.require_database_url())
+    a, b = SharedLimiter(dsn, "test:shrink", 50.0), SharedLimiter(dsn, "test:shrink", 50.0)
+    try:
+        await a.acquire()
+        await a.rate_limited(0.2)
+        await a.rate_limited(0.2)  # a burst of 429s within a second is one signal
+        async with db() as s:
+            rate = (await s.execute(text("SELECT rate FROM rate_limits WHERE account = 'test:shrink'"))).scalar()
+        assert rate == 50.0 * SHRINK_FACTOR
+        await b.acquire()  # b leases after the penalty: it waited for it, and sees the shrunk rate
+        assert b.rate < 50.0
+
+        async def recovered() -> bool:
+            await b.acquire()
+            return b.rate >= 50.0
+        assert await wait_until(recovered, timeout=15, step=0.2)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_three_workers_share_one_stripe_limit(client, settings, emulator, db, workdir) -> None:  # type: ignore[no-untyped-def]
+    """Three `twoway worker` processes, each told the account's limit (30/s), against a Stripe that 429s
+    above 30/s: together they use >= 90 % of it, with few 429s, and nothing ends dead.
+
+    The window is 30 s (900 calls), not 60: long enough for the shared bucket's 429 feedback to show.
+    """
+    limit, window_calls, customers = 30, 900, 1150
+    set_faults(emulator, rate_limit_per_second=limit)
+    sem = asyncio.Semaphore(16)
+
+    async def create(i: int) -> None:
+        async with sem:
+            r = await client.post("/api/v1/customers", json={"name": f"Shared {i}", "email": f"s{i}@example.com"})
+            assert r.status_code == 201
+
+    await asyncio.gather(*(create(i) for i in range(customers)))
+    env = {**worker_env(settings), "STRIPE_RATE_LIMIT_PER_SECOND": str(limit)}
+    workers = [subprocess.Popen([sys.executable, "-m", "twoway", "worker"], env=env, start_new_session=True,
+                                stdout=open(workdir / f"worker-shared-{i}.log", "ab"),  # noqa: SIM115
+                                stderr=subprocess.STDOUT)
+               for i in range(3)]
+
+    def answered() -> tuple[int, int]:
+        stats = emulator_call(emulator, "/_emulator/stats")
+        by_status = [v for route, v in stats["responses"].items() if " /v1/" in route]
+        ok = sum(n for statuses in by_status for code, n in statuses.items() if code != "429")
+        return ok, sum(statuses.get("429", 0) for statuses in by_status)
+
+    try:
+        # Measure once all three are spending (the first 100 calls are the warm-up).
+        assert await wait_until(lambda: answered()[0] >= 100, timeout=90, step=0.05)
+        ok0, limited0 = answered()
+        t0 = time.monotonic()
+        assert await wait_until(lambda: answered()[0] >= ok0 + window_calls, timeout=60, step=0.05)
+        elapsed = time.monotonic() - t0
+        ok1, limited1 = answered()
+        used = (ok1 - ok0) / elapsed / limit
+        print(f"shared limit: {used:.1%} used, {limited1 - limited0} 429s in {ok1 - ok0} calls")
+        assert used >= 0.9, f"{used:.1%} of the limit"
+        assert limited1 - limited0 <= 0.05 * (ok1 - ok0), (limited1 - limited0, ok1 - ok0)
+
+        async def all_linked() -> bool:
+            async with db() as s:
+                return (await s.execute(text("SELECT count(*) FROM links"))).scalar() == customers
+        assert await wait_until(all_linked, timeout=90, step=0.5)
+        async with db() as s:
+            dead = (await s.execute(text("SELECT count(*) FROM sync_events WHERE status = 'dead'"))).scalar()
+        assert dead == 0
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(30)

@@ -1,0 +1,109 @@
+"""`twoway status`: one readable row per connector and direction; `--json` for scripts; `--watch` refreshes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+from sqlalchemy import text
+
+from tests.conftest import ROOT, wait_until
+from tests.helpers import running_worker
+from twoway.kit.db import unit_of_work
+from twoway.settings import Settings
+from twoway.sync.breaker import Breaker, save_state
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "160", "NO_COLOR": "1",
+            "DATABASE_URL": settings.require_database_url(), "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(),
+            "KAFKA_GROUP_PREFIX": settings.kafka_group_prefix, "STRIPE_SECRET_KEY": settings.stripe_key(),
+            "STRIPE_API_BASE": settings.stripe_api_base or ""}
+
+
+def _status(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "twoway", "status", *args], env=_env(settings), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def _synced_customer(client: httpx.AsyncClient, settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
+    await client.post("/api/v1/customers", json={"name": "Stan Status", "email": "stan@example.com"})
+
+    async def linked() -> bool:
+        async with db() as s:
+            return bool((await s.execute(text("SELECT count(*) FROM links"))).scalar())
+
+    async with running_worker(settings):
+        assert await wait_until(linked, timeout=30)
+
+
+async def test_one_row_per_connector_and_direction(client: httpx.AsyncClient, settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
+    await _synced_customer(client, settings, db)
+    breaker = Breaker("stripe", failure_threshold=1)
+    breaker.record_failure()  # one outage error opens it
+    async with unit_of_work(db) as session:
+        await save_state(session, "stripe", breaker)
+
+    result = _status(settings, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    # The keys scripts already read are still there, with their old shapes.
+    assert {"outbox_backlog", "inbox_backlog", "customers", "links", "sync_states", "dead_letters",
+            "last_success", "consumer_lag"} <= set(data)
+    assert data["customers"] == {"live": 1, "total": 1} and data["links"] == {"stripe": 1}
+    rows = {(r["system"], r["direction"]): r for r in data["connectors"]}
+    assert set(rows) == {("stripe", "outbound"), ("stripe", "inbound")}
+    out = rows[("stripe", "outbound")]
+    assert out["breaker"] == "open" and out["dead_letters"] == 0 and isinstance(out["consumer_lag"], int)
+    assert out["last_success"] and 0 <= out["last_success_age_seconds"] < 120
+
+    table = _status(settings)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    outbound = next(line for line in lines if "stripe" in line and "outbound" in line)
+    inbound = next(line for line in lines if "stripe" in line and "inbound" in line)
+    assert "open" in outbound and "s ago" in outbound
+    assert "never" in inbound  # nothing came in from Stripe yet
+    assert "{" not in table.stdout  # no raw JSON in the cells any more
+
+
+async def test_breaker_column_is_a_dash_without_state(client: httpx.AsyncClient, settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
+    data = json.loads(_status(settings, "--json").stdout)
+    assert [r["breaker"] for r in data["connectors"]] == [None, None]
+    row = next(line for line in _status(settings).stdout.splitlines() if "outbound" in line)
+    assert " - " in row
+
+
+def test_watch_redraws_in_place_until_interrupted(settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
+    """In a terminal (a pty here): the table is drawn, then redrawn over itself (cursor up), until Ctrl-C."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "twoway", "status", "--watch", "--interval", "0.2"],
+                            env={**_env(settings), "TERM": "xterm"}, cwd=ROOT, stdin=terminal, stdout=terminal,
+                            stderr=terminal, close_fds=True)
+    os.close(terminal)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        # Rich moves the cursor up (ESC [ n A) to draw the next frame over the last one.
+        while not (seen.count(b"outbound") >= 2 and re.search(rb"\x1b\[\d*A", seen)):
+            assert time.monotonic() < deadline, seen.decode(errors="replace")[-2000:]
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(controller, 65536)
+                except OSError:
+                    break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(20)
+        os.close(controller)
+    assert code == 0
+    assert seen.count(b"outbound") >= 2, seen.decode(errors="replace")[-2000:]
