@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     sync_max_attempts: int = 8
     sync_backoff_base_seconds: float = 0.5
     sync_backoff_max_seconds: float = 300.0
-    sync_concurrency: int = 16
     # The engine (see docs/architecture.md, "Engine"): records in flight per consumer, and calls in flight
     # per connector (a connector's own `max_in_flight` wins). Decoupled from the database pool.
     sync_max_in_flight: int = 256
