@@ -46,7 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.customer_writer = customer_writer(pool, max_batch=batch, max_wait=wait, max_inflight=inflight)
         app.state.webhook_rejections = RejectionLog(
             pool, sample_max=settings.webhook_rejection_sample_max,
-            samples_per_second=settings.webhook_rejection_samples_per_second)
+            samples_per_second=settings.webhook_rejection_samples_per_second,
+            delay=settings.webhook_rejection_delay_ms / 1000)
         stop = asyncio.Event()
         chores = [asyncio.create_task(app.state.webhook_rejections.run(stop)),
                   asyncio.create_task(_purge_idempotency_keys(pool, settings, stop))]
@@ -89,6 +90,15 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"ready": status == 200, "checks": checks}, status_code=status)
 
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """For `twoway api --workers N`: each worker process builds its app from the environment."""
+    from twoway.logs import configure
+
+    settings = Settings()
+    configure(settings.log_level, settings.log_json)
+    return create_app(settings)
 
 
 async def _purge_idempotency_keys(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event) -> None:

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Rejected webhooks: counted always; at most this many per second kept as samples, at most this many kept.
     webhook_rejection_samples_per_second: float = 5.0
     webhook_rejection_sample_max: int = 1000
+    # A rejected delivery's 400 waits this long (no CPU): a sender of forgeries that waits for answers
+    # (as HTTP/1.1 clients do) is slowed to ~1000/this per connection, so genuine deliveries keep the CPU.
+    webhook_rejection_delay_ms: float = 50.0
     idempotency_key_retention_hours: float = 24.0
     twoway_api_keys: SecretStr | None = None
 
@@ -99,6 +102,8 @@ class Settings(BaseSettings):
     # Share of the daily API allowance left for others: at it, the connector pauses like at the limit.
     salesforce_api_reserve_percent: float = 10.0
     salesforce_limit_pause_seconds: float = 300.0
+    # Each poll costs API calls (one queryAll, and `deleted/` every fifth): 30 s is ~3.5k calls a day.
+    salesforce_poll_interval_seconds: float = 30.0
     salesforce_poll_overlap_seconds: float = 60.0
     salesforce_poll_settle_seconds: float = 2.0
 

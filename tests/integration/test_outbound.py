@@ -226,6 +226,11 @@ async def test_link_removed_by_hand_is_found_again_not_recreated(client, setting
     async with running_worker(settings):
         cid = await _create(client, "Linked", "linked@example.com")
         assert await wait_until(lambda: _converged(client, emulator, [cid]))
+
+        async def linked() -> bool:  # Stripe holds it before the worker commits the link: wait for both
+            async with db() as s:
+                return bool((await s.execute(text("SELECT count(*) FROM links"))).scalar())
+        assert await wait_until(linked)
         async with db() as s:
             await s.execute(text("DELETE FROM links"))
             await s.commit()

@@ -8,6 +8,7 @@ A database that cannot be reached is a 503 with Retry-After (the sender retries;
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,8 @@ async def handle(state: Any, connector: Connector, system: str, body: bytes, hea
         rejections: RejectionLog = state.webhook_rejections
         await rejections.record(system, reason, body, remote)
         metrics.WEBHOOKS_REJECTED.labels(system=system, reason=reason).inc()
+        if rejections.delay > 0:
+            await asyncio.sleep(rejections.delay)
         return errors.error_response(400, "bad_request", reason)
     if event is None:
         metrics.WEBHOOKS_RECEIVED.labels(system=system, result="ignored").inc()

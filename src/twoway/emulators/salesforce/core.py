@@ -49,6 +49,7 @@ class Emulator:
     async def start(self) -> None:
         if self.persister is not None:
             self.persister.load()
+            self.store.daily_limit = self.config.daily_api_requests  # the command line wins over the file
             self._saver = asyncio.create_task(self.persister.run())
 
     async def stop(self) -> None:
