@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # Share of the daily API allowance left for others: at it, the connector pauses like at the limit.
     salesforce_api_reserve_percent: float = 10.0
     salesforce_limit_pause_seconds: float = 300.0
+    # Each poll costs API calls (one queryAll, and `deleted/` every fifth): 30 s is ~3.5k calls a day.
+    salesforce_poll_interval_seconds: float = 30.0
     salesforce_poll_overlap_seconds: float = 60.0
     salesforce_poll_settle_seconds: float = 2.0
 
