@@ -1,6 +1,6 @@
 """`outage`: Stripe down for 3 minutes while our API keeps taking changes.
 
-200 linked customers; the emulator answers every /v1 call 500 or 503 (`error_rate` 1.0) for 180 s while
+200 linked customers; the emulator answers every API call 503 (its `outage` knob) for 180 s while
 5 updates/s arrive at our API (each a unique name, round robin over the 200). Then Stripe is back.
 Figures: dead letters (goal 0), seconds from the end of the outage until Stripe holds every record's
 final value (goal ≤ 60), and Stripe calls per second during the outage (goal: a few probes, ≤ 5/s).
@@ -40,7 +40,7 @@ async def outage(cluster: Cluster, seconds: float) -> list[Any]:
     final: dict[int, tuple[int, str]] = {}  # record -> (version our API answered, name)
     updates = int(seconds * UPDATES_PER_S)
     before = await asyncio.to_thread(cluster.emulator_stats)
-    cluster.set_faults(error_rate=1.0)
+    cluster.set_faults(outage=True)
     started = time.monotonic()
     async with api_pool(cluster) as api:
         async def change(i: int) -> None:
@@ -54,7 +54,7 @@ async def outage(cluster: Cluster, seconds: float) -> list[Any]:
     if remaining > 0:
         await asyncio.sleep(remaining)
     during = await asyncio.to_thread(cluster.emulator_stats)
-    cluster.set_faults(error_rate=0.0)
+    cluster.set_faults(outage=False)
     ended = time.monotonic()
     outage_s = ended - started
 
@@ -70,7 +70,7 @@ async def outage(cluster: Cluster, seconds: float) -> list[Any]:
         "GET /v1/customers/search", 0)
     sizes = {"records": RECORDS, "updates": updates, "updates_per_s": UPDATES_PER_S, "outage_s": round(outage_s, 1),
              "stripe_calls_during_outage": calls, "searches_during_outage": searches, **PRODUCTION_RETRIES}
-    note = (f"{updates} updates at {UPDATES_PER_S:.0f}/s during a {outage_s:.0f} s outage (every /v1 call 500/503); "
+    note = (f"{updates} updates at {UPDATES_PER_S:.0f}/s during a {outage_s:.0f} s outage (every API call 503); "
             f"{calls} Stripe calls during it ({searches} searches); {dead} dead letters; "
             + (f"Stripe held every final value {converge_s} s after it ended" if converged
                else "Stripe did NOT hold every final value within 600 s after it ended"))
