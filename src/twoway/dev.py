@@ -25,7 +25,8 @@ from twoway.settings import Settings
 PORT_FREE_GRACE_SECONDS = 5.0
 DEV_JSON_KEYS = ("api_url", "api_key", "database_url", "kafka_bootstrap_servers",
                  "stripe_api_base", "stripe_secret_key", "stripe_webhook_secret",
-                 "salesforce_instance_url", "salesforce_access_token", "salesforce_ca_file")
+                 "salesforce_instance_url", "salesforce_access_token", "salesforce_ca_file",
+                 "salesforce_login_url", "salesforce_client_id", "salesforce_client_secret")
 SF_CLIENT_ID = "twoway-emulator"
 # Who `salesforce_access_token` acts as: a person editing Accounts, not the connector's integration user.
 SF_PERSON = "you@twoway.dev"
@@ -156,9 +157,11 @@ class DevSystem:
         # The secret goes by environment, never on a command line (visible to `ps`).
         self.env.update({"SALESFORCE_EMULATOR_CLIENT_SECRET": secret_file.read_text().strip()})
         self._spawn("salesforce", ["emulator", "salesforce", "--port", str(port), "--tls-dir", str(tls_dir),
-                                   "--client-id", SF_CLIENT_ID,
+                                   "--client-id", SF_CLIENT_ID, "--daily-api-requests", "1000000",
                                    "--state-file", str(self.state / "salesforce.json")])
         wait_for_port(port, 30, self.children["salesforce"])
+        # Against the emulator, poll as often as the Stripe poller (its allowance is set generously).
+        self.env.setdefault("SALESFORCE_POLL_INTERVAL_SECONDS", "2")
         self.env.update({"SALESFORCE_LOGIN_URL": f"https://127.0.0.1:{port}", "SALESFORCE_CLIENT_ID": SF_CLIENT_ID,
                          "SALESFORCE_CLIENT_SECRET": secret_file.read_text().strip(),
                          "SALESFORCE_CA_FILE": str(tls_dir / "ca.pem")})
@@ -167,7 +170,8 @@ class DevSystem:
     def _salesforce_info(self) -> dict[str, str | None]:
         """For scripts: an emulator token of a person (not the integration user), and the CA to trust."""
         none: dict[str, str | None] = {"salesforce_instance_url": None, "salesforce_access_token": None,
-                                       "salesforce_ca_file": None}
+                                       "salesforce_ca_file": None, "salesforce_login_url": None,
+                                       "salesforce_client_id": None, "salesforce_client_secret": None}
         if "salesforce" not in self.children:
             return none
         base, ca = self.env["SALESFORCE_LOGIN_URL"], self.env["SALESFORCE_CA_FILE"]
@@ -176,8 +180,10 @@ class DevSystem:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cafile=ca)) as r:  # noqa: S310
             token = json.loads(r.read())
+        # The connector's own credentials too, so CLI commands (reconcile, status) find the emulator.
         return {"salesforce_instance_url": token["instance_url"], "salesforce_access_token": token["access_token"],
-                "salesforce_ca_file": ca}
+                "salesforce_ca_file": ca, "salesforce_login_url": base, "salesforce_client_id": SF_CLIENT_ID,
+                "salesforce_client_secret": self.env["SALESFORCE_CLIENT_SECRET"]}
 
     def _api_key(self) -> str:
         keys = self.settings.api_keys()

@@ -106,7 +106,8 @@ def test_dev_runs_everything_stops_everything_and_recovers_after_a_crash(workdir
         info = _wait_dev(state, proc)
         assert set(info) == {"api_url", "api_key", "database_url", "kafka_bootstrap_servers",
                               "stripe_api_base", "stripe_secret_key", "stripe_webhook_secret",
-                              "salesforce_instance_url", "salesforce_access_token", "salesforce_ca_file"}
+                              "salesforce_instance_url", "salesforce_access_token", "salesforce_ca_file",
+                              "salesforce_login_url", "salesforce_client_id", "salesforce_client_secret"}
         auth = {"Authorization": f"Bearer {info['api_key']}"}
         r = httpx.post(info["api_url"] + "/api/v1/customers", json={"name": "Dev", "email": "dev@example.com"},
                        headers=auth)

@@ -35,7 +35,7 @@ def sf_settings(settings: Settings, sf_emulator: SfEmulator) -> Settings:
         "salesforce_login_url": sf_emulator.base, "salesforce_client_id": SF_CLIENT_ID,
         "salesforce_client_secret": Settings(salesforce_client_secret=SF_CLIENT_SECRET).salesforce_client_secret,
         "salesforce_ca_file": sf_emulator.ca_file, "salesforce_poll_settle_seconds": 0.3,
-        "salesforce_poll_overlap_seconds": 5, "salesforce_limit_pause_seconds": 1.0,
+        "salesforce_poll_overlap_seconds": 5, "salesforce_poll_interval_seconds": 0, "salesforce_limit_pause_seconds": 1.0,
         "salesforce_rate_limit_per_second": 200, "inbound_mode": "poll", "poll_interval_seconds": 0.3,
     })
 
