@@ -175,10 +175,11 @@ def _engine_batches() -> bool:
 async def test_500_creates_go_out_in_at_most_5_composite_calls(client, sf_settings, emulator, person,
                                                                sf_emulator, db) -> None:
     ids = list(await asyncio.gather(*(create(client, f"Bulk {i}", f"bulk{i}@example.com") for i in range(500))))
-    # A backlog of 500 (published before the consumers start), as after a burst or a pause.
+    # A backlog of 500 (published before the consumers start), as after a burst or a pause. The linger is
+    # long enough for this loaded test machine: the engine hands records over in waves.
     async with running_worker(sf_settings, ["relay"]):
         assert await wait_until(lambda: _equals(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", 0), 30)
-    async with running_worker(sf_settings):
+    async with running_worker(sf_settings.model_copy(update={"salesforce_batch_linger_ms": 1000})):
         async def all_there() -> bool:
             return len(accounts(person)) == 500
         assert await wait_until(all_there, 120, 1.0)
