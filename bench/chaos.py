@@ -14,7 +14,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import asyncpg
 import httpx
 import stripe
 
+from bench import chaos_salesforce
 from bench.cluster import Cluster, ClusterConfig
 from twoway.kit.db import asyncpg_dsn
 
@@ -58,6 +59,8 @@ class Sides:
         self.our_ids: list[int] = []
         self.stripe_ids: list[str] = []
         self.serial = 0
+        # Other systems' parts of the run (bench/chaos_*.py): refresh(), one_op(), fault(), calm(), ...
+        self.modules: list[Any] = []
 
     async def close(self) -> None:
         await self.api.aclose()
@@ -83,6 +86,9 @@ class Sides:
             pass  # the API may be down right now; keep the old view
 
     async def one_op(self) -> None:
+        if self.modules and self.rng.random() < len(self.modules) / (2 + len(self.modules)):
+            await self.rng.choice(self.modules).one_op()
+            return
         side = self.rng.choice(("ours", "stripe"))
         ids = self.our_ids if side == "ours" else self.stripe_ids
         roll = self.rng.random()
@@ -191,9 +197,10 @@ class Faults:
         self.tally.fault("broker_restart", self.started)
         await asyncio.to_thread(self.cluster.restart_broker)
 
-    def pick(self) -> Callable[[], Awaitable[None]]:
+    def pick(self, modules: Sequence[Any] = ()) -> Callable[[], Awaitable[None]]:
         victims = ["api", "relay" if self.cluster.config.split_relay else "worker-0", *self.cluster.worker_names()]
         choices: list[Callable[[], Awaitable[None]]] = [self.emulator, self.emulator]
+        choices += [lambda m=m: m.fault(self.started) for m in modules for _ in range(2)]  # type: ignore[misc]
         choices += [lambda v=v: self.kill(v) for v in victims]  # type: ignore[misc]
         return self.rng.choice(choices)
 
@@ -208,9 +215,11 @@ class Snapshot:
     links: list[dict[str, Any]]
     backlog: dict[str, int]
     dead: list[dict[str, Any]]
+    # Per module (bench/chaos_*.py): what it read of its system, for its checker and the digest.
+    more: dict[str, Any] = field(default_factory=dict)
 
     def digest(self) -> str:
-        return json.dumps([self.ours, self.theirs, self.links], sort_keys=True, default=str)
+        return json.dumps([self.ours, self.theirs, self.links, self.more], sort_keys=True, default=str)
 
 
 BACKLOG_SQL = {
@@ -224,12 +233,16 @@ BACKLOG_SQL = {
 }
 
 
-async def snapshot(cluster: Cluster, api: httpx.AsyncClient) -> Snapshot:
+async def snapshot(cluster: Cluster, api: httpx.AsyncClient, modules: Sequence[Any] = ()) -> Snapshot:
     conn = await asyncpg.connect(asyncpg_dsn(cluster.database_url))
+    more: dict[str, Any] = {}
     try:
         links = [dict(r) for r in await conn.fetch(
             "SELECT internal_id, external_id, base::text AS base FROM links WHERE system = 'stripe'")]
         backlog = {name: int(await conn.fetchval(sql)) for name, sql in {**BACKLOG_SQL, **REPORTED_ONLY}.items()}
+        for module in modules:
+            more[module.name] = await module.snapshot(conn)
+            backlog.update(more[module.name].pop("backlog", {}))
     finally:
         await conn.close()
     stats = await asyncio.to_thread(cluster.emulator_stats)
@@ -241,7 +254,12 @@ async def snapshot(cluster: Cluster, api: httpx.AsyncClient) -> Snapshot:
                "internal_id": (c.get("metadata") or {}).get("internal_id")}
               for c in await asyncio.to_thread(cluster.emulator_customers)]
     return Snapshot(sorted(ours, key=lambda c: c["id"]), sorted(theirs, key=lambda c: c["id"]),
-                    sorted(links, key=lambda link: link["internal_id"]), backlog, r.json())
+                    sorted(links, key=lambda link: link["internal_id"]), backlog, r.json(), more)
+
+
+def all_divergences(snap: Snapshot, modules: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Stripe's checks, then each module's over the same rows of ours."""
+    return divergences(snap) + [d for m in modules for d in m.divergences(snap.ours, snap.more[m.name])]
 
 
 def divergences(snap: Snapshot) -> list[dict[str, Any]]:
@@ -298,7 +316,8 @@ def quiet(snap: Snapshot) -> bool:
     return not any(v for k, v in snap.backlog.items() if k not in REPORTED_ONLY)
 
 
-async def await_convergence(cluster: Cluster, timeout: float, stable_checks: int = 3) -> dict[str, Any]:
+async def await_convergence(cluster: Cluster, timeout: float, stable_checks: int = 3,
+                            modules: Sequence[Any] = ()) -> dict[str, Any]:
     """Poll until the system is quiet, consistent and unchanged for a few checks in a row."""
     started = time.monotonic()
     streak, last_digest = 0, ""
@@ -307,21 +326,22 @@ async def await_convergence(cluster: Cluster, timeout: float, stable_checks: int
                                  headers={"Authorization": f"Bearer {cluster.api_key}"}) as api:
         while time.monotonic() - started < timeout:
             try:
-                snap = await snapshot(cluster, api)
+                snap = await snapshot(cluster, api, modules)
             except (httpx.HTTPError, OSError, asyncpg.PostgresError) as exc:
                 print(f"snapshot failed: {exc!r}", file=sys.stderr)
                 await asyncio.sleep(1)
                 continue
-            ok = quiet(snap) and not divergences(snap) and not snap.dead
+            ok = quiet(snap) and not all_divergences(snap, modules) and not snap.dead
             streak = streak + 1 if ok and snap.digest() == last_digest else (1 if ok else 0)
             last_digest = snap.digest()
             if streak >= stable_checks:
                 break
             await asyncio.sleep(1)
-    return _verdict(snap, streak >= stable_checks, time.monotonic() - started)
+    return _verdict(snap, streak >= stable_checks, time.monotonic() - started, modules)
 
 
-def _verdict(snap: Snapshot | None, converged: bool, waited: float) -> dict[str, Any]:
+def _verdict(snap: Snapshot | None, converged: bool, waited: float,
+             modules: Sequence[Any] = ()) -> dict[str, Any]:
     if snap is None:
         return {"converged": False, "time_to_converge_s": None, "divergences": [{"type": "no_snapshot"}]}
     return {
@@ -331,8 +351,9 @@ def _verdict(snap: Snapshot | None, converged: bool, waited: float) -> dict[str,
         "backlog": snap.backlog,
         "counts": {"ours_live": sum(c["deleted_at"] is None for c in snap.ours),
                    "ours_deleted": sum(c["deleted_at"] is not None for c in snap.ours),
-                   "stripe_live": len(snap.theirs), "links": len(snap.links)},
-        "divergences": divergences(snap),
+                   "stripe_live": len(snap.theirs), "links": len(snap.links),
+                   **{f"{m.name}_live": len(snap.more[m.name]["accounts"]) for m in modules}},
+        "divergences": all_divergences(snap, modules),
         # A dead letter is only explained if the record it names converged anyway; any is reported.
         "dead_letters": snap.dead,
     }
@@ -350,20 +371,27 @@ async def drive(sides: Sides, until: float, rate: float, actors: int) -> None:
     async def refresher() -> None:
         while time.monotonic() < until:
             await sides.refresh()
+            for module in sides.modules:
+                await module.refresh()
             await asyncio.sleep(2)
 
     await asyncio.gather(refresher(), *(actor() for _ in range(actors)))
 
 
-async def inject(faults: Faults, until: float, broker_at: float) -> None:
+async def inject(faults: Faults, until: float, broker_at: float, modules: Sequence[Any]) -> None:
     broker_done = False
+    # Each module's system has one outage for sure, early on; its other faults come by the dice.
+    outages = list(modules)
     while time.monotonic() < until - 2:
         await asyncio.sleep(faults.rng.uniform(1.0, 3.0))
         if not broker_done and time.monotonic() >= broker_at:
             broker_done = True
             await faults.broker()
             continue
-        await faults.pick()()
+        if outages and faults.rng.random() < 0.5:
+            await outages.pop().fault(faults.started, outage=True)
+            continue
+        await faults.pick(modules)()
 
 
 async def seed_catalog(sides: Sides, count: int) -> None:
@@ -371,6 +399,9 @@ async def seed_catalog(sides: Sides, count: int) -> None:
         await sides._our_create()
     for _ in range(count // 2):
         await sides._their_create()
+    for module in sides.modules:
+        for _ in range(count // 2):
+            await module._create()
 
 
 async def run_chaos(cluster: Cluster, duration: float, seed: int, rate: float,
@@ -378,18 +409,23 @@ async def run_chaos(cluster: Cluster, duration: float, seed: int, rate: float,
     rng = random.Random(seed)
     tally = Tally()
     sides = Sides(cluster, rng, tally)
+    if isinstance(cluster, chaos_salesforce.SalesforceCluster):
+        sides.modules.append(chaos_salesforce.SalesforceChaos(cluster, rng, tally))
+    modules = sides.modules
     try:
         await seed_catalog(sides, 20)
         started = time.monotonic()
         until = started + duration
         faults = Faults(cluster, rng, tally, started)
         await asyncio.gather(drive(sides, until, rate, actors=4),
-                             inject(faults, until, broker_at=started + duration * rng.uniform(0.3, 0.6)))
+                             inject(faults, until, started + duration * rng.uniform(0.3, 0.6), modules))
     finally:
         await sides.close()
     await asyncio.to_thread(cluster.set_faults, **NO_FAULTS)
+    for module in modules:
+        await module.calm()
     await asyncio.to_thread(_revive, cluster)
-    verdict = await await_convergence(cluster, converge_timeout)
+    verdict = await await_convergence(cluster, converge_timeout, modules=modules)
     return {"seed": seed, "duration_s": duration, "target_ops_per_s": rate, "operations": dict(tally.ops),
             "faults": dict(tally.faults), "fault_log": tally.fault_log,
             "emulator_stats": await asyncio.to_thread(cluster.emulator_stats), **verdict}
@@ -417,9 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--converge-timeout", type=float, default=180)
     parser.add_argument("--out", type=Path, default=Path("bench/chaos_report.json"))
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
+    parser.add_argument("--salesforce", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the Salesforce emulator and connector too (edits, faults, checks)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
-    cluster = Cluster(ClusterConfig(workers=args.workers)).start()
+    kind = chaos_salesforce.SalesforceCluster if args.salesforce else Cluster
+    cluster = kind(ClusterConfig(workers=args.workers)).start()
     try:
         report = asyncio.run(run_chaos(cluster, args.duration, seed, args.rate, args.converge_timeout))
     finally:

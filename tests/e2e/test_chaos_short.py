@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench import chaos_salesforce
 from bench.chaos import KNOWN_BUGS, Snapshot, divergences
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,32 @@ def test_checker_reports_each_kind_of_divergence(snap: Snapshot, expected: list[
     assert _types(snap) == expected
 
 
+def _acct(aid: str, internal_id: int | None, name: str = "A", email: str = "a@x.io") -> dict:
+    return {"id": aid, "name": name, "email": email, "internal_id": None if internal_id is None else str(internal_id)}
+
+
+def _sf_types(ours: list[dict], accounts: list[dict], links: dict[int, str]) -> list[str]:
+    return sorted(d["type"] for d in chaos_salesforce.divergences(ours, accounts, links))
+
+
+def test_salesforce_checker_accepts_agreeing_accounts() -> None:
+    assert _sf_types([_row(1), _row(2, deleted=True)], [_acct("001A", 1)], {1: "001A", 2: "001B"}) == []
+
+
+@pytest.mark.parametrize(("ours", "accounts", "links", "expected"), [
+    ([_row(1, email="b@x.io")], [_acct("001A", 1)], {1: "001A"}, ["account_field_mismatch"]),
+    ([_row(1)], [], {}, ["live_row_without_account"]),
+    ([_row(1)], [_acct("001A", 1)], {}, ["salesforce_link_mismatch"]),
+    ([_row(1, deleted=True)], [_acct("001A", 1)], {1: "001A"},
+     ["account_delete_not_propagated", "account_without_live_row"]),
+    ([_row(1)], [_acct("001A", 1), _acct("001B", 1)], {1: "001A"}, ["duplicate_accounts"]),
+    ([_row(1)], [_acct("001A", 1), _acct("001C", None)], {1: "001A"}, ["account_without_live_row"]),
+])
+def test_salesforce_checker_reports_each_kind_of_divergence(ours: list[dict], accounts: list[dict],
+                                                            links: dict[int, str], expected: list[str]) -> None:
+    assert _sf_types(ours, accounts, links) == expected
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_short_chaos_run_converges(tmp_path: Path) -> None:
@@ -73,4 +100,9 @@ def test_short_chaos_run_converges(tmp_path: Path) -> None:
     assert report["faults"].get("broker_restart") == 1
     assert any(name.startswith("sigkill.") for name in report["faults"])
     assert report["converged"], report["backlog"]
+    # Salesforce took part: edits as a person, an outage of its emulator, and its catalog counted.
+    assert sum(n for op, n in report["operations"].items()
+               if op.startswith("salesforce.") and not op.endswith(".failed")) > 50
+    assert report["faults"].get("salesforce_outage", 0) >= 1
+    assert report["counts"]["salesforce_live"] == report["counts"]["ours_live"]
     assert proc.returncode == 0, proc.stdout[-2000:]
