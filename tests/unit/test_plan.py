@@ -175,3 +175,11 @@ def test_owned_fields_come_from_their_owner_only() -> None:
     assert result.merged["number"] == "2" and not result.conflicts
     assert "number" not in plan.pushable(INVOICE, {"number": "mine", "status": "open"}, {})
     assert "status" not in plan.pushable(INVOICE, {"status": "open"}, {"status": "paid"})
+
+
+def test_deleting_a_row_whose_create_may_have_landed_replays_the_create_then_deletes() -> None:
+    trace = plan.Trace(started=(plan.Started("twoway:stripe:customer:7:create:v1", {"name": "A", "email": "a@x"},
+                                             NOW - timedelta(minutes=1)),))
+    out, calls = drive(plan.outbound(snap(ours=ours(version=2, deleted=True), trace=trace)), {plan.Create: created})
+    assert [type(c) for c in calls] == [plan.Create, plan.Delete]
+    assert out.result == "delete" and out.link is not None and out.link.base == {"deleted": True}

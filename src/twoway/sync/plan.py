@@ -495,7 +495,15 @@ def _push_delete(w: _Work) -> Generator[Call, Any, str]:
     row = w.row
     assert row is not None
     if w.link is None:
-        found = (yield Search(row.id)) if w.s.trace.exists else None
+        found: ExternalRecord | None = None
+        again = w.s.trace.replayable(w.s.now)
+        if again is not None and again.fields is not None:
+            # A create we sent may have landed: re-send it to learn its id (search may lag behind).
+            found = yield Create(row.id, dict(again.fields), again.key)
+            if found is not None and found.deleted:
+                found = None
+        elif w.s.trace.exists:
+            found = yield Search(row.id)
         if found is None:
             w.close("outbound")
             return "noop"
