@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     salesforce_timeout_seconds: float = 30.0
     salesforce_rate_limit_per_second: float = 20.0
     salesforce_max_in_flight: int = 8
+    # During a burst, a partial composite call (up to 200 records, one API call) waits this long for more.
+    salesforce_batch_linger_ms: float = 200.0
     # Share of the daily API allowance left for others: at it, the connector pauses like at the limit.
     salesforce_api_reserve_percent: float = 10.0
     salesforce_limit_pause_seconds: float = 300.0
