@@ -183,3 +183,17 @@ def test_deleting_a_row_whose_create_may_have_landed_replays_the_create_then_del
     out, calls = drive(plan.outbound(snap(ours=ours(version=2, deleted=True), trace=trace)), {plan.Create: created})
     assert [type(c) for c in calls] == [plan.Create, plan.Delete]
     assert out.result == "delete" and out.link is not None and out.link.base == {"deleted": True}
+
+
+def test_fields_the_system_keeps_are_taken_from_it_and_recorded() -> None:
+    from twoway.connectors.base import Refused
+
+    link = plan.LinkState(7, "in_1", {"status": "open", "description": "a"}, 1, id=3)
+    row = plan.Ours(7, 2, {"status": "open", "description": "b"}, False, NOW)
+    current = ExternalRecord("in_1", {"status": "paid", "description": "a"})
+    refused = Refused("frozen", fields=["description"], current=current)
+    out, _ = drive(plan.outbound(snap(ours=row, link=link)), {plan.Update: refused})
+    assert out.result == "refused" and out.failure is None
+    assert out.row is not None and out.row.changes == {"description": "a"}
+    assert out.link is not None and out.link.base == {"status": "paid", "description": "a"}
+    assert [log.status for log in out.logs] == ["conflict"]
