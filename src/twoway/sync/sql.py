@@ -120,24 +120,42 @@ UPDATE_LINKS = text("""
     WHERE l.id = v.id""")
 MARK_PROCESSED = text(
     "UPDATE inbox SET processed_at = now() WHERE id = ANY(CAST(:ids AS bigint[])) AND processed_at IS NULL")
+# By internal id, or by external id when there is none: two equality joins, not one OR, so each can use
+# an index (with the OR every open row met every record of the batch: 41 ms a batch at 5,000 open rows).
 CLOSE_OPEN = text("""
+    WITH v AS (SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]),
+                                    CAST(:iids AS bigint[]), CAST(:xids AS text[]), CAST(:keep AS boolean[]))
+                             AS v(kind, system, dir, iid, xid, keep))
     UPDATE sync_events AS s SET status = 'superseded', updated_at = now()
-    FROM unnest(CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]), CAST(:iids AS bigint[]),
-                CAST(:xids AS text[]), CAST(:keep AS boolean[])) AS v(kind, system, dir, iid, xid, keep)
-    WHERE s.status IN ('retry', 'requeued', 'started', 'dead')
-      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir
-      AND ((v.iid IS NOT NULL AND s.internal_id = v.iid) OR (v.iid IS NULL AND s.external_id = v.xid))
-      AND NOT (v.keep AND s.status = 'started')""")
+    WHERE s.status IN ('retry', 'requeued', 'started', 'dead') AND s.id IN (
+        SELECT e.id FROM v JOIN sync_events e ON e.kind = v.kind AND e.system = v.system AND e.direction = v.dir
+                                              AND e.internal_id = v.iid
+        WHERE v.iid IS NOT NULL AND e.status IN ('retry', 'requeued', 'started', 'dead')
+          AND NOT (v.keep AND e.status = 'started')
+        UNION ALL
+        SELECT e.id FROM v JOIN sync_events e ON e.kind = v.kind AND e.system = v.system AND e.direction = v.dir
+                                              AND e.external_id = v.xid
+        WHERE v.iid IS NULL AND e.status IN ('retry', 'requeued', 'started', 'dead')
+          AND NOT (v.keep AND e.status = 'started'))""")
 # What earlier failures of these records left: attempts used, when the streak began, tries made.
 PREVIOUS = text("""
+    WITH v AS (SELECT * FROM unnest(CAST(:ns AS int[]), CAST(:kinds AS text[]), CAST(:systems AS text[]),
+                                    CAST(:dirs AS text[]), CAST(:iids AS bigint[]), CAST(:xids AS text[]))
+                             AS v(n, kind, system, dir, iid, xid))
     SELECT v.n, max(s.attempts) AS attempts,
            min(COALESCE(CAST(s.detail ->> 'since' AS timestamptz), s.created_at)) AS since,
            max(COALESCE(CAST(s.detail ->> 'tries' AS int), s.attempts)) AS tries
-    FROM unnest(CAST(:ns AS int[]), CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]),
-                CAST(:iids AS bigint[]), CAST(:xids AS text[])) AS v(n, kind, system, dir, iid, xid)
-    JOIN sync_events s ON s.status IN ('retry', 'requeued')
-      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir
-      AND ((v.iid IS NOT NULL AND s.internal_id = v.iid) OR (v.iid IS NULL AND s.external_id = v.xid))
+    FROM v JOIN sync_events s ON s.status IN ('retry', 'requeued')
+      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir AND s.internal_id = v.iid
+    WHERE v.iid IS NOT NULL
+    GROUP BY v.n
+    UNION ALL
+    SELECT v.n, max(s.attempts) AS attempts,
+           min(COALESCE(CAST(s.detail ->> 'since' AS timestamptz), s.created_at)) AS since,
+           max(COALESCE(CAST(s.detail ->> 'tries' AS int), s.attempts)) AS tries
+    FROM v JOIN sync_events s ON s.status IN ('retry', 'requeued')
+      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir AND s.external_id = v.xid
+    WHERE v.iid IS NULL
     GROUP BY v.n""")
 INSERT_EVENTS = text("""
     INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, external_id, attempts,
