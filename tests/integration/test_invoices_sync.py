@@ -70,8 +70,8 @@ async def _invoice(api: httpx.AsyncClient, customer: int, lines: list[dict] = LI
 
 
 def stripe_invoice(stripe_client: stripe.StripeClient, internal_id: int) -> dict | None:
-    found = [i.to_dict() for i in stripe_client.v1.invoices.list({"limit": 100}).auto_paging_iter()
-             if (i.metadata or {}).get("internal_id") == str(internal_id)]
+    every = [i.to_dict() for i in stripe_client.v1.invoices.list({"limit": 100}).auto_paging_iter()]
+    found = [i for i in every if (i.get("metadata") or {}).get("internal_id") == str(internal_id)]
     assert len(found) <= 1, f"duplicate Stripe invoices for {internal_id}: {[f['id'] for f in found]}"
     return found[0] if found else None
 
@@ -138,7 +138,7 @@ async def _quiet(db) -> bool:  # type: ignore[no-untyped-def]
 
 
 def _signed(payload: dict, secret: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload).encode()
+    body = json.dumps(payload, default=str).encode()
     t = int(time.time())
     mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return body, {"Stripe-Signature": f"t={t},v1={mac}", "Content-Type": "application/json"}
@@ -151,9 +151,9 @@ async def test_paid_in_stripe_and_a_stale_open_changes_nothing(settings, stripe_
         assert await wait_until(lambda: _where(api, iid, lambda x: x["status"] == "open"), 30)
         si = stripe_invoice(stripe_client, iid)
         assert si is not None
-        stale = next(e.to_dict() for e in stripe_client.v1.events.list({"limit": 100}).auto_paging_iter()
-                     if e.type == "invoice.updated" and e.data.object.get("id") == si["id"]
-                     and e.data.object.get("status") == "open")
+        events = [e.to_dict() for e in stripe_client.v1.events.list({"limit": 100}).auto_paging_iter()]
+        stale = next(e for e in events if e["type"] == "invoice.updated"
+                     and e["data"]["object"]["id"] == si["id"] and e["data"]["object"]["status"] == "open")
 
         stripe_client.v1.invoices.pay(si["id"], {"paid_out_of_band": True})
         row = await wait_until(lambda: _where(api, iid, lambda x: x["status"] == "paid"), 20)
@@ -218,7 +218,7 @@ async def test_invoice_made_in_stripe_imports_its_customer_first(settings, strip
                                                "currency": "usd", "description": "imported line"})
 
         def imported() -> str | None:
-            return (stripe_client.v1.invoices.retrieve(si.id).metadata or {}).get("internal_id")
+            return (stripe_client.v1.invoices.retrieve(si.id).to_dict().get("metadata") or {}).get("internal_id")
         mine = await wait_until(imported, 30)
         assert mine, "the Stripe invoice was not imported (no internal_id written back)"
         row = await wait_until(lambda: _where(api, int(mine), lambda x: any(
@@ -226,11 +226,13 @@ async def test_invoice_made_in_stripe_imports_its_customer_first(settings, strip
         assert row and row["description"] == "from stripe" and row["status"] == "draft"
         customer = (await api.get(f"/api/v1/customers/{row['customer_id']}")).json()
         assert customer["email"] == "so@example.com"
-        # The Stripe item carries our line's id now (claimed, not copied).
-        items = await wait_until(lambda: [i for i in stripe_items(stripe_client, si.id)
-                                          if (i.get("metadata") or {}).get("internal_id")], 20)
-        assert items and len(stripe_items(stripe_client, si.id)) == 1
-        assert items[0]["metadata"]["internal_id"] == str(row["lines"][0]["id"])
+        # The line made in Stripe stays that item: an edit of it here is an update there, not a new item.
+        line = row["lines"][0]
+        r = await api.patch(f"/api/v1/invoices/{mine}", json={"lines": [
+            {"id": line["id"], "description": "edited here", "quantity": 2, "unit_amount": 617}]})
+        assert r.status_code == 200, r.text
+        assert await wait_until(lambda: [(i["description"], i["amount"]) for i in stripe_items(
+            stripe_client, si.id)] == [("edited here", 1234)], 20)
 
 
 async def test_deletes_cross_and_a_finalized_delete_voids(settings, stripe_client, emulator, db) -> None:  # type: ignore[no-untyped-def]
@@ -264,7 +266,7 @@ async def test_many_invoices_converge_under_faults(settings, stripe_client, emul
             async def converged() -> bool:
                 by_id = {}
                 for si in stripe_client.v1.invoices.list({"limit": 100}).auto_paging_iter():
-                    key = (si.metadata or {}).get("internal_id")
+                    key = (si.to_dict().get("metadata") or {}).get("internal_id")
                     assert key not in by_id, f"duplicate Stripe invoice for {key}"
                     by_id[key] = si
                 if not all(str(i) in by_id for i in ids):
@@ -276,7 +278,7 @@ async def test_many_invoices_converge_under_faults(settings, stripe_client, emul
             finally:
                 set_faults(emulator, error_rate=0, webhook_duplicate_rate=0, webhook_reorder=0)
         items = [i for i in stripe_client.v1.invoice_items.list({"limit": 100}).auto_paging_iter()]
-        keys = [(i.invoice, (i.metadata or {}).get("internal_id")) for i in items]
+        keys = [(i.invoice, (i.to_dict().get("metadata") or {}).get("internal_id")) for i in items]
         assert len(keys) == len(set(keys)) == 200 * 5, "duplicate or missing invoice items"
         assert await _count(db, "SELECT count(*) FROM sync_events WHERE status = 'dead'") == 0
 
@@ -290,3 +292,20 @@ def _stable(check):  # type: ignore[no-untyped-def]
             await asyncio.sleep(0.2)
             return False
     return run
+
+
+async def test_the_poller_carries_invoice_events_too(client, settings, stripe_client, emulator, db) -> None:  # type: ignore[no-untyped-def]
+    """No webhook endpoint: the Events API poller alone (invoice events carry decimals, stored as JSON)."""
+    async with running_worker(settings.model_copy(update={"inbound_mode": "poll"})):
+        assert await wait_until(lambda: _count(db, "SELECT count(*) FROM cursors"), 20)
+        sc = stripe_client.v1.customers.create({"name": "Polled", "email": "polled@example.com"})
+        si = stripe_client.v1.invoices.create({"customer": sc.id, "collection_method": "send_invoice",
+                                               "days_until_due": 5, "description": "polled"})
+        stripe_client.v1.invoice_items.create({"customer": sc.id, "invoice": si.id, "amount": 4321,
+                                               "currency": "usd", "description": "polled line"})
+        mine = await wait_until(lambda: (stripe_client.v1.invoices.retrieve(si.id).to_dict().get("metadata")
+                                         or {}).get("internal_id"), 30)
+        assert mine, "the invoice made in Stripe was not imported through the poller"
+        row = await wait_until(lambda: _where(client, int(mine), lambda x: [
+            line["amount"] for line in x.get("lines") or []] == [4321]), 20)
+        assert row and row["description"] == "polled"
