@@ -20,6 +20,14 @@ def _column_type(kind: records.Kind, name: str) -> str:
     return str(kind.model.__table__.c[name].type.compile(dialect=postgresql.dialect()))
 
 
+def _value(kind: records.Kind, name: str, expr: str) -> str:
+    """Synced values travel as text; an empty one is NULL in a column that is not text."""
+    kind_type = _column_type(kind, name)
+    if kind_type.startswith(("VARCHAR", "TEXT", "CHAR")):
+        return f"CAST({expr} AS {kind_type})"
+    return f"CAST(NULLIF({expr}, '') AS {kind_type})"
+
+
 @cache
 def select_rows(kind_name: str) -> Any:
     kind = records.kind(kind_name)
@@ -32,7 +40,7 @@ def select_rows(kind_name: str) -> Any:
 def update_rows(kind_name: str) -> Any:
     """Conditional on the version we read: a row the API wrote meanwhile is left alone (and retried)."""
     kind = records.kind(kind_name)
-    sets = ", ".join(f"{f} = CASE WHEN v.s_{f} THEN CAST(v.v_{f} AS {_column_type(kind, f)}) ELSE t.{f} END"
+    sets = ", ".join(f"{f} = CASE WHEN v.s_{f} THEN {_value(kind, f, 'v.v_' + f)} ELSE t.{f} END"
                      for f in kind.fields)
     arrays = ", ".join(f"CAST(:v_{f} AS text[]), CAST(:s_{f} AS boolean[])" for f in kind.fields)
     names = ", ".join(f"v_{f}, s_{f}" for f in kind.fields)
@@ -50,7 +58,7 @@ def update_rows(kind_name: str) -> Any:
 def insert_rows(kind_name: str) -> Any:
     kind = records.kind(kind_name)
     cols = ", ".join(kind.fields)
-    values = ", ".join(f"CAST(v.v_{f} AS {_column_type(kind, f)})" for f in kind.fields)
+    values = ", ".join(_value(kind, f, f"v.v_{f}") for f in kind.fields)
     arrays = ", ".join(f"CAST(:v_{f} AS text[])" for f in kind.fields)
     names = ", ".join(f"v_{f}" for f in kind.fields)
     return text(f"""
