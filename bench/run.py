@@ -423,6 +423,10 @@ def run_all(quick: bool, only: set[str] | None = None) -> tuple[list[Figure], di
 
     async def sync_paths(c: Cluster) -> list[Figure]:
         out = []
+        # Warm up first: a cold broker makes the first publish and the first fetch wait for metadata (~5 s
+        # each on the dev broker), which is start-up, not throughput.
+        await create_customers(c, 20, "warm")
+        await settle(c)
         if want("outbound_throughput"):
             out.append(progress(await outbound_throughput(c, s["throughput"])))
             print(f"[bench] settled in {await settle(c)} s", flush=True)

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     breaker_open_seconds: float = 1.0
     breaker_max_open_seconds: float = 30.0
     # The sweeper re-enqueues a lagging record at most once per this many seconds.
-    sweeper_resweep_seconds: float = 30.0
+    sweeper_resweep_seconds: float = 10.0
     db_application_name: str = "twoway"
     sync_linger_ms: int = 50
     sync_conflict_policy: Literal["newer_wins", "ours_wins", "theirs_wins"] = "newer_wins"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound
+from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, Refused
 from twoway.kit.rules import DEFAULT, Ladder, Rules
 from twoway.sync.merge import Conflict, Policy, merge
 
@@ -423,6 +423,8 @@ def _push(w: _Work) -> Generator[Call, Any, str]:
             yield Update(w.link.external_id, changes, key)
         except NotFound:
             return _gone(w)
+        except Refused as exc:
+            return _refused(w, exc)
         w.patch_link(base={**w.link.base, **changes})
     elif operation == "update":
         if w.link.last_pushed_version < row.version:
@@ -495,7 +497,15 @@ def _push_delete(w: _Work) -> Generator[Call, Any, str]:
     row = w.row
     assert row is not None
     if w.link is None:
-        found = (yield Search(row.id)) if w.s.trace.exists else None
+        found: ExternalRecord | None = None
+        again = w.s.trace.replayable(w.s.now)
+        if again is not None and again.fields is not None:
+            # A create we sent may have landed: re-send it to learn its id (search may lag behind).
+            found = yield Create(row.id, dict(again.fields), again.key)
+            if found is not None and found.deleted:
+                found = None
+        elif w.s.trace.exists:
+            found = yield Search(row.id)
         if found is None:
             w.close("outbound")
             return "noop"
@@ -517,6 +527,24 @@ def _push_delete(w: _Work) -> Generator[Call, Any, str]:
     w.patch_link(base=dict(DELETED))
     _succeeded(w, "delete")
     return "delete"
+
+
+def _refused(w: _Work, exc: Refused) -> str:
+    """The system kept its own values of some fields (its state froze them): theirs stand, recorded.
+    Our row takes them; what else differs goes in the next pass (the row change queues one)."""
+    assert w.row is not None and w.link is not None
+    current = exc.current
+    kept = {k: current.fields[k] for k in exc.fields if k in current.fields}
+    for name, value in kept.items():
+        w.log("outbound", "update", "conflict", {"field": name, "ours": w.row.fields.get(name), "theirs": value,
+                                                 "winner": "theirs", "resolution": "kept by the external system"})
+    changes = {k: v for k, v in kept.items() if w.row.fields.get(k) != v}
+    if changes:
+        w.update_row(changes)
+    else:
+        w.out.follow.append(Follow("outbound", w.s.kind, w.row.id, reason="refused"))
+    w.patch_link(base=dict(current.fields))
+    return "refused"
 
 
 def _gone(w: _Work) -> str:
