@@ -51,6 +51,21 @@ class Settings(BaseSettings):
     sync_backoff_base_seconds: float = 0.5
     sync_backoff_max_seconds: float = 300.0
     sync_concurrency: int = 16
+    # The engine (see docs/architecture.md, "Engine"): records in flight per consumer, and calls in flight
+    # per connector (a connector's own `max_in_flight` wins). Decoupled from the database pool.
+    sync_max_in_flight: int = 256
+    worker_db_pool_size: int = 5
+    # A transient error of one record becomes dead only after this long (and sync_max_attempts); outages
+    # (5xx, timeouts, an open breaker) and 429s never use up attempts at all.
+    sync_dead_after_seconds: float = 24 * 3600
+    sync_outage_retry_max_seconds: float = 30.0
+    sync_parent_wait_seconds: float = 30.0
+    breaker_failure_threshold: int = 5
+    breaker_open_seconds: float = 1.0
+    breaker_max_open_seconds: float = 30.0
+    # The sweeper re-enqueues a lagging record at most once per this many seconds.
+    sweeper_resweep_seconds: float = 30.0
+    db_application_name: str = "twoway"
     sync_linger_ms: int = 50
     sync_conflict_policy: Literal["newer_wins", "ours_wins", "theirs_wins"] = "newer_wins"
     sweeper_interval_seconds: float = 5.0

@@ -140,14 +140,30 @@ async def test_crash_after_create_then_retry_makes_one_customer(client, settings
 async def test_lost_link_is_found_by_internal_id_not_created_twice(client, settings, emulator, db) -> None:
     cid = await _create(client, "Lost Link", "lost@example.com")
     await _sync_and_crash_after_create(settings, db, cid)
-    # A later version means a new idempotency key, as if the 24 h window had passed: search must adopt.
     await client.patch(f"/api/v1/customers/{cid}", json={"name": "Lost Link 2"})
+    # The 24 h idempotency window has passed: the create can no longer be replayed, so search must adopt.
+    async with db() as s:
+        await s.execute(text("UPDATE sync_events SET created_at = now() - interval '25 hours'"))
+        await s.commit()
     healthy = SyncEngine(db, {"stripe": StripeConnector.from_settings(settings)}, settings)
     await healthy.outbound("customer", cid, "stripe")
     found = by_internal_id(emulator)[str(cid)]
     assert len(found) == 1 and found[0]["name"] == "Lost Link 2"
     stats = emulator_call(emulator, "/_emulator/stats")
     assert stats["requests"].get("GET /v1/customers/search", 0) == 1
+
+
+async def test_create_retried_after_a_change_replays_its_key_without_searching(client, settings, emulator,
+                                                                              db) -> None:
+    """Within the window a crashed create is re-sent as it was (same key, same fields), then updated."""
+    cid = await _create(client, "Replay", "replay@example.com")
+    await _sync_and_crash_after_create(settings, db, cid)
+    await client.patch(f"/api/v1/customers/{cid}", json={"name": "Replay 2"})
+    healthy = SyncEngine(db, {"stripe": StripeConnector.from_settings(settings)}, settings)
+    assert await healthy.outbound("customer", cid, "stripe") == "create"
+    found = by_internal_id(emulator)[str(cid)]
+    assert len(found) == 1 and found[0]["name"] == "Replay 2"
+    assert emulator_call(emulator, "/_emulator/stats")["requests"].get("GET /v1/customers/search", 0) == 0
 
 
 async def test_errors_and_latency_converge_without_duplicates(client, settings, emulator) -> None:

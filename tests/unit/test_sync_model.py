@@ -18,7 +18,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from twoway.sync.merge import merge
+from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound
+from twoway.sync import plan
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 DELETED = {"deleted": True}
@@ -50,6 +51,7 @@ class Event:
     external_id: str
     obj: dict[str, str]
     created: int
+    internal_id: int | None = None
     processed: bool = False
 
 
@@ -59,7 +61,9 @@ class Db:
     links: dict[int, LinkM] = field(default_factory=dict)
     inbox: dict[str, Event] = field(default_factory=dict)
     outbox: list[tuple[str, object]] = field(default_factory=list)
-    started: set[int] = field(default_factory=set)  # create traces ("a create may have reached Stripe")
+    # create traces ("a create may have reached Stripe"): key and fields, committed before the call
+    started: dict[int, list[plan.Started]] = field(default_factory=dict)
+    ok: set[int] = field(default_factory=set)  # records with a success in the log
 
 
 class Sequence:
@@ -85,6 +89,7 @@ class Stripe:
 
     def __init__(self) -> None:
         self.objs: dict[str, Obj] = {}
+        self.created: dict[str, dict[str, str]] = {}  # what an idempotent replay answers with
         self.keys: dict[str, str] = {}
         self.pipe: list[Event] = []
         self.serial = 0
@@ -93,13 +98,15 @@ class Stripe:
     def _event(self, type_: str, xid: str) -> None:
         self.serial += 1
         self.clock += 1
-        self.pipe.append(Event(f"evt_{self.serial}", type_, xid, dict(self.objs[xid].fields), self.clock))
+        obj = self.objs[xid]
+        self.pipe.append(Event(f"evt_{self.serial}", type_, xid, dict(obj.fields), self.clock, obj.internal_id))
 
     def create(self, fields: dict[str, str], internal_id: int | None, key: str | None = None) -> str:
         if key is not None and key in self.keys:
             return self.keys[key]
         xid = f"cus_{len(self.objs) + 1}"
         self.objs[xid] = Obj(dict(fields), internal_id)
+        self.created[xid] = dict(fields)
         self._event("customer.created", xid)
         if key is not None:
             self.keys[key] = xid
@@ -138,167 +145,177 @@ class Stripe:
 
 
 class Engine:
-    """One handler run inside one transaction on `db` (a copy the caller commits or throws away)."""
+    """One pass over one record, as the engine runs it: read a snapshot, drive the real planner
+    (`twoway.sync.plan`) against the Stripe model with no transaction open, then write the outcome
+    back into `db` (a copy the caller commits whole, or throws away: a crash between the calls and
+    the write-back). Create traces are committed before the create, into `committed` too."""
 
-    def __init__(self, db: Db, committed: Db, stripe: Stripe, ids: Sequence, now: int) -> None:
+    def __init__(self, db: Db, committed: Db, stripe: Stripe, ids: Sequence, now: int, down: bool = False) -> None:
         self.db, self.committed, self.stripe, self.ids, self.now = db, committed, stripe, ids, now
+        self.down = down
 
-    # -- outbound, as SyncEngine.outbound / _push -------------------------------------------------
+    current: int | None = None
 
     def outbound(self, internal_id: int) -> None:
-        row = self.db.rows.get(internal_id)
-        if row is None:
-            return
-        link = self.db.links.get(internal_id)
-        if link is not None and self._pending(link.external_id):
-            self.inbound_locked(link.external_id, link)
-        if row.deleted:
-            return self._push_delete(internal_id, row, link)
-        creating = link is None
-        if link is None:
-            link = self._create_or_adopt(internal_id, row)
-        if link.base.get("deleted"):
-            self._soft_delete(internal_id, row)  # deleted in Stripe, live here: delete wins
-            return self._succeeded(internal_id, row, link)
-        changes = {k: v for k, v in row.fields.items() if link.base.get(k) != v}
-        if changes:
-            key = f"{internal_id}:v{row.version}:{sorted(changes.items())}"
-            if not self.stripe.update(link.external_id, changes, key):
-                link.base = dict(DELETED)  # deleted in Stripe while we edited: delete wins
-                self._soft_delete(internal_id, row)
-                return self._succeeded(internal_id, row, link)
-            link.base = {**link.base, **changes}
-        elif not creating:
-            link.last_pushed_version = max(link.last_pushed_version, row.version)
-            return None
-        return self._succeeded(internal_id, row, link)
+        self.current = internal_id
+        self._run(plan.outbound(self._snapshot(internal_id=internal_id)), ("out", internal_id))
 
-    def _create_or_adopt(self, internal_id: int, row: Row) -> LinkM:
-        suspect = internal_id in self.db.started
-        xid = self.stripe.search(internal_id) if suspect else None
-        if xid is None:
-            # Committed on its own, before the call: it survives a crash of this transaction.
-            self.db.started.add(internal_id)
-            self.committed.started.add(internal_id)
-            xid = self.stripe.create(row.fields, internal_id, key=f"{internal_id}:create:v{row.version}")
-        obj = self.stripe.objs[xid]
-        # After a crash trace the key may replay a create whose customer was deleted since (the engine fetches).
-        link = LinkM(xid, dict(DELETED) if suspect and obj.deleted else dict(obj.fields))
-        self.db.links[internal_id] = link
-        return link
-
-    def _push_delete(self, internal_id: int, row: Row, link: LinkM | None) -> None:
-        if link is None:
-            found = self.stripe.search(internal_id) if internal_id in self.db.started else None
-            if found is None:
-                return
-            link = self.db.links[internal_id] = LinkM(found, dict(self.stripe.objs[found].fields))
-        if link.base.get("deleted"):
-            link.last_pushed_version = max(link.last_pushed_version, row.version)
-            return
-        self.stripe.delete(link.external_id)
-        link.base = dict(DELETED)
-        self._succeeded(internal_id, row, link)
-
-    def _succeeded(self, internal_id: int, row: Row, link: LinkM) -> None:
-        link.last_pushed_version = row.version
-        self.db.started.discard(internal_id)
-
-    # -- inbound, as SyncEngine.inbound / _inbound_locked ------------------------------------------
-
-    def inbound(self, xid: str, hint_only: bool = False) -> None:
-        """`hint_only`: the message came with an event id; if its events were handled, nothing to do."""
+    def inbound(self, xid: str, hint_only: bool = False, hint: int | None = None) -> None:
         if hint_only and not self._pending(xid):
             return
-        link = next((link for link in self.db.links.values() if link.external_id == xid), None)
-        self.inbound_locked(xid, link)
+        message = ("claim", (xid, hint)) if hint is not None else ("in", xid)
+        self._run(plan.inbound(self._snapshot(external_id=xid, hint=hint), xid, hint_only=hint_only), message)
 
-    def inbound_locked(self, xid: str, link: LinkM | None) -> None:
-        events = sorted(self._pending(xid), key=lambda e: e.created)
-        if link is not None and events and all(_matches_base(e, link.base) for e in events):
-            return self._mark(events)
-        obj = self.stripe.objs.get(xid)
-        theirs_at = max((e.created for e in events), default=None)
-        if link is None:
-            self._inbound_unlinked(xid, obj)
-        else:
-            self._inbound_linked(link, obj, theirs_at)
-        return self._mark(events)
+    # -- read ------------------------------------------------------------------------------------
 
-    def _inbound_linked(self, link: LinkM, obj: Obj | None, theirs_at: int | None) -> None:
-        internal_id = next(i for i, v in self.db.links.items() if v is link)
-        row = self.db.rows.get(internal_id)
-        if obj is None or obj.deleted:
-            link.base = dict(DELETED)
-            if row is not None and not row.deleted:
-                self._soft_delete(internal_id, row)
-                link.last_pushed_version = row.version
-            return
-        if row is None or row.deleted:
-            if not link.base.get("deleted"):
-                self.db.outbox.append(("out", internal_id))
-            return
-        if link.base.get("deleted"):
-            link.base = {}
-        result = merge(link.base, row.fields, obj.fields, ours_changed_at=_at(row.updated_at),
-                       theirs_changed_at=_at(theirs_at), policy="newer_wins")
-        changes = result.changes_for_ours(row.fields)
-        link.base = dict(obj.fields)
-        if changes:
-            self._update(internal_id, row, changes)
-        if result.merged == obj.fields:
-            link.last_pushed_version = row.version
-        elif not changes:
-            self.db.outbox.append(("out", internal_id))
-
-    def _inbound_unlinked(self, xid: str, obj: Obj | None) -> None:
-        if obj is None or obj.deleted:
-            return
-        internal_id = obj.internal_id
-        if internal_id is not None and (internal_id not in self.db.rows or internal_id in self.db.links):
-            internal_id = None  # two Stripe customers claim one row: import this one as its own record
+    def _snapshot(self, internal_id: int | None = None, external_id: str | None = None,
+                  hint: int | None = None) -> plan.Snapshot:
+        link = None
+        claims: dict[int, plan.Claim] = {}
         if internal_id is not None:
-            self.db.links[internal_id] = LinkM(xid, dict(obj.fields))
-            self.db.outbox.append(("out", internal_id))
-            return
-        internal_id = self.ids.next()
-        self.db.rows[internal_id] = Row(dict(obj.fields), updated_at=self.now)
-        self.db.outbox.append(("out", internal_id))
-        self.db.links[internal_id] = LinkM(xid, dict(obj.fields), last_pushed_version=1)
-        self.stripe.set_internal_id(xid, internal_id)
+            link = self._link(internal_id)
+        else:
+            rid = next((i for i, v in self.db.links.items() if v.external_id == external_id), None)
+            if rid is not None:
+                link, internal_id = self._link(rid), rid
+            else:
+                named = [e.internal_id for e in sorted(self._pending(external_id or ""), key=lambda e: e.created,
+                                                        reverse=True) if e.internal_id is not None]
+                for cid in {c for c in (named[0] if named else None, hint) if c is not None}:
+                    row = self.db.rows.get(cid)
+                    claims[cid] = plan.Claim(_ours(cid, row) if row else None, cid in self.db.links)
+        xid = link.external_id if link else external_id
+        row = self.db.rows.get(internal_id) if internal_id is not None else None
+        pending = tuple(plan.Pending(int(e.event_id.split("_")[1]), _seen(e), _at(e.created))
+                        for e in self._pending(xid or ""))
+        trace = plan.Trace(had_success=internal_id in self.db.ok,
+                           started=tuple(self.db.started.get(internal_id, ()))) if internal_id else plan.Trace()
+        return plan.Snapshot(kind="customer", system="stripe", now=_at(self.now), ours=_ours(internal_id, row)
+                             if row and internal_id else None, link=link, pending=pending, trace=trace,
+                             claims=claims)
 
-    # -- our catalog, as customers.service -------------------------------------------------------
-
-    def _update(self, internal_id: int, row: Row, changes: dict[str, str]) -> None:
-        row.fields.update(changes)
-        self._bump(internal_id, row)
-
-    def _soft_delete(self, internal_id: int, row: Row) -> None:
-        if not row.deleted:
-            row.deleted = True
-            self._bump(internal_id, row)
-
-    def _bump(self, internal_id: int, row: Row) -> None:
-        row.version += 1
-        row.updated_at = self.now
-        self.db.outbox.append(("out", internal_id))
+    def _link(self, internal_id: int) -> plan.LinkState | None:
+        link = self.db.links.get(internal_id)
+        if link is None:
+            return None
+        return plan.LinkState(internal_id, link.external_id, dict(link.base), link.last_pushed_version, id=internal_id)
 
     def _pending(self, xid: str) -> list[Event]:
         return [e for e in self.db.inbox.values() if e.external_id == xid and not e.processed]
 
-    def _mark(self, events: list[Event]) -> None:
-        for e in events:
-            self.db.inbox[e.event_id].processed = True
+    # -- call --------------------------------------------------------------------------------------
+
+    def _run(self, steps: plan.Plan, message: tuple[str, object]) -> None:
+        value: object = None
+        error: ConnectorError | None = None
+        while True:
+            try:
+                call = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return self._write_back(done.value, message)
+            value, error = None, None
+            try:
+                value = self._call(call)
+            except ConnectorError as exc:
+                error = exc
+
+    def _call(self, call: plan.Call) -> object:
+        if isinstance(call, plan.MarkStarted):
+            # Committed on its own, before the call: it survives a crash of this pass.
+            assert self.current is not None
+            trace = plan.Started(call.key, dict(call.fields), _at(self.now))
+            for db in (self.db, self.committed):
+                db.started.setdefault(self.current, []).append(trace)
+            return None
+        if isinstance(call, plan.NewId):
+            return self.ids.next()
+        if self.down:
+            raise ConnectorError("stripe 503", transient=True, status=503)
+        s = self.stripe
+        if isinstance(call, plan.Fetch):
+            obj = s.objs.get(call.external_id)
+            if obj is None or obj.deleted:
+                return ExternalRecord(call.external_id, {}, deleted=True)
+            return ExternalRecord(call.external_id, dict(obj.fields), internal_id=obj.internal_id)
+        if isinstance(call, plan.Search):
+            xid = s.search(call.internal_id)
+            return None if xid is None else ExternalRecord(xid, dict(s.objs[xid].fields), internal_id=call.internal_id)
+        if isinstance(call, plan.Create):
+            replayed = call.key in s.keys
+            xid = s.create(dict(call.fields), call.internal_id, key=call.key)
+            first = s.created[xid]
+            return ExternalRecord(xid, dict(first), internal_id=call.internal_id, replayed=replayed)
+        if isinstance(call, plan.Update):
+            if not s.update(call.external_id, dict(call.changes), key=call.key):
+                raise NotFound("gone")
+            return None
+        if isinstance(call, plan.Delete):
+            s.delete(call.external_id)
+            return None
+        if isinstance(call, plan.SetInternalId):
+            s.set_internal_id(call.external_id, call.internal_id)
+            return None
+        raise AssertionError(call)
+
+    # -- write back ------------------------------------------------------------------------------
+
+    def _write_back(self, out: plan.Outcome, message: tuple[str, object]) -> None:
+        db = self.db
+        if out.row is not None:
+            row = db.rows[_row_id(out)]
+            assert row.version == out.row.expected_version  # one pass at a time: never a conflict here
+            row.fields.update(out.row.changes)
+            row.deleted = row.deleted or out.row.delete
+            row.version += 1
+            row.updated_at = self.now
+        if out.insert is not None:
+            new_id, fields = out.insert
+            db.rows[new_id] = Row(dict(fields), updated_at=self.now)
+        if out.link is not None and out.link_dirty:
+            link = out.link
+            taken = any(v.external_id == link.external_id and i != link.internal_id for i, v in db.links.items())
+            if link.id is None and (link.internal_id in db.links or taken):
+                db.outbox.append(message)  # the engine's ON CONFLICT: this record goes round again
+                return
+            db.links[link.internal_id] = LinkM(link.external_id, dict(link.base), link.last_pushed_version)
+        for event_id in out.processed:
+            db.inbox[f"evt_{event_id}"].processed = True
+        for close in out.close:
+            if close.direction == "outbound" and not close.keep_started and close.internal_id is not None:
+                db.started.pop(close.internal_id, None)
+        for log in out.logs:
+            if log.status == "ok" and log.internal_id is not None:
+                db.ok.add(log.internal_id)
+        for f in out.follow:
+            if f.direction == "outbound":
+                db.outbox.append(("out", f.internal_id))
+            elif f.hint is not None:
+                db.outbox.append(("claim", (f.external_id, f.hint)))
+            else:
+                db.outbox.append(("in", f.external_id))
+        if out.failure is not None or (out.defer_seconds or 0) > 0:
+            db.outbox.append(message)  # a retry row, due later
 
 
-def _matches_base(event: Event, base: dict) -> bool:
-    if event.type.endswith(".deleted"):
-        return bool(base.get("deleted"))
-    return not base.get("deleted") and all(base.get(k) == event.obj.get(k, "") for k in FIELDS)
+def _row_id(out: plan.Outcome) -> int:
+    if out.direction == "inbound" and out.link is not None:
+        return out.link.internal_id
+    assert out.internal_id is not None
+    return out.internal_id
 
 
-def _at(clock: int | None) -> datetime | None:
-    return None if clock is None else T0 + timedelta(seconds=clock)
+def _ours(internal_id: int, row: Row) -> plan.Ours:
+    return plan.Ours(internal_id, row.version, dict(row.fields), row.deleted, _at(row.updated_at))
+
+
+def _seen(event: Event) -> ExternalRecord:
+    deleted = event.type.endswith(".deleted")
+    return ExternalRecord(event.external_id, {} if deleted else dict(event.obj), internal_id=event.internal_id,
+                          deleted=deleted)
+
+
+def _at(clock: int | None) -> datetime:
+    return T0 + timedelta(seconds=clock or 0)
 
 
 class SyncModel(RuleBasedStateMachine):
@@ -309,6 +326,7 @@ class SyncModel(RuleBasedStateMachine):
         self.ids = Sequence()
         self.queue: list[tuple[str, object]] = []  # Kafka: at least once, any order per our rules
         self.lossy = False
+        self.down = False
 
     # -- edits on both sides ---------------------------------------------------------------------
 
@@ -332,13 +350,17 @@ class SyncModel(RuleBasedStateMachine):
     def local_edit(self, i: int, name: str, value: str, delete: bool) -> None:
         live = sorted(k for k, r in self.db.rows.items() if not r.deleted)
         rid = live[i % len(live)]
-        db = copy.deepcopy(self.db)
-        engine = Engine(db, self.db, self.stripe, self.ids, self._tick())
+        row = self.db.rows[rid]
+        # As customers.service: a change bumps the version and queues a message, in one transaction.
         if delete:
-            engine._soft_delete(rid, db.rows[rid])
-        elif db.rows[rid].fields[name] != value:
-            engine._update(rid, db.rows[rid], {name: value})
-        self._commit(db)
+            row.deleted = True
+        elif row.fields[name] != value:
+            row.fields[name] = value
+        else:
+            return
+        row.version += 1
+        row.updated_at = self._tick()
+        self.queue.append(("out", rid))
 
     @rule(name=values, email=values)
     def remote_create(self, name: str, email: str) -> None:
@@ -403,13 +425,21 @@ class SyncModel(RuleBasedStateMachine):
 
     def _run(self, message: tuple[str, object]) -> Db:
         db = copy.deepcopy(self.db)
-        engine = Engine(db, self.db, self.stripe, self.ids, self._tick())
+        engine = Engine(db, self.db, self.stripe, self.ids, self._tick(), down=self.down)
         direction, target = message
         if direction == "out":
             engine.outbound(target)  # type: ignore[arg-type]
+        elif direction == "claim":
+            xid, hint = target  # type: ignore[misc]
+            engine.inbound(xid, hint=hint)
         else:
             engine.inbound(target, hint_only=direction == "hint")  # type: ignore[arg-type]
         return db
+
+    @rule(down=st.booleans())
+    def outage(self, down: bool) -> None:
+        """Stripe answers 503 to everything (or is back): failures are retried, nothing is lost."""
+        self.down = down
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -434,6 +464,7 @@ class SyncModel(RuleBasedStateMachine):
         raise AssertionError("messages keep coming: the handlers ping-pong")
 
     def teardown(self) -> None:
+        self.down = False
         self.drain()
         if not self.lossy:
             # Nothing was lost, so the queues alone must have converged, without any repair.

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.kit.outbox import enqueue_outbound
+from twoway.kit.rules import DEFAULT, Rules
 
 
 class SyncedRecord(Protocol):
@@ -30,6 +31,8 @@ class Kind:
     name: str
     model: type[Any]
     fields: tuple[str, ...]
+    # How the fields merge (both-sides, owned, status ladder, deletion, parent): see kit/rules.py.
+    rules: Rules = DEFAULT
 
     @property
     def table(self) -> str:

@@ -1,67 +1,248 @@
-"""A Kafka consumer loop that commits offsets only after the batch's work has committed in PostgreSQL."""
+"""A Kafka consumer that keeps many records in flight and commits offsets only below the oldest unfinished.
+
+Messages become items (one record each); messages about a record already in flight fold into one more
+pass after it. Each loop turn: fetch what fits, lock+read+plan what is ready (records held elsewhere wait
+a moment, in memory), and write back whatever finished, all in one transaction. A slow record never holds
+up the next batch; its message simply keeps its partition's committed offset below it until it is done.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from twoway.kit import metrics
 from twoway.logs import get_logger
+from twoway.sync.engine import Item, Job, SyncEngine
+from twoway.sync.quiet import Quiet
 
 log = get_logger(__name__)
-BatchHandler = Callable[[Sequence[ConsumerRecord]], Awaitable[None]]
+quiet = Quiet(log)
+BUSY_RETRY_SECONDS = 0.3
 
 
-async def consume(consumer: AIOKafkaConsumer, group: str, handle: BatchHandler, stop: asyncio.Event,
-                  *, max_records: int = 500, on_assigned: Callable[[], None] | None = None,
-                  linger_ms: int = 0) -> None:
-    while not stop.is_set():
+@dataclass
+class _Entry:
+    item: Item
+    offsets: list[tuple[TopicPartition, int]] = field(default_factory=list)
+    again: list[tuple[TopicPartition, int]] | None = None  # messages that came while in flight
+    not_before: float = 0.0
+
+
+class Pipeline:
+    def __init__(self, consumer: AIOKafkaConsumer, group: str, engine: SyncEngine,
+                 to_items: Callable[[ConsumerRecord], list[Item]], stop: asyncio.Event, *,
+                 max_in_flight: int = 256, on_assigned: Callable[[], None] | None = None,
+                 linger_ms: int = 0, commit_every: float = 0.2) -> None:
+        self.consumer = consumer
+        self.group = group
+        self.engine = engine
+        self.to_items = to_items
+        self.stop = stop
+        self.max_in_flight = max_in_flight
+        self.on_assigned = on_assigned
+        self.linger = linger_ms / 1000
+        self.commit_every = commit_every
+        self.waiting: dict[Any, _Entry] = {}
+        self.flying: dict[Any, _Entry] = {}
+        self.finished: list[tuple[_Entry, Job]] = []
+        self.outstanding: dict[TopicPartition, dict[int, int]] = {}  # offset -> items not yet done
+        self.seen: dict[TopicPartition, int] = {}  # next offset after the last message seen
+        self.committed: dict[TopicPartition, int] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_commit = 0.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        fetch: asyncio.Task[Any] | None = None
         try:
-            batch = await consumer.getmany(timeout_ms=500, max_records=max_records)
-        except Exception as exc:
-            log.warning("consumer poll failed", group=group, error=repr(exc)[:200])
-            await _pause(stop, 1.0)
-            continue
-        if on_assigned is not None and consumer.assignment():
-            on_assigned()
-            on_assigned = None
-        if not batch:
-            continue
-        if linger_ms:
-            # Let a burst finish arriving: ten changes to one record become one unit of work.
-            await asyncio.sleep(linger_ms / 1000)
-            more = await consumer.getmany(timeout_ms=0, max_records=max_records)
-            for tp, msgs in more.items():
-                batch.setdefault(tp, []).extend(msgs)
-        records = [r for msgs in batch.values() for r in msgs]
+            while not self.stop.is_set():
+                if fetch is None and len(self.waiting) + len(self.flying) < self.max_in_flight:
+                    fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=500, max_records=500))
+                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+                if fetch is not None:
+                    waits.add(fetch)
+                timeout = self._next_due(loop.time())
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    if w is not fetch:
+                        w.cancel()
+                self._wake.clear()
+                if fetch is not None and fetch.done():
+                    batch = self._take(fetch)
+                    fetch = None
+                    if batch and self.linger:
+                        # Let a burst finish arriving: ten changes to one record become one pass.
+                        await asyncio.sleep(self.linger)
+                        with contextlib.suppress(Exception):
+                            more = await self.consumer.getmany(timeout_ms=0, max_records=500)
+                            for tp, msgs in more.items():
+                                batch.setdefault(tp, []).extend(msgs)
+                    self._accept(batch)
+                await self._flush()
+                await self._admit(loop.time())
+                await self._commit(loop.time())
+        finally:
+            if fetch is not None:
+                fetch.cancel()
+                with contextlib.suppress(BaseException):
+                    await fetch
+            await self._drain()
+
+    def _take(self, fetch: asyncio.Task[Any]) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
-            await handle(records)
+            batch: dict[TopicPartition, list[ConsumerRecord]] = fetch.result()
         except Exception as exc:
-            # The work did not commit: rewind, so the same messages are handled again.
-            log.error("batch failed; rewinding", group=group, error=repr(exc)[:300])
-            for tp, msgs in batch.items():
-                with contextlib.suppress(Exception):
-                    consumer.seek(tp, msgs[0].offset)
-            await _pause(stop, 1.0)
-            continue
-        offsets = {tp: OffsetAndMetadata(msgs[-1].offset + 1, "") for tp, msgs in batch.items()}
+            quiet.warning("consumer poll failed", key=self.group, group=self.group, error=repr(exc)[:200])
+            return {}
+        if self.on_assigned is not None and self.consumer.assignment():
+            self.on_assigned()
+            self.on_assigned = None
+        return batch
+
+    def _next_due(self, now: float) -> float:
+        if not self.waiting:
+            return 1.0
+        due = min(e.not_before for e in self.waiting.values())
+        return max(0.0, min(1.0, due - now))
+
+    def _accept(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, msgs in batch.items():
-            metrics.CONSUMED.labels(group=group, topic=tp.topic).inc(len(msgs))
+            metrics.CONSUMED.labels(group=self.group, topic=tp.topic).inc(len(msgs))
+            pending = self.outstanding.setdefault(tp, {})
+            for msg in msgs:
+                self.seen[tp] = max(self.seen.get(tp, 0), msg.offset + 1)
+                items = self.to_items(msg)
+                if not items:
+                    continue
+                pending[msg.offset] = len(items)
+                for item in items:
+                    where = (tp, msg.offset)
+                    if item.key in self.flying:
+                        entry = self.flying[item.key]
+                        entry.again = (entry.again or []) + [where]
+                    elif item.key in self.waiting:
+                        self.waiting[item.key].offsets.append(where)
+                    else:
+                        self.waiting[item.key] = _Entry(item, [where])
+
+    async def _admit(self, now: float) -> None:
+        room = self.max_in_flight - len(self.flying)
+        ready = [e for e in self.waiting.values() if e.not_before <= now][:max(0, room)]
+        if not ready:
+            return
         try:
-            await consumer.commit(offsets)
+            jobs, busy = await self.engine.prepare([e.item for e in ready])
         except Exception as exc:
-            # A rebalance took the partitions away; the new owner re-handles them, harmlessly.
-            log.warning("offset commit failed", group=group, error=repr(exc)[:200])
+            quiet.warning("batch read failed; will retry", key=self.group, group=self.group, error=repr(exc)[:300])
+            for e in ready:
+                e.not_before = now + 1.0
+            return
+        by_item = {e.item: e for e in ready}
+        for item in busy:
+            # Held by another worker (or the API): try again in a moment; its offsets wait for it.
+            by_item[item].not_before = now + BUSY_RETRY_SECONDS
+        started = {j.item for j in jobs}
+        for e in ready:
+            if e.item not in started and e.item not in busy:
+                self._done(e)  # not ours to do (a system or kind this connector does not sync)
+                self.waiting.pop(e.item.key, None)
+        for job in jobs:
+            entry = self.waiting.pop(job.item.key)
+            self.flying[job.item.key] = entry
+            task = asyncio.create_task(self._run(entry, job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, entry: _Entry, job: Job) -> None:
+        await self.engine.run(job)
+        self.finished.append((entry, job))
+        self._wake.set()
+
+    async def _flush(self) -> None:
+        if not self.finished:
+            return
+        done, self.finished = self.finished, []
+        try:
+            await self.engine.write_back([job for _, job in done])
+        except Exception as exc:
+            # Nothing committed; the locks are released. Do these records again.
+            quiet.warning("write-back failed; redoing the records", key=self.group, group=self.group,
+                          error=repr(exc)[:300])
+            for entry, _job in done:
+                self.flying.pop(entry.item.key, None)
+                entry.offsets += entry.again or []
+                entry.again = None
+                entry.not_before = asyncio.get_running_loop().time() + 1.0
+                self.waiting[entry.item.key] = entry
+            return
+        for entry, _job in done:
+            self.flying.pop(entry.item.key, None)
+            self._done(entry)
+            if entry.again:
+                # Changed again while we worked: one more pass over the new state.
+                self.waiting[entry.item.key] = _Entry(entry.item, entry.again)
+
+    def _done(self, entry: _Entry) -> None:
+        for tp, offset in entry.offsets:
+            pending = self.outstanding.get(tp, {})
+            if offset in pending:
+                pending[offset] -= 1
+                if pending[offset] <= 0:
+                    del pending[offset]
+        entry.offsets = []
+
+    async def _commit(self, now: float, force: bool = False) -> None:
+        if not force and now - self._last_commit < self.commit_every:
+            return
+        self._last_commit = now
+        assigned = self.consumer.assignment()
+        offsets = {}
+        for tp, nxt in self.seen.items():
+            if tp not in assigned:
+                continue
+            pending = self.outstanding.get(tp)
+            upto = min(pending) if pending else nxt
+            if self.committed.get(tp) != upto:
+                offsets[tp] = OffsetAndMetadata(upto, "")
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+            for tp, meta in offsets.items():
+                self.committed[tp] = meta.offset
+        except Exception as exc:
+            # A rebalance took partitions away; their new owner handles the messages again, harmlessly.
+            quiet.warning("offset commit failed", key=self.group, group=self.group, error=repr(exc)[:200])
+        for tp in list(self.seen):
+            if tp not in assigned:
+                self.seen.pop(tp, None)
+                self.outstanding.pop(tp, None)
+                self.committed.pop(tp, None)
+
+    async def _drain(self, patience: float = 10.0) -> None:
+        """On stop: let calls in flight finish and write them back, so little is done twice."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=patience)
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self._flush()
+        with contextlib.suppress(Exception):
+            await self._commit(0.0, force=True)
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+async def consume(consumer: AIOKafkaConsumer, group: str, engine: SyncEngine,
+                  to_items: Callable[[ConsumerRecord], list[Item]], stop: asyncio.Event, **kw: Any) -> None:
+    await Pipeline(consumer, group, engine, to_items, stop, **kw).run()
 
 
-def partitions_of(batch: dict[TopicPartition, list[ConsumerRecord]]) -> list[TopicPartition]:
+def partitions_of(batch: dict[TopicPartition, Sequence[ConsumerRecord]]) -> list[TopicPartition]:
     return list(batch)

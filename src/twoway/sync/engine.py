@@ -1,375 +1,676 @@
-"""The engine: level-triggered handlers that make one record agree on both sides.
+"""The engine, in batches: lock and read (short), plan and call (no transaction held), write back (one).
 
-Handlers never trust a message body. They read our row, the link and (when needed) the external
-object, then converge. Duplicates, replays and reordering are therefore harmless.
+1. `prepare`: take the records' locks in bulk (session advisory locks on one connection) and read rows,
+   links, pending inbox events and create traces set-based, in one short transaction.
+2. `run`: drive each record's pure plan (`twoway.sync.plan`) through its calls, concurrently, bounded
+   by the connector's in-flight limit and guarded by its circuit breaker, holding no connection.
+3. `write_back`: every outcome in one transaction of bulk statements; then the locks go.
+
+Handlers never trust a message body: a plan starts from what is read, so duplicates, replays and
+reordering are harmless.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
-from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from twoway.connectors.base import Connector, ConnectorError, ExternalRecord, NotFound
+from twoway.connectors.base import BatchWrites, Connector, ConnectorError, CreateItem, Unavailable, UpdateItem
 from twoway.kit import metrics, records
 from twoway.kit.backoff import backoff_seconds
-from twoway.kit.db import advisory_lock, unit_of_work
-from twoway.kit.outbox import enqueue_outbound, record_key
+from twoway.kit.db import RecordLocks
+from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, record_key
 from twoway.logs import get_logger
 from twoway.settings import Settings
-from twoway.sync import log as synclog
-from twoway.sync.inbox import InboxRepository
-from twoway.sync.links import LinkRepository
-from twoway.sync.merge import merge
-from twoway.sync.models import InboxEvent, Link
+from twoway.sync import plan, sql
+from twoway.sync.breaker import Breaker
+from twoway.sync.coalesce import Coalescer
+from twoway.sync.quiet import Quiet
 
 logger = get_logger(__name__)
-DELETED = {"deleted": True}
-# Stripe keeps idempotency keys for 24 hours; stay clear of the edge.
-IDEMPOTENCY_WINDOW = timedelta(hours=23)
-
-
-def _key(*parts: object) -> str:
-    return "twoway:" + ":".join(str(p) for p in parts)
-
-
-def _digest(values: Mapping[str, str]) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+quiet = Quiet(logger)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Item:
+    """One record's work: outbound (make `system` hold our row) or inbound (take in their object)."""
+
+    direction: str
+    kind: str
+    system: str
+    internal_id: int | None = None
+    external_id: str | None = None
+    hint_only: bool = False
+    hint: int | None = None  # inbound: a row of ours the object may claim
+
+    @property
+    def key(self) -> tuple[str, str, str, object]:
+        return (self.direction, self.kind, self.system,
+                self.internal_id if self.direction == "outbound" else self.external_id)
+
+
+@dataclass
+class Job:
+    item: Item
+    locks: list[str]
+    snapshot: plan.Snapshot
+    outcome: plan.Outcome | None = None
+    error: BaseException | None = None
+    attempts_seen: dict[str, Any] = field(default_factory=dict)
+
+
+class Busy(Exception):
+    pass
+
+
 class SyncEngine:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], connectors: Mapping[str, Connector],
-                 settings: Settings) -> None:
+                 settings: Settings, *, locks: RecordLocks | None = None,
+                 breakers: Mapping[str, Breaker] | None = None) -> None:
         self.sessions = sessions
         self.connectors = connectors
         self.settings = settings
+        self._own_locks = locks is None
+        self.locks = locks or RecordLocks(_url(sessions), application_name="twoway-locks")
+        self.breakers: dict[str, Breaker] = dict(breakers or {})
+        for system in connectors:
+            self.breakers.setdefault(system, Breaker(
+                system, failure_threshold=settings.breaker_failure_threshold,
+                open_seconds=settings.breaker_open_seconds, max_open_seconds=settings.breaker_max_open_seconds))
+        self._in_flight = {s: asyncio.Semaphore(int(getattr(c, "max_in_flight", 0) or settings.sync_max_in_flight))
+                           for s, c in connectors.items()}
+        self._marks = Coalescer(self._mark_started_many)
+        self._ids: dict[str, list[int]] = defaultdict(list)
+        self._id_lock = asyncio.Lock()
+        self._find = Coalescer(self._find_links_many)
+        self._batches: dict[tuple[str, str, str], Coalescer] = {}
 
-    # -- outbound ------------------------------------------------------------------------------
+    # -- the one-record entry points (tests, tools) -------------------------------------------
 
     async def outbound(self, kind: str, internal_id: int, system: str) -> str:
-        """Make `system` hold what our row holds. Returns the outcome for logs and tests."""
-        connector = self.connectors[system]
-        if kind not in connector.kinds():
+        """Make `system` hold what our row holds. Returns the outcome, for logs and tests."""
+        if kind not in self.connectors[system].kinds():
             return "unsupported"
-        async with unit_of_work(self.sessions) as session:
-            await advisory_lock(session, record_key(kind, internal_id))
-            row = await records.get(session, kind, internal_id)
-            if row is None:
-                return "missing"
-            links = LinkRepository(session)
-            link = await links.for_record(kind, internal_id, system)
-            if link is not None and await InboxRepository(session).has_pending(system, kind, link.external_id):
-                # Their change is waiting: merge it first, so a both-sides edit is resolved, not overwritten.
-                await self._inbound_locked(session, connector, kind, link.external_id, link)
-                await session.refresh(row)
-            try:
-                outcome = await self._push(session, connector, kind, row, link)
-                logger.debug("outbound handled", system=system, kind=kind, internal_id=internal_id, outcome=outcome)
-                return outcome
-            except ConnectorError as exc:
-                await self._record_failure(session, kind, system, "outbound", exc, internal_id=internal_id,
-                                           external_id=link.external_id if link else None)
-                return "failed"
-
-    async def _push(self, session: AsyncSession, connector: Connector, kind: str, row: records.SyncedRecord,
-                    link: Link | None) -> str:
-        system = connector.system
-        if row.deleted_at is not None:
-            return await self._push_delete(session, connector, kind, row, link)
-        operation = "update"
-        if link is None:
-            link = await self._create_or_adopt(session, connector, kind, row)
-            operation = "create"
-        if link.base.get("deleted"):
-            return await self._gone_in_stripe(session, kind, row, link)
-        ours = row.fields()
-        changes = {k: v for k, v in ours.items() if link.base.get(k) != v}
-        if changes:
-            key = _key(system, kind, row.id, f"v{row.version}", _digest(changes))
-            try:
-                await connector.update(kind, link.external_id, changes, key)
-            except NotFound:
-                return await self._gone_in_stripe(session, kind, row, link)
-            link.base = {**link.base, **changes}
-        elif operation == "update":
-            if link.last_pushed_version < row.version:
-                link.last_pushed_version = row.version
-            await synclog.close_open(session, kind, system, "outbound", row.id, None, include_dead=True)
-            return "noop"
-        await self._succeeded(session, kind, system, row, link, operation if operation == "create" else "update")
-        return operation
-
-    async def _create_or_adopt(self, session: AsyncSession, connector: Connector, kind: str,
-                               row: records.SyncedRecord) -> Link:
-        system = connector.system
-        key = _key(system, kind, row.id, "create", f"v{row.version}")
-        trace = await synclog.create_trace(session, kind, row.id, system)
-        record: ExternalRecord | None = None
-        if trace.exists and not trace.only_this_key_recently(key, IDEMPOTENCY_WINDOW):
-            # An earlier create under another key (or too long ago for Stripe to replay it) may have
-            # run, or a link was lost after a success: look before creating. Not before every create:
-            # search is slow, eventually consistent and rate limited.
-            record = await connector.find_by_internal_id(kind, row.id)
-        if record is None:
-            await self._mark_create_started(kind, row.id, system, key)
-            try:
-                record = await connector.create(kind, row.id, row.fields(), key)
-            except ConnectorError as exc:
-                if exc.code != "idempotency_error":
-                    raise
-                record = await connector.find_by_internal_id(kind, row.id)
-                if record is None:
-                    raise ConnectorError("create key reused but no customer found yet", transient=True)
-            if record.replayed:
-                # A replay answers with the customer as first created; it may have been deleted since.
-                current = await connector.fetch(kind, record.external_id)
-                record = current if current.deleted else record
-        link = Link(kind=kind, internal_id=row.id, system=system, external_id=record.external_id,
-                    base=dict(DELETED) if record.deleted else dict(record.fields), last_pushed_version=0)
-        return await LinkRepository(session).add(link)
-
-    async def _mark_create_started(self, kind: str, internal_id: int, system: str, key: str) -> None:
-        """Committed on its own, before the call, so a crash leaves a trace that a create may exist."""
-        async with unit_of_work(self.sessions) as side:
-            trace = await synclog.create_trace(side, kind, internal_id, system)
-            if key not in trace.started_keys:
-                await synclog.add(side, kind=kind, system=system, direction="outbound", operation="create",
-                                  status="started", internal_id=internal_id, detail={"key": key})
-
-    async def _push_delete(self, session: AsyncSession, connector: Connector, kind: str, row: records.SyncedRecord,
-                           link: Link | None) -> str:
-        system = connector.system
-        if link is None:
-            found = None
-            if (await synclog.create_trace(session, kind, row.id, system)).exists:
-                found = await connector.find_by_internal_id(kind, row.id)
-            if found is None:
-                await synclog.close_open(session, kind, system, "outbound", row.id, None, include_dead=True)
-                return "noop"
-            link = await LinkRepository(session).add(Link(
-                kind=kind, internal_id=row.id, system=system, external_id=found.external_id,
-                base=dict(found.fields)))
-        if link.base.get("deleted"):
-            link.last_pushed_version = max(link.last_pushed_version, row.version)
-            return "noop"
-        await connector.delete(kind, link.external_id, _key(system, kind, row.id, "delete"))
-        link.base = dict(DELETED)
-        await self._succeeded(session, kind, system, row, link, "delete")
-        return "delete"
-
-    async def _gone_in_stripe(self, session: AsyncSession, kind: str, row: records.SyncedRecord, link: Link) -> str:
-        """Deleted on their side while we edited: deletion wins (a recorded policy)."""
-        link.base = dict(DELETED)
-        await records.soft_delete(session, kind, row)
-        await synclog.add(session, kind=kind, system=link.system, direction="outbound", operation="update",
-                    status="conflict", internal_id=row.id, external_id=link.external_id,
-                    detail={"resolution": "deleted in external system; delete wins over edit"})
-        await self._succeeded(session, kind, link.system, row, link, "delete")
-        return "gone"
-
-    async def _succeeded(self, session: AsyncSession, kind: str, system: str, row: records.SyncedRecord, link: Link,
-                         operation: str) -> None:
-        link.last_pushed_version = row.version
-        link.last_synced_at = func.now()  # type: ignore[assignment]
-        link.updated_at = func.now()  # type: ignore[assignment]
-        await synclog.close_open(session, kind, system, "outbound", row.id, None, include_dead=True)
-        await synclog.add(session, kind=kind, system=system, direction="outbound", operation=operation, status="ok",
-                    internal_id=row.id, external_id=link.external_id)
-        metrics.SYNC_RESULTS.labels(system=system, direction="outbound", status="ok").inc()
-        changed = records.changed_at(row)
-        if changed is not None:
-            metrics.SYNC_LATENCY.labels(system=system, direction="outbound").observe(
-                max(0.0, (_now() - changed).total_seconds()))
-
-    # -- inbound -------------------------------------------------------------------------------
+        return await self.one(Item("outbound", kind, system, internal_id=internal_id))
 
     async def inbound(self, system: str, kind: str, external_id: str, *, hint_only: bool = False) -> str:
-        """Make our catalog agree with the external object, merging both sides' changes.
+        return await self.one(Item("inbound", kind, system, external_id=external_id, hint_only=hint_only))
 
-        `hint_only`: the message named events that someone already handled, so when none is pending
-        there is nothing to look at. Without it (reconcile, retries, sweeper) the object is always read.
-        """
-        connector = self.connectors[system]
-        async with unit_of_work(self.sessions) as session:
-            lock_key = await self._inbound_lock_key(session, system, kind, external_id)
-            await advisory_lock(session, lock_key)
-            link = await LinkRepository(session).for_external(system, kind, external_id)
-            if hint_only and not await InboxRepository(session).has_pending(system, kind, external_id):
-                return "handled"
-            try:
-                outcome = await self._inbound_locked(session, connector, kind, external_id, link)
-                logger.debug("inbound handled", system=system, external_id=external_id, outcome=outcome,
-                             lock=lock_key)
-                return outcome
-            except ConnectorError as exc:
-                await self._record_failure(session, kind, system, "inbound", exc,
-                                           internal_id=link.internal_id if link else None, external_id=external_id)
-                return "failed"
+    async def one(self, item: Item, patience: float = 30.0) -> str:
+        """One record through the whole batch path, waiting while another holds it."""
+        deadline = asyncio.get_running_loop().time() + patience
+        try:
+            while True:
+                jobs, _busy = await self.prepare([item])
+                if jobs:
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    raise Busy(f"{item} is locked elsewhere")
+                await asyncio.sleep(0.05)
+            job = jobs[0]
+            await self.run(job)
+            if job.error is not None:
+                await self.locks.unlock(job.locks)
+                raise job.error  # a crash before the write-back: nothing of ours commits
+            await self.write_back(jobs)
+            assert job.outcome is not None
+            return "failed" if job.outcome.failure else job.outcome.result
+        finally:
+            if self._own_locks:
+                await self.locks.close()
 
-    async def _inbound_lock_key(self, session: AsyncSession, system: str, kind: str, external_id: str) -> str:
-        """Lock the internal record when we can name it, so inbound and outbound never interleave.
+    # -- 1. lock and read ------------------------------------------------------------------------
 
-        Plain reads, not ORM loads: an object loaded before the lock would sit in the session's identity
-        map and hide the values another transaction commits while we wait.
-        """
-        params = {"system": system, "kind": kind, "xid": external_id}
-        linked = (await session.execute(_LINKED_ID, params)).scalar()
-        if linked is not None:
-            return record_key(kind, int(linked))
-        for (payload,) in (await session.execute(_PENDING_PAYLOADS, params)).all():
-            seen = self.connectors[system].snapshot(payload)
-            if seen is not None and seen.internal_id is not None:
-                return record_key(kind, seen.internal_id)
-        return f"{system}:{kind}:{external_id}"
+    async def prepare(self, items: Sequence[Item]) -> tuple[list[Job], list[Item]]:
+        """Lock what can be locked and read it all. Returns the jobs, and the items held elsewhere."""
+        items = [i for i in items if i.system in self.connectors and i.kind in self.connectors[i.system].kinds()]
+        wanted = await self._lock_keys(items)
+        granted = await self.locks.try_lock(k for keys in wanted.values() for k in keys)
+        ready, busy = [], []
+        for item in items:
+            keys = wanted[item]
+            if all(k in granted for k in keys):
+                ready.append(item)
+            else:
+                busy.append(item)
+                await self.locks.unlock(k for k in keys if k in granted)
+        if not ready:
+            return [], busy
+        try:
+            jobs = await self._read(ready, wanted)
+        except BaseException:
+            await self.locks.unlock(k for i in ready for k in wanted[i])
+            raise
+        # A link may have appeared since the keys were chosen: never run without its record's lock.
+        late = [j for j in jobs if j.snapshot.link is not None
+                and record_key(j.item.kind, j.snapshot.link.internal_id) not in j.locks]
+        if late:
+            await self.locks.unlock(k for j in late for k in j.locks)
+            busy += [j.item for j in late]
+            jobs = [j for j in jobs if j not in late]
+        return jobs, busy
 
-    async def _inbound_locked(self, session: AsyncSession, connector: Connector, kind: str, external_id: str,
-                              link: Link | None) -> str:
-        system = connector.system
-        events = await InboxRepository(session).pending(system, kind, external_id)
-        if link is not None and self._events_match_base(connector, events, link):
-            await InboxRepository(session).mark_processed(events)
-            await synclog.close_open(session, kind, system, "inbound", None, external_id, include_dead=True)
-            return "echo"
-        theirs = await connector.fetch(kind, external_id)
-        theirs_at = max((e.event_created for e in events if e.event_created), default=None)
-        if link is None:
-            outcome = await self._inbound_unlinked(session, connector, kind, theirs)
+    async def _lock_keys(self, items: Sequence[Item]) -> dict[Item, list[str]]:
+        out: dict[Item, list[str]] = {}
+        inbound: dict[tuple[str, str], list[Item]] = defaultdict(list)
+        for item in items:
+            if item.direction == "outbound":
+                assert item.internal_id is not None
+                out[item] = [record_key(item.kind, item.internal_id)]
+            else:
+                inbound[(item.system, item.kind)].append(item)
+        if not inbound:
+            return out
+        async with self.sessions() as session:
+            for (system, kind), group in inbound.items():
+                rows = (await session.execute(sql.INBOUND_KEYS, {
+                    "system": system, "kind": kind, "xids": list({i.external_id for i in group})})).all()
+                linked: dict[str, int] = {}
+                named: dict[str, int] = {}
+                for r in rows:
+                    if r.linked is not None:
+                        linked[r.xid] = int(r.linked)
+                    elif r.payload is not None and r.xid not in named:
+                        seen = self.connectors[system].snapshot(r.payload)
+                        if seen is not None and seen.internal_id is not None:
+                            named[r.xid] = seen.internal_id
+                for item in group:
+                    assert item.external_id is not None
+                    keys = [f"{system}:{kind}:{item.external_id}"]
+                    rid = linked.get(item.external_id)
+                    # Unlinked: the rows it may claim (what its events said; what a fetch said, the hint).
+                    for r in ([rid] if rid is not None else [named.get(item.external_id), item.hint]):
+                        if r is not None and record_key(kind, r) not in keys:
+                            keys.append(record_key(kind, r))
+                    out[item] = keys
+            await session.rollback()
+        return out
+
+    async def _read(self, items: Sequence[Item], keys: Mapping[Item, list[str]]) -> list[Job]:
+        now = _now()
+        groups: dict[tuple[str, str], list[Item]] = defaultdict(list)
+        for item in items:
+            groups[(item.kind, item.system)].append(item)
+        jobs: list[Job] = []
+        async with self.sessions() as session:
+            for (kind_name, system), group in groups.items():
+                kind = records.kind(kind_name)
+                connector = self.connectors[system]
+                claims = {int(k.split(":", 1)[1]): i for i in group if i.direction == "inbound"
+                          for k in keys[i][1:]}
+                iids = {i.internal_id for i in group if i.internal_id is not None} | set(claims)
+                xids = {i.external_id for i in group if i.external_id is not None}
+                params = {"kind": kind_name, "system": system}
+                links = (await session.execute(sql.LINKS, {**params, "iids": list(iids), "xids": list(xids)})).all()
+                by_iid = {r.internal_id: r for r in links}
+                by_xid = {r.external_id: r for r in links}
+                iids |= {r.internal_id for r in links}
+                rows = {r.id: r for r in (await session.execute(sql.select_rows(kind_name),
+                                                                {"ids": list(iids)})).all()}
+                xids |= {r.external_id for r in links}
+                pending: dict[str, list[plan.Pending]] = defaultdict(list)
+                for e in (await session.execute(sql.PENDING, {**params, "xids": list(xids)})).all():
+                    pending[e.external_id].append(plan.Pending(e.id, connector.snapshot(e.payload), e.event_created,
+                                                               e.received_at))
+                unlinked = [i.internal_id for i in group if i.direction == "outbound" and i.internal_id not in by_iid]
+                traces: dict[int, plan.Trace] = {}
+                if unlinked:
+                    for t in (await session.execute(sql.TRACES, {**params, "iids": unlinked})).all():
+                        traces[t.internal_id] = _trace(t.ok, t.started)
+                parent_links: dict[int, str] = {}
+                if kind.rules.parent is not None:
+                    pids = {int(v) for r in rows.values() if (v := getattr(r, kind.rules.parent.field, None))}
+                    if pids:
+                        parent_links = {r.internal_id: r.external_id for r in (await session.execute(
+                            sql.PARENT_LINKS, {"kind": kind.rules.parent.kind, "system": system,
+                                               "iids": list(pids)})).all()}
+                for item in group:
+                    link_row = by_iid.get(item.internal_id) if item.direction == "outbound" \
+                        else by_xid.get(item.external_id)
+                    link = _link(link_row)
+                    rid = item.internal_id if item.direction == "outbound" else (link.internal_id if link else None)
+                    ours = _ours(kind, rows.get(rid)) if rid is not None else None
+                    item_claims = {}
+                    if item.direction == "inbound" and link is None:
+                        for k in keys[item][1:]:
+                            cid = int(k.split(":", 1)[1])
+                            item_claims[cid] = plan.Claim(_ours(kind, rows.get(cid)), cid in by_iid)
+                    xid = link.external_id if link else item.external_id
+                    snap = plan.Snapshot(
+                        kind=kind_name, system=system, now=now, ours=ours, link=link,
+                        pending=tuple(pending.get(xid, ())) if xid else (),
+                        trace=traces.get(rid, plan.Trace()) if rid is not None else plan.Trace(),
+                        rules=kind.rules, policy=self.settings.sync_conflict_policy, claims=item_claims,
+                        parent_links=parent_links)
+                    jobs.append(Job(item, keys[item], snap))
+            await session.rollback()
+        return jobs
+
+    # -- 2. plan and call ----------------------------------------------------------------------
+
+    async def run(self, job: Job) -> None:
+        """Drive the record's plan through its calls. No connection or transaction is held here."""
+        s, item = job.snapshot, job.item
+        steps = plan.outbound(s) if item.direction == "outbound" else \
+            plan.inbound(s, item.external_id or "", hint_only=item.hint_only)
+        value: Any = None
+        error: ConnectorError | None = None
+        try:
+            while True:
+                try:
+                    call = steps.send(value) if error is None else steps.throw(error)
+                except StopIteration as done:
+                    job.outcome = done.value
+                    return
+                value, error = None, None
+                try:
+                    value = await self._call(item, call)
+                except ConnectorError as exc:
+                    error = exc
+        except Exception as exc:  # a bug or a crash in a connector: this record is retried, the batch goes on
+            job.error = exc
+
+    async def _call(self, item: Item, call: plan.Call) -> Any:
+        if isinstance(call, plan.MarkStarted):
+            assert item.internal_id is not None
+            return await self._marks.submit((item.kind, item.system, item.internal_id, call.key, dict(call.fields)))
+        if isinstance(call, plan.NewId):
+            return await self._new_id(item.kind)
+        if isinstance(call, plan.FindLink):
+            return await self._find.submit((call.kind, item.system, call.external_id))
+        connector = self.connectors[item.system]
+        breaker = self.breakers[item.system]
+        if not breaker.allow():
+            raise Unavailable(item.system, breaker.retry_after())
+        try:
+            async with self._in_flight[item.system]:
+                result = await self._external(connector, item.kind, call)
+        except ConnectorError as exc:
+            if exc.outage:
+                breaker.record_failure()
+            elif not exc.rate_limited:
+                breaker.record_success()  # the system answered: it is up
+            raise
+        breaker.record_success()
+        return result
+
+    async def _external(self, connector: Connector, kind: str, call: plan.Call) -> Any:
+        if isinstance(call, plan.Fetch):
+            return await connector.fetch(kind, call.external_id)
+        if isinstance(call, plan.Search):
+            return await connector.find_by_internal_id(kind, call.internal_id)
+        if isinstance(call, plan.Create):
+            if isinstance(connector, BatchWrites):
+                return await self._batched(connector, kind, "create",
+                                           CreateItem(call.internal_id, call.fields, call.key))
+            return await connector.create(kind, call.internal_id, call.fields, call.key)
+        if isinstance(call, plan.Update):
+            if isinstance(connector, BatchWrites):
+                return await self._batched(connector, kind, "update",
+                                           UpdateItem(call.external_id, call.changes, call.key))
+            return await connector.update(kind, call.external_id, call.changes, call.key)
+        if isinstance(call, plan.Delete):
+            return await connector.delete(kind, call.external_id, call.key)
+        if isinstance(call, plan.SetInternalId):
+            return await connector.set_internal_id(kind, call.external_id, call.internal_id, call.key)
+        raise TypeError(f"unknown call {call!r}")
+
+    async def _batched(self, connector: Any, kind: str, op: str, one: Any) -> Any:
+        """Creates / updates of one kind that are ready together go as one batch call."""
+        key = (connector.system, kind, op)
+        if key not in self._batches:
+            async def many(items: list[Any], c: Any = connector, k: str = kind, o: str = op) -> list[Any]:
+                results = await (c.create_many(k, items) if o == "create" else c.update_many(k, items))
+                return list(results)
+            self._batches[key] = Coalescer(many, raise_errors=True)
+        return await self._batches[key].submit(one)
+
+    async def _mark_started_many(self, marks: list[tuple[str, str, int, str, dict[str, str]]]) -> list[None]:
+        """Committed before the creates go: a crash after the call leaves a trace that a create may exist."""
+        async with self.sessions() as session:
+            await session.execute(sql.INSERT_EVENTS, _events_params([
+                dict(kind=k, system=s, dir="outbound", op="create", status="started", iid=i, xid=None, attempts=1,
+                     error=None, delay=0.0, detail={"key": key, "fields": fields})
+                for k, s, i, key, fields in marks]))
+            await session.commit()
+        return [None] * len(marks)
+
+    async def _new_id(self, kind: str) -> int:
+        async with self._id_lock:
+            if not self._ids[kind]:
+                async with self.sessions() as session:
+                    self._ids[kind] = [int(r[0]) for r in (await session.execute(sql.reserve_ids(kind), {"n": 20}))]
+                    await session.commit()
+            return self._ids[kind].pop(0)
+
+    async def _find_links_many(self, asks: list[tuple[str, str, str]]) -> list[int | None]:
+        found: dict[tuple[str, str, str], int] = {}
+        async with self.sessions() as session:
+            for (kind, system), xids in _group(asks).items():
+                for r in (await session.execute(sql.FIND_LINKS, {"kind": kind, "system": system, "xids": xids})):
+                    found[(kind, system, r.external_id)] = int(r.internal_id)
+            await session.rollback()
+        return [found.get(a) for a in asks]
+
+    # -- 3. write back ---------------------------------------------------------------------------
+
+    async def write_back(self, jobs: Sequence[Job]) -> None:
+        """All outcomes in one transaction (a constant number of statements), then release the locks."""
+        try:
+            for job in jobs:
+                if job.outcome is None:
+                    job.outcome = _crashed(job)
+            async with self.sessions() as session:
+                written = await _WriteBack(self, session, jobs).apply()
+                await session.commit()
+        finally:
+            await self.locks.unlock(k for j in jobs for k in j.locks)
+        for job in jobs:
+            self._count(job, written)
+
+    def _count(self, job: Job, written: set[int]) -> None:
+        out = job.outcome
+        assert out is not None
+        item = job.item
+        if out.failure is not None:
+            metrics.SYNC_RESULTS.labels(system=item.system, direction=item.direction,
+                                        status=job.attempts_seen.get("status", "retry")).inc()
+            return
+        if not out.synced or id(job) not in written:
+            return
+        metrics.SYNC_RESULTS.labels(system=item.system, direction=out.direction, status="ok").inc()
+        now = _now()
+        if out.direction == "outbound" and job.snapshot.ours and job.snapshot.ours.changed_at:
+            metrics.SYNC_LATENCY.labels(system=item.system, direction="outbound").observe(
+                max(0.0, (now - job.snapshot.ours.changed_at).total_seconds()))
+        for e in job.snapshot.pending:
+            if e.id in out.processed and e.received_at:
+                metrics.SYNC_LATENCY.labels(system=item.system, direction="inbound").observe(
+                    max(0.0, (now - e.received_at).total_seconds()))
+
+    # -- breaker ---------------------------------------------------------------------------------
+
+    async def wake(self, system: str) -> None:
+        """The system is back: everything held for it goes now, not at its backoff time."""
+        async with self.sessions() as session:
+            await session.execute(sql.WAKE_SYSTEM, {"system": system})
+            await session.commit()
+
+    async def close(self) -> None:
+        await self.locks.close()
+
+
+class _WriteBack:
+    """The bulk statements of one write-back, in one transaction."""
+
+    def __init__(self, engine: SyncEngine, session: AsyncSession, jobs: Sequence[Job]) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.session = session
+        self.jobs = jobs
+        self.events: list[dict[str, Any]] = []
+        self.messages: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def apply(self) -> set[int]:
+        conflicted = await self._rows()
+        written = {id(j) for j in self.jobs if id(j) not in conflicted}
+        await self._links(conflicted)
+        processed = [e for j in self.jobs if id(j) not in conflicted for e in j.outcome.processed]  # type: ignore[union-attr]
+        if processed:
+            await self.session.execute(sql.MARK_PROCESSED, {"ids": processed})
+        await self._close(conflicted)
+        await self._failures(conflicted)
+        for job in self.jobs:
+            out = job.outcome
+            assert out is not None
+            if id(job) in conflicted:
+                # Our row moved while we worked (an API write): do it again from the new state.
+                self._message(job.item, "conflict")
+                continue
+            for log in out.logs:
+                self.events.append(dict(kind=job.item.kind, system=job.item.system, dir=log.direction, op=log.operation,
+                                        status=log.status, iid=log.internal_id, xid=log.external_id, attempts=1,
+                                        error=None, delay=None, detail=log.detail))
+            for f in out.follow:
+                self._follow(job.item.system, f)
+        if self.events:
+            await self.session.execute(sql.INSERT_EVENTS, _events_params(self.events))
+        if self.messages:
+            await self.session.execute(sql.INSERT_OUTBOX, {
+                "topics": [m[0] for m in self.messages], "keys": [m[1] for m in self.messages],
+                "payloads": [json.dumps(m[2]) for m in self.messages]})
+        return written
+
+    async def _rows(self) -> set[int]:
+        conflicted: set[int] = set()
+        by_kind: dict[str, list[Job]] = defaultdict(list)
+        inserts: dict[str, list[Job]] = defaultdict(list)
+        for job in self.jobs:
+            out = job.outcome
+            assert out is not None
+            if out.row is not None and job.snapshot.ours is not None:
+                by_kind[job.item.kind].append(job)
+            if out.insert is not None:
+                inserts[job.item.kind].append(job)
+        for kind_name, group in by_kind.items():
+            fields = records.kind(kind_name).fields
+            params: dict[str, Any] = {"ids": [], "expected": [], "del": []}
+            for f in fields:
+                params[f"v_{f}"], params[f"s_{f}"] = [], []
+            for job in group:
+                row = job.outcome.row  # type: ignore[union-attr]
+                assert row is not None and job.snapshot.ours is not None
+                params["ids"].append(job.snapshot.ours.id)
+                params["expected"].append(row.expected_version)
+                params["del"].append(row.delete)
+                for f in fields:
+                    params[f"v_{f}"].append(row.changes.get(f))
+                    params[f"s_{f}"].append(f in row.changes)
+            done = {r[0] for r in await self.session.execute(sql.update_rows(kind_name), params)}
+            conflicted |= {id(j) for j in group if j.snapshot.ours is not None and j.snapshot.ours.id not in done}
+        for kind_name, group in inserts.items():
+            fields = records.kind(kind_name).fields
+            params = {"ids": [j.outcome.insert[0] for j in group]}  # type: ignore[union-attr,index]
+            for f in fields:
+                params[f"v_{f}"] = [j.outcome.insert[1].get(f, "") for j in group]  # type: ignore[union-attr,index]
+            await self.session.execute(sql.insert_rows(kind_name), params)
+        return conflicted
+
+    async def _links(self, conflicted: set[int]) -> None:
+        new: list[tuple[Job, plan.LinkState]] = []
+        old: list[plan.LinkState] = []
+        for job in self.jobs:
+            out = job.outcome
+            assert out is not None
+            if not out.link_dirty or out.link is None:
+                continue
+            if out.link.id is None:
+                new.append((job, out.link))  # a created object is linked even when the rest is redone
+            elif id(job) not in conflicted:
+                old.append(out.link)
+        if old:
+            await self.session.execute(sql.UPDATE_LINKS, {
+                "ids": [link.id for link in old], "bases": [json.dumps(dict(link.base)) for link in old],
+                "lpvs": [link.last_pushed_version for link in old]})
+        if new:
+            made = {(r.kind, r.internal_id, r.system) for r in await self.session.execute(sql.INSERT_LINKS, {
+                "kinds": [j.item.kind for j, _ in new], "iids": [link.internal_id for _, link in new],
+                "systems": [j.item.system for j, _ in new], "xids": [link.external_id for _, link in new],
+                "bases": [json.dumps(dict(link.base)) for _, link in new],
+                "lpvs": [link.last_pushed_version for _, link in new]})}
+            for job, link in new:
+                if (job.item.kind, link.internal_id, job.item.system) not in made:
+                    logger.error("link already taken; record goes round again", kind=job.item.kind,
+                                 internal_id=link.internal_id, external_id=link.external_id)
+                    conflicted.add(id(job))
+            if made:
+                await self.session.execute(sql.WAKE_CHILDREN, {"parents": [f"{k}:{i}" for k, i, _ in made]})
+
+    async def _close(self, conflicted: set[int]) -> None:
+        closes = [(j, c) for j in self.jobs if id(j) not in conflicted for c in j.outcome.close]  # type: ignore[union-attr]
+        closes += [(j, plan.Close(j.item.direction, j.outcome.internal_id if j.item.direction == "outbound"  # type: ignore[union-attr]
+                                  else None, j.item.external_id, keep_started=True))
+                   for j in self.jobs if id(j) not in conflicted and _owes(j)]
+        if closes:
+            await self.session.execute(sql.CLOSE_OPEN, {
+                "kinds": [j.item.kind for j, _ in closes], "systems": [j.item.system for j, _ in closes],
+                "dirs": [c.direction for _, c in closes], "iids": [c.internal_id for _, c in closes],
+                "xids": [c.external_id for _, c in closes], "keep": [c.keep_started for _, c in closes]})
+
+    async def _failures(self, conflicted: set[int]) -> None:
+        owing = [j for j in self.jobs if id(j) not in conflicted and _owes(j)]
+        if not owing:
+            return
+        previous: dict[int, Any] = {}
+        rows = await self.session.execute(sql.PREVIOUS, {
+            "ns": list(range(len(owing))), "kinds": [j.item.kind for j in owing],
+            "systems": [j.item.system for j in owing], "dirs": [j.item.direction for j in owing],
+            "iids": [_iid(j) for j in owing], "xids": [_xid(j) for j in owing]})
+        for r in rows:
+            previous[r.n] = r
+        now = _now()
+        for n, job in enumerate(owing):
+            out = job.outcome
+            assert out is not None
+            prev = previous.get(n)
+            attempts, tries = (int(prev.attempts or 0), int(prev.tries or 0)) if prev else (0, 0)
+            since: datetime = prev.since if prev and prev.since else now
+            status, delay, operation, detail = self._judge(job, attempts, tries, since, now)
+            job.attempts_seen["status"] = status
+            self.events.append(dict(kind=job.item.kind, system=job.item.system, dir=job.item.direction,
+                                    op=operation, status=status, iid=_iid(job), xid=_xid(job),
+                                    attempts=detail.pop("attempts"), error=str(out.failure)[:1000] if out.failure
+                                    else None, delay=delay, detail=detail))
+            if out.failure is not None:
+                quiet.warning("sync failed", key=(job.item.system, job.item.direction, type(out.failure).__name__,
+                                                  out.failure.status, status),
+                              kind=job.item.kind, system=job.item.system, direction=job.item.direction,
+                              internal_id=_iid(job), external_id=_xid(job), status=status,
+                              error=str(out.failure)[:300])
+
+    def _judge(self, job: Job, attempts: int, tries: int, since: datetime, now: datetime
+               ) -> tuple[str, float | None, str, dict[str, Any]]:
+        """Retry or dead, and when. Outages and waits never use up attempts; nothing transient dies early."""
+        out = job.outcome
+        assert out is not None
+        s = self.settings
+        version = job.snapshot.ours.version if job.snapshot.ours else None
+        detail: dict[str, Any] = {"since": since.isoformat(), "tries": tries + 1, "version": version}
+        exc = out.failure
+        if exc is None:  # deferred or waiting: not a failure
+            if out.waiting_for is not None:
+                detail["parent"] = f"{out.waiting_for[0]}:{out.waiting_for[1]}"
+                return "retry", s.sync_parent_wait_seconds, "wait_parent", {**detail, "attempts": max(1, attempts)}
+            return "retry", out.defer_seconds or 1.0, "defer", {**detail, "attempts": max(1, attempts)}
+        if isinstance(exc, Unavailable) or exc.outage or exc.rate_limited:
+            delay = max(exc.retry_after or 0.0, backoff_seconds(tries + 1, s.sync_backoff_base_seconds,
+                                                                 s.sync_outage_retry_max_seconds))
+            return "retry", delay * random.uniform(1.0, 1.2), "sync", {**detail, "attempts": max(1, attempts)}
+        if not exc.transient:
+            return "dead", None, "sync", {**detail, "attempts": attempts + 1}
+        attempts += 1
+        expired = (now - since).total_seconds() >= s.sync_dead_after_seconds
+        if attempts >= s.sync_max_attempts and expired:
+            return "dead", None, "sync", {**detail, "attempts": attempts}
+        delay = backoff_seconds(attempts, s.sync_backoff_base_seconds, s.sync_backoff_max_seconds)
+        return "retry", delay, "sync", {**detail, "attempts": attempts}
+
+    def _follow(self, system: str, f: plan.Follow) -> None:
+        if f.direction == "outbound":
+            assert f.internal_id is not None
+            self.messages.append((OUTBOUND_TOPIC, record_key(f.kind, f.internal_id),
+                                  {"kind": f.kind, "id": f.internal_id, "reason": f.reason}))
         else:
-            outcome = await self._inbound_linked(session, kind, link, theirs, theirs_at)
-        await InboxRepository(session).mark_processed(events)
-        await synclog.close_open(session, kind, system, "inbound", None, external_id, include_dead=True)
-        metrics.SYNC_RESULTS.labels(system=system, direction="inbound", status="ok").inc()
-        for e in events:
-            metrics.SYNC_LATENCY.labels(system=system, direction="inbound").observe(
-                max(0.0, (_now() - e.received_at).total_seconds()) if e.received_at else 0.0)
-        return outcome
+            payload: dict[str, Any] = {"system": system, "kind": f.kind, "external_id": f.external_id,
+                                       "event_id": None, "reason": f.reason}
+            if f.hint is not None:
+                payload["hint"] = f.hint
+            self.messages.append((INBOUND_TOPIC, f"{system}:{f.kind}:{f.external_id}", payload))
 
-    def _events_match_base(self, connector: Connector, events: list[InboxEvent], link: Link) -> bool:
-        """Our own write coming back (or an old state we already hold): no fetch needed."""
-        if not events:
-            return False
-        for event in events:
-            seen = connector.snapshot(event.payload)
-            if seen is None:
-                return False
-            if seen.deleted != bool(link.base.get("deleted")):
-                return False
-            if not seen.deleted and seen.internal_id != link.internal_id:
-                return False  # our id is missing over there: worth a look (and a write-back)
-            if not seen.deleted and any(link.base.get(k) != v for k, v in seen.fields.items()):
-                return False
-        return True
-
-    async def _inbound_linked(self, session: AsyncSession, kind: str, link: Link, theirs: ExternalRecord,
-                              theirs_at: datetime | None) -> str:
-        row = await records.get(session, kind, link.internal_id)
-        if theirs.deleted:
-            link.base = dict(DELETED)
-            if row is not None and row.deleted_at is None:
-                await records.soft_delete(session, kind, row)
-                link.last_pushed_version = row.version
-                await self._log_ok(session, kind, link, "delete")
-                return "deleted"
-            return "noop"
-        if row is None or row.deleted_at is not None:
-            # Deleted on our side: deletion wins over their edit; outbound deletes it in Stripe.
-            if not link.base.get("deleted"):
-                await enqueue_outbound(session, kind, link.internal_id, reason="delete-wins")
-            return "ours-deleted"
-        if link.base.get("deleted"):
-            link.base = {}
-        if theirs.internal_id != link.internal_id:
-            # Level-triggered write-back: whenever we see our id missing (or wrong), put it there.
-            await self.connectors[link.system].set_internal_id(kind, link.external_id, link.internal_id,
-                                            _key(link.system, kind, link.internal_id, "adopt", link.external_id))
-        result = merge(link.base, row.fields(), theirs.fields, ours_changed_at=records.changed_at(row),
-                       theirs_changed_at=theirs_at, policy=self.settings.sync_conflict_policy)
-        for conflict in result.conflicts:
-            await synclog.add(session, kind=kind, system=link.system, direction="inbound", operation="merge",
-                        status="conflict", internal_id=link.internal_id, external_id=link.external_id,
-                        detail={"field": conflict.field, "ours": conflict.ours, "theirs": conflict.theirs,
-                                "base": conflict.base, "winner": conflict.winner,
-                                "policy": self.settings.sync_conflict_policy})
-        changes = result.changes_for_ours(row.fields())
-        link.base = dict(theirs.fields)
-        if changes:
-            await records.update(session, kind, row, changes)
-        if result.merged == theirs.fields:
-            link.last_pushed_version = row.version  # nothing left to push
-        elif not changes:
-            await enqueue_outbound(session, kind, row.id, reason="merge")
-        link.last_synced_at = func.now()  # type: ignore[assignment]
-        if changes or result.conflicts:
-            await self._log_ok(session, kind, link, "merge", detail={"fields": sorted(changes)})
-        return "merged" if changes else "noop"
-
-    async def _inbound_unlinked(self, session: AsyncSession, connector: Connector, kind: str,
-                                theirs: ExternalRecord) -> str:
-        if theirs.deleted:
-            return "noop"
-        system = connector.system
-        row = None
-        if theirs.internal_id is not None:
-            row = await records.get(session, kind, theirs.internal_id)
-            other = await LinkRepository(session).for_record(kind, theirs.internal_id, system) if row else None
-            if other is not None:
-                # Two Stripe customers claim one row: keep the first link, import this one as its own record.
-                row = None
-        if row is not None:
-            link = await LinkRepository(session).add(Link(
-                kind=kind, internal_id=row.id, system=system, external_id=theirs.external_id,
-                base=dict(theirs.fields)))
-            await enqueue_outbound(session, kind, row.id, reason="adopted")
-            await self._log_ok(session, kind, link, "adopt")
-            return "adopted"
-        row = await records.create(session, kind, dict(theirs.fields))
-        link = await LinkRepository(session).add(Link(
-            kind=kind, internal_id=row.id, system=system, external_id=theirs.external_id,
-            base=dict(theirs.fields), last_pushed_version=row.version))
-        await self._log_ok(session, kind, link, "create")
-        # If this write-back fails, the import still commits with a retry; the linked path writes it then.
-        await connector.set_internal_id(kind, theirs.external_id, row.id,
-                                        _key(system, kind, row.id, "adopt", theirs.external_id))
-        return "created"
-
-    async def _log_ok(self, session: AsyncSession, kind: str, link: Link, operation: str,
-                detail: dict[str, Any] | None = None) -> None:
-        await synclog.add(session, kind=kind, system=link.system, direction="inbound", operation=operation, status="ok",
-                    internal_id=link.internal_id, external_id=link.external_id, detail=detail)
-
-    # -- failures ------------------------------------------------------------------------------
-
-    async def _record_failure(self, session: AsyncSession, kind: str, system: str, direction: str,
-                              exc: ConnectorError, *, internal_id: int | None, external_id: str | None) -> None:
-        previous = await synclog.previous_attempts(session, kind, system, direction, internal_id, external_id)
-        # A 429 is the limiter's business, not the record's: it does not use up attempts.
-        attempts = previous if exc.rate_limited else previous + 1
-        exhausted = attempts >= self.settings.sync_max_attempts
-        status = "retry" if exc.transient and not exhausted else "dead"
-        await synclog.close_open(session, kind, system, direction, internal_id, external_id, include_dead=True,
-                                 keep_started=True)
-        delay = backoff_seconds(max(1, attempts), self.settings.sync_backoff_base_seconds,
-                                self.settings.sync_backoff_max_seconds)
-        await synclog.add(session, kind=kind, system=system, direction=direction,
-                    operation="sync", status=status, internal_id=internal_id, external_id=external_id,
-                    attempts=max(1, attempts), error=str(exc)[:1000],
-                    next_attempt_at=synclog.in_seconds(delay) if status == "retry" else None)
-        metrics.SYNC_RESULTS.labels(system=system, direction=direction, status=status).inc()
-        logger.warning("sync failed", kind=kind, system=system, direction=direction, internal_id=internal_id,
-                       external_id=external_id, status=status, attempts=attempts, error=str(exc)[:300])
+    def _message(self, item: Item, reason: str) -> None:
+        if item.direction == "outbound":
+            self._follow(item.system, plan.Follow("outbound", item.kind, item.internal_id, reason=reason))
+        else:
+            self._follow(item.system, plan.Follow("inbound", item.kind, external_id=item.external_id,
+                                                  reason=reason, hint=item.hint))
 
 
-_LINKED_ID = text("SELECT internal_id FROM links WHERE system = :system AND kind = :kind AND external_id = :xid")
-_PENDING_PAYLOADS = text("""
-    SELECT payload FROM inbox
-    WHERE system = :system AND kind = :kind AND external_id = :xid AND processed_at IS NULL
-    ORDER BY id DESC LIMIT 20""")
+def _owes(job: Job) -> bool:
+    out = job.outcome
+    assert out is not None
+    return out.failure is not None or out.waiting_for is not None or \
+        (out.defer_seconds is not None and out.defer_seconds > 0)
+
+
+def _iid(job: Job) -> int | None:
+    return job.item.internal_id if job.item.direction == "outbound" else (
+        job.outcome.internal_id if job.outcome else None)
+
+
+def _xid(job: Job) -> str | None:
+    if job.item.direction == "inbound":
+        return job.item.external_id
+    return job.outcome.external_id if job.outcome else None
+
+
+def _crashed(job: Job) -> plan.Outcome:
+    """A plan that raised something other than a connector error: retried like a transient failure."""
+    error = ConnectorError(f"internal error: {type(job.error).__name__}: {str(job.error)[:200]}", transient=True)
+    return plan.Outcome(result="failed", direction=job.item.direction, internal_id=job.item.internal_id,
+                        external_id=job.item.external_id, failure=error)
+
+
+def _events_params(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {"kinds": [e["kind"] for e in events], "systems": [e["system"] for e in events],
+            "dirs": [e["dir"] for e in events], "ops": [e["op"] for e in events],
+            "statuses": [e["status"] for e in events], "iids": [e["iid"] for e in events],
+            "xids": [e["xid"] for e in events], "attempts": [e["attempts"] for e in events],
+            "errors": [e["error"] for e in events], "delays": [e["delay"] for e in events],
+            "details": [json.dumps(e["detail"]) if e["detail"] is not None else None for e in events]}
+
+
+def _group(asks: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for kind, system, xid in asks:
+        out[(kind, system)].append(xid)
+    return out
+
+
+def _link(row: Any) -> plan.LinkState | None:
+    if row is None:
+        return None
+    return plan.LinkState(int(row.internal_id), row.external_id, dict(row.base or {}), int(row.last_pushed_version),
+                          id=int(row.id))
+
+
+def _ours(kind: records.Kind, row: Any) -> plan.Ours | None:
+    if row is None:
+        return None
+    fields = {f: "" if (v := getattr(row, f)) is None else str(v) for f in kind.fields}
+    return plan.Ours(int(row.id), int(row.version), fields, row.deleted_at is not None, row.updated_at)
+
+
+def _trace(ok: bool, started: Any) -> plan.Trace:
+    items = json.loads(started) if isinstance(started, str) else (started or [])
+    return plan.Trace(had_success=bool(ok), started=tuple(
+        plan.Started(s.get("key") or "", s.get("fields"), datetime.fromisoformat(s["at"])) for s in items))
+
+
+def _url(sessions: async_sessionmaker[AsyncSession]) -> str:
+    bind = sessions.kw["bind"]
+    return str(bind.url.render_as_string(hide_password=False))
+
+
+Clock = Callable[[], float]

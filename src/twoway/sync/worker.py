@@ -16,17 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twoway.connectors import registry
 from twoway.connectors.base import Connector, ConnectorError
 from twoway.kit import records
-from twoway.kit.db import make_engine, make_sessionmaker, unit_of_work
+from twoway.kit.db import RecordLocks, make_engine, make_sessionmaker, unit_of_work
 from twoway.kit.kafka import ensure_topics, make_consumer, make_producer
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, enqueue_inbound, enqueue_outbound
 from twoway.kit.relay import Relay
 from twoway.logs import get_logger
 from twoway.settings import Settings
+from twoway.sync.breaker import Breaker, save_state
 from twoway.sync.consumer import consume
-from twoway.sync.engine import SyncEngine
+from twoway.sync.engine import Item, SyncEngine
+from twoway.sync.quiet import Quiet
 from twoway.webhooks.service import store_event
 
 log = get_logger(__name__)
+quiet = Quiet(log)
 COMPONENTS = ("relay", "outbound", "inbound", "retry", "sweeper", "poller")
 
 
@@ -44,13 +47,20 @@ class Worker:
                  connectors: dict[str, Connector] | None = None) -> None:
         self.settings = settings
         self.components = set(components)
-        self.engine = make_engine(settings.require_database_url())
+        # A small pool: calls in flight hold no connection, so hundreds of them need only a few.
+        self.engine = make_engine(settings.require_database_url(), pool_size=settings.worker_db_pool_size,
+                                  max_overflow=0, application_name=settings.db_application_name)
         self.sessions: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
         self.connectors = connectors if connectors is not None else {
             name: registry.build(name, settings) for name in registry.enabled_systems(settings)}
-        self.sync = SyncEngine(self.sessions, self.connectors, settings)
+        self.locks = RecordLocks(settings.require_database_url(), application_name=settings.db_application_name)
+        self._closed_again: set[str] = set()
+        breakers = {system: Breaker(system, failure_threshold=settings.breaker_failure_threshold,
+                                    open_seconds=settings.breaker_open_seconds,
+                                    max_open_seconds=settings.breaker_max_open_seconds, on_change=self._breaker_moved)
+                    for system in self.connectors}
+        self.sync = SyncEngine(self.sessions, self.connectors, settings, locks=self.locks, breakers=breakers)
         self.stop = asyncio.Event()
-        self._semaphore = asyncio.Semaphore(settings.sync_concurrency)
         self._waiting: set[str] = set()
 
     async def run(self) -> None:
@@ -72,6 +82,7 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
             for connector in self.connectors.values():
                 await connector.close()
+            await self.locks.close()
             await self.engine.dispose()
 
     def _loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
@@ -82,14 +93,17 @@ class Worker:
             if "outbound" in self.components:
                 name = f"outbound:{system}"
                 loops.append((name, self._consume(OUTBOUND_TOPIC, outbound_group(self.settings, system),
-                                                  self._outbound_batch(system), self._assigned(name))))
+                                                  functools.partial(_outbound_items, system), self._assigned(name))))
         if "inbound" in self.components and self.connectors:
-            loops.append(("inbound", self._consume(INBOUND_TOPIC, inbound_group(self.settings), self._inbound_batch,
+            loops.append(("inbound", self._consume(INBOUND_TOPIC, inbound_group(self.settings),
+                                                   functools.partial(_inbound_items, set(self.connectors)),
                                                    self._assigned("inbound"))))
         if "retry" in self.components:
             loops.append(("retry", self._every(1.0, self.requeue_due)))
         if "sweeper" in self.components:
             loops.append(("sweeper", self._every(self.settings.sweeper_interval_seconds, self.sweep)))
+        if self.connectors and ({"outbound", "inbound"} & self.components):
+            loops.append(("breakers", self._every(1.0, self.save_breakers)))
         if "poller" in self.components and self.settings.inbound_mode in ("poll", "both"):
             for system, connector in self.connectors.items():
                 loops.append((f"poller:{system}", self._every(self.settings.poll_interval_seconds,
@@ -103,7 +117,7 @@ class Worker:
                 await producer.start()
                 break
             except Exception as exc:
-                log.warning("producer start failed; retrying", error=repr(exc)[:200])
+                quiet.warning("producer start failed; retrying", error=repr(exc)[:200])
                 await asyncio.sleep(1)
         try:
             relay = Relay(self.sessions, producer, self.settings.require_database_url(),
@@ -128,8 +142,7 @@ class Worker:
     async def _ensure_topics(self) -> None:
         await ensure_topics(self.settings.require_kafka(), self.settings.kafka_topic_partitions, timeout=5)
 
-    async def _consume(self, topic: str, group: str,
-                       handle: Callable[[Sequence[ConsumerRecord]], Awaitable[None]],
+    async def _consume(self, topic: str, group: str, to_items: Callable[[ConsumerRecord], list[Item]],
                        on_assigned: Callable[[], None] | None = None) -> None:
         consumer = make_consumer(self.settings, topic, group)
         while not self.stop.is_set():
@@ -137,49 +150,41 @@ class Worker:
                 await consumer.start()
                 break
             except Exception as exc:
-                log.warning("consumer start failed; retrying", group=group, error=repr(exc)[:200])
+                quiet.warning("consumer start failed; retrying", key=group, group=group, error=repr(exc)[:200])
                 await asyncio.sleep(1)
         try:
-            await consume(consumer, group, handle, self.stop, on_assigned=on_assigned,
-                          linger_ms=self.settings.sync_linger_ms)
+            await consume(consumer, group, self.sync, to_items, self.stop, on_assigned=on_assigned,
+                          linger_ms=self.settings.sync_linger_ms, max_in_flight=self.settings.sync_max_in_flight)
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
-
-    def _outbound_batch(self, system: str) -> Callable[[Sequence[ConsumerRecord]], Awaitable[None]]:
-        async def handle(records: Sequence[ConsumerRecord]) -> None:
-            # Many messages about one record are one unit of work: the handler reads current state anyway.
-            targets = {(p["kind"], int(p["id"])) for p in _payloads(records) if "id" in p}
-            await self._bounded([self.sync.outbound(kind, rid, system) for kind, rid in targets])
-        return handle
-
-    async def _inbound_batch(self, records: Sequence[ConsumerRecord]) -> None:
-        # An object named only by events is looked at only if one of its events is still pending;
-        # a message without an event (reconcile, retry, sweeper) always gets a read.
-        targets: dict[tuple[str, str, str], bool] = {}
-        for p in _payloads(records):
-            if p.get("system") in self.connectors:
-                key = (p["system"], p["kind"], p["external_id"])
-                targets[key] = targets.get(key, True) and bool(p.get("event_id"))
-        await self._bounded([self.sync.inbound(s, k, x, hint_only=h) for (s, k, x), h in targets.items()])
-
-    async def _bounded(self, jobs: list[Awaitable[str]]) -> None:
-        async def one(job: Awaitable[str]) -> str:
-            async with self._semaphore:
-                return await job
-        results = await asyncio.gather(*(one(j) for j in jobs), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
 
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
         while not self.stop.is_set():
             try:
                 await fn()
             except Exception as exc:
-                log.warning("periodic task failed", task=getattr(fn, "__name__", "task"), error=repr(exc)[:300])
+                name = getattr(fn, "__name__", "task")
+                quiet.warning("periodic task failed", key=name, task=name, error=repr(exc)[:300])
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), seconds)
+
+    # -- breakers --------------------------------------------------------------------------------
+
+    def _breaker_moved(self, breaker: Breaker, old: str) -> None:
+        log.warning("circuit breaker", system=breaker.system, state=breaker.state, was=old,
+                    failures=breaker.consecutive_failures)
+        if breaker.state == "closed":
+            self._closed_again.add(breaker.system)
+
+    async def save_breakers(self) -> None:
+        """Make each breaker visible (status, dashboard); when one closes, release what it held back."""
+        async with unit_of_work(self.sessions) as session:
+            for system, breaker in self.sync.breakers.items():
+                await save_state(session, system, breaker)
+        for system in list(self._closed_again):
+            self._closed_again.discard(system)
+            await self.sync.wake(system)
 
     # -- periodic work ---------------------------------------------------------------------------
 
@@ -189,29 +194,37 @@ class Worker:
             rows = (await session.execute(text("""
                 UPDATE sync_events SET status = 'requeued', updated_at = now()
                 WHERE id IN (SELECT id FROM sync_events WHERE status = 'retry' AND next_attempt_at <= now()
-                             ORDER BY next_attempt_at LIMIT 200 FOR UPDATE SKIP LOCKED)
+                             ORDER BY next_attempt_at LIMIT 500 FOR UPDATE SKIP LOCKED)
                 RETURNING kind, internal_id, external_id, system, direction"""))).all()
-            for r in rows:
-                await _enqueue_for(session, r.direction, r.kind, r.internal_id, r.external_id, r.system)
+            for r in {(r.direction, r.kind, r.internal_id, r.external_id, r.system) for r in rows}:
+                await _enqueue_for(session, *r)
         return len(rows)
 
     async def sweep(self) -> int:
-        """The safety net: re-enqueue records ahead of their links and inbox events left behind."""
+        """The safety net: re-enqueue records ahead of their links and inbox events left behind.
+
+        Without flooding: a record is swept at most once per `sweeper_resweep_seconds` (each sweep is
+        marked in the sync log), and never while a retry is scheduled or a message is already queued for it.
+        """
         grace = self.settings.sweeper_grace_seconds
+        again = self.settings.sweeper_resweep_seconds
         count = 0
         async with unit_of_work(self.sessions) as session:
             for system, connector in self.connectors.items():
                 for kind in records.all_kinds():
                     if kind.name not in connector.kinds():
                         continue
-                    rows = (await session.execute(_sweep_records(kind.table),
-                                                  {"system": system, "grace": grace, "kind": kind.name})).all()
+                    rows = (await session.execute(_sweep_records(kind.table), {
+                        "system": system, "grace": grace, "kind": kind.name, "again": again})).all()
                     for r in rows:
                         await enqueue_outbound(session, kind.name, r.id, reason="sweep")
+                    await _mark_swept(session, kind.name, system, "outbound", [r.id for r in rows], None)
                     count += len(rows)
-            events = (await session.execute(SWEEP_INBOX, {"grace": grace})).all()
-            for e in {(e.system, e.kind, e.external_id) for e in events}:
-                await enqueue_inbound(session, *e)
+            events = (await session.execute(SWEEP_INBOX, {"grace": grace, "again": again})).all()
+            for e in events:
+                await enqueue_inbound(session, e.system, e.kind, e.external_id)
+            for (system, kind_name), xids in _by_pair(events).items():
+                await _mark_swept(session, kind_name, system, "inbound", None, xids)
             count += len(events)
         if count:
             log.info("sweeper re-enqueued work", count=count)
@@ -225,7 +238,7 @@ class Worker:
         try:
             events, new_cursor = await connector.poll_events(cursor)
         except ConnectorError as exc:
-            log.warning("poll failed", system=connector.system, error=str(exc)[:200])
+            quiet.warning("poll failed", key=connector.system, system=connector.system, error=str(exc)[:200])
             return 0
         async with unit_of_work(self.sessions) as session:
             for event in events:
@@ -237,22 +250,87 @@ class Worker:
         return len(events)
 
 
+def _outbound_items(system: str, record: ConsumerRecord) -> list[Item]:
+    p = _payload(record)
+    if p is None or "id" not in p or "kind" not in p:
+        return []
+    try:
+        return [Item("outbound", str(p["kind"]), system, internal_id=int(p["id"]))]
+    except (TypeError, ValueError):
+        return []
+
+
+def _inbound_items(systems: set[str], record: ConsumerRecord) -> list[Item]:
+    # An object named only by events is looked at only if one of its events is still pending;
+    # a message without an event (reconcile, retry, sweeper) always gets a read.
+    p = _payload(record)
+    if p is None or p.get("system") not in systems or not p.get("external_id") or not p.get("kind"):
+        return []
+    hint = p.get("hint")
+    return [Item("inbound", str(p["kind"]), str(p["system"]), external_id=str(p["external_id"]),
+                 hint_only=bool(p.get("event_id")), hint=int(hint) if isinstance(hint, int) else None)]
+
+
+def _payload(record: ConsumerRecord) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(record.value)
+    except (TypeError, ValueError):
+        log.warning("skipping undecodable message", offset=record.offset)
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _by_pair(events: Sequence[Any]) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for e in events:
+        out.setdefault((e.system, e.kind), []).append(e.external_id)
+    return out
+
+
+_MARK_SWEPT = text("""
+    INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, external_id)
+    SELECT :kind, :system, :direction, 'sweep', 'swept', v.iid, v.xid
+    FROM unnest(CAST(:iids AS bigint[]), CAST(:xids AS text[])) AS v(iid, xid)""")
+
+
+async def _mark_swept(session: AsyncSession, kind: str, system: str, direction: str,
+                      iids: list[int] | None, xids: list[str] | None) -> None:
+    n = len(iids or xids or [])
+    if n:
+        none: list[None] = [None] * n
+        await session.execute(_MARK_SWEPT, {"kind": kind, "system": system, "direction": direction,
+                                            "iids": iids or none, "xids": xids or none})
+
+
 def _sweep_records(table: str) -> Any:
-    # The table name comes from the kind registry, never from input.
+    # The table name comes from the kind registry, never from input. Skipped: records with a retry
+    # scheduled or a sweep in the last `again` seconds (their message is on its way), and records parked
+    # dead at their current version (a person decides; a newer version is swept again).
     return text(f"""
     SELECT c.id FROM {table} c
     LEFT JOIN links l ON l.kind = :kind AND l.internal_id = c.id AND l.system = :system
     WHERE c.version > COALESCE(l.last_pushed_version, 0)
       AND c.updated_at < now() - make_interval(secs => :grace)
       AND NOT (c.deleted_at IS NOT NULL AND l.id IS NULL)
-      AND NOT EXISTS (SELECT 1 FROM sync_events s WHERE s.kind = :kind AND s.internal_id = c.id
-                      AND s.system = :system AND s.direction = 'outbound' AND s.status IN ('retry', 'dead'))
+      AND NOT EXISTS (
+          SELECT 1 FROM sync_events s WHERE s.kind = :kind AND s.internal_id = c.id AND s.system = :system
+            AND s.direction = 'outbound' AND (
+                (s.status IN ('retry', 'requeued', 'swept') AND s.updated_at > now() - make_interval(secs => :again))
+                OR (s.status = 'retry' AND s.next_attempt_at > now())
+                OR (s.status = 'dead' AND COALESCE(CAST(s.detail ->> 'version' AS int), c.version) >= c.version)))
     ORDER BY c.id LIMIT 1000
     """)
+
+
 SWEEP_INBOX = text("""
-    SELECT system, kind, external_id FROM inbox
-    WHERE processed_at IS NULL AND received_at < now() - make_interval(secs => :grace)
-    ORDER BY id LIMIT 1000
+    SELECT DISTINCT i.system, i.kind, i.external_id FROM inbox i
+    WHERE i.processed_at IS NULL AND i.received_at < now() - make_interval(secs => :grace)
+      AND NOT EXISTS (
+          SELECT 1 FROM sync_events s WHERE s.system = i.system AND s.kind = i.kind AND s.external_id = i.external_id
+            AND s.direction = 'inbound' AND (
+                (s.status IN ('retry', 'requeued', 'swept') AND s.updated_at > now() - make_interval(secs => :again))
+                OR (s.status = 'retry' AND s.next_attempt_at > now())))
+    LIMIT 1000
 """)
 
 
@@ -262,16 +340,3 @@ async def _enqueue_for(session: AsyncSession, direction: str, kind: str, interna
         await enqueue_outbound(session, kind, internal_id, reason="retry")
     elif external_id is not None:
         await enqueue_inbound(session, system, kind, external_id)
-
-
-def _payloads(records: Sequence[ConsumerRecord]) -> list[dict[str, Any]]:
-    out = []
-    for record in records:
-        try:
-            payload = json.loads(record.value)
-        except (TypeError, ValueError):
-            log.warning("skipping undecodable message", offset=record.offset)
-            continue
-        if isinstance(payload, dict):
-            out.append(payload)
-    return out

@@ -1,0 +1,157 @@
+"""The engine's statements: set-based reads and bulk writes, a constant number per batch.
+
+Kind tables and field names come from the kind registry, never from input.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+
+from twoway.kit import records
+
+OPEN = ("retry", "requeued", "started", "dead")
+
+
+def _column_type(kind: records.Kind, name: str) -> str:
+    return str(kind.model.__table__.c[name].type.compile(dialect=postgresql.dialect()))
+
+
+@cache
+def select_rows(kind_name: str) -> Any:
+    kind = records.kind(kind_name)
+    cols = ", ".join(kind.fields)
+    return text(f"SELECT id, version, updated_at, deleted_at, {cols} FROM {kind.table} "
+                f"WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+@cache
+def update_rows(kind_name: str) -> Any:
+    """Conditional on the version we read: a row the API wrote meanwhile is left alone (and retried)."""
+    kind = records.kind(kind_name)
+    sets = ", ".join(f"{f} = CASE WHEN v.s_{f} THEN CAST(v.v_{f} AS {_column_type(kind, f)}) ELSE t.{f} END"
+                     for f in kind.fields)
+    arrays = ", ".join(f"CAST(:v_{f} AS text[]), CAST(:s_{f} AS boolean[])" for f in kind.fields)
+    names = ", ".join(f"v_{f}, s_{f}" for f in kind.fields)
+    return text(f"""
+        UPDATE {kind.table} AS t SET {sets},
+            deleted_at = CASE WHEN v.del AND t.deleted_at IS NULL THEN now() ELSE t.deleted_at END,
+            version = t.version + 1, updated_at = now()
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:expected AS int[]), CAST(:del AS boolean[]), {arrays})
+             AS v(id, expected, del, {names})
+        WHERE t.id = v.id AND t.version = v.expected
+        RETURNING t.id""")
+
+
+@cache
+def insert_rows(kind_name: str) -> Any:
+    kind = records.kind(kind_name)
+    cols = ", ".join(kind.fields)
+    values = ", ".join(f"CAST(v.v_{f} AS {_column_type(kind, f)})" for f in kind.fields)
+    arrays = ", ".join(f"CAST(:v_{f} AS text[])" for f in kind.fields)
+    names = ", ".join(f"v_{f}" for f in kind.fields)
+    return text(f"""
+        INSERT INTO {kind.table} (id, {cols}, version)
+        SELECT v.id, {values}, 1 FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS v(id, {names})""")
+
+
+@cache
+def reserve_ids(kind_name: str) -> Any:
+    table = records.kind(kind_name).table
+    return text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)")
+
+
+# Lock keys of inbound work: the linked record, or the newest pending events (which may name our id).
+INBOUND_KEYS = text("""
+    SELECT x.xid, l.internal_id AS linked, p.payload
+    FROM unnest(CAST(:xids AS text[])) AS x(xid)
+    LEFT JOIN links l ON l.system = :system AND l.kind = :kind AND l.external_id = x.xid
+    LEFT JOIN LATERAL (
+        SELECT i.payload FROM inbox i
+        WHERE l.internal_id IS NULL AND i.system = :system AND i.kind = :kind AND i.external_id = x.xid
+          AND i.processed_at IS NULL
+        ORDER BY i.id DESC LIMIT 20) p ON true""")
+LINKS = text("""
+    SELECT id, internal_id, external_id, base, last_pushed_version FROM links
+    WHERE kind = :kind AND system = :system
+      AND (internal_id = ANY(CAST(:iids AS bigint[])) OR external_id = ANY(CAST(:xids AS text[])))""")
+PENDING = text("""
+    SELECT id, external_id, event_created, received_at, payload FROM inbox
+    WHERE system = :system AND kind = :kind AND external_id = ANY(CAST(:xids AS text[])) AND processed_at IS NULL
+    ORDER BY event_created, id""")
+TRACES = text("""
+    SELECT internal_id, bool_or(status = 'ok') AS ok,
+           COALESCE(jsonb_agg(jsonb_build_object('key', detail ->> 'key', 'fields', detail -> 'fields',
+                                                 'at', created_at))
+                    FILTER (WHERE status = 'started'), '[]'::jsonb) AS started
+    FROM sync_events
+    WHERE kind = :kind AND system = :system AND internal_id = ANY(CAST(:iids AS bigint[]))
+      AND (status = 'ok' OR (status = 'started' AND operation = 'create'))
+    GROUP BY internal_id""")
+PARENT_LINKS = text("""
+    SELECT internal_id, external_id FROM links
+    WHERE kind = :kind AND system = :system AND internal_id = ANY(CAST(:iids AS bigint[]))""")
+FIND_LINKS = text("""
+    SELECT external_id, internal_id FROM links
+    WHERE kind = :kind AND system = :system AND external_id = ANY(CAST(:xids AS text[]))""")
+
+INSERT_LINKS = text("""
+    INSERT INTO links (kind, internal_id, system, external_id, base, last_pushed_version, last_synced_at)
+    SELECT v.kind, v.iid, v.system, v.xid, CAST(v.base AS jsonb), v.lpv, now()
+    FROM unnest(CAST(:kinds AS text[]), CAST(:iids AS bigint[]), CAST(:systems AS text[]), CAST(:xids AS text[]),
+                CAST(:bases AS text[]), CAST(:lpvs AS int[])) AS v(kind, iid, system, xid, base, lpv)
+    ON CONFLICT DO NOTHING
+    RETURNING kind, internal_id, system""")
+UPDATE_LINKS = text("""
+    UPDATE links AS l SET base = CAST(v.base AS jsonb), last_pushed_version = v.lpv,
+        last_synced_at = now(), updated_at = now()
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:bases AS text[]), CAST(:lpvs AS int[])) AS v(id, base, lpv)
+    WHERE l.id = v.id""")
+MARK_PROCESSED = text(
+    "UPDATE inbox SET processed_at = now() WHERE id = ANY(CAST(:ids AS bigint[])) AND processed_at IS NULL")
+CLOSE_OPEN = text("""
+    UPDATE sync_events AS s SET status = 'superseded', updated_at = now()
+    FROM unnest(CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]), CAST(:iids AS bigint[]),
+                CAST(:xids AS text[]), CAST(:keep AS boolean[])) AS v(kind, system, dir, iid, xid, keep)
+    WHERE s.status IN ('retry', 'requeued', 'started', 'dead')
+      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir
+      AND ((v.iid IS NOT NULL AND s.internal_id = v.iid) OR (v.iid IS NULL AND s.external_id = v.xid))
+      AND NOT (v.keep AND s.status = 'started')""")
+# What earlier failures of these records left: attempts used, when the streak began, tries made.
+PREVIOUS = text("""
+    SELECT v.n, max(s.attempts) AS attempts,
+           min(COALESCE(CAST(s.detail ->> 'since' AS timestamptz), s.created_at)) AS since,
+           max(COALESCE(CAST(s.detail ->> 'tries' AS int), s.attempts)) AS tries
+    FROM unnest(CAST(:ns AS int[]), CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]),
+                CAST(:iids AS bigint[]), CAST(:xids AS text[])) AS v(n, kind, system, dir, iid, xid)
+    JOIN sync_events s ON s.status IN ('retry', 'requeued')
+      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir
+      AND ((v.iid IS NOT NULL AND s.internal_id = v.iid) OR (v.iid IS NULL AND s.external_id = v.xid))
+    GROUP BY v.n""")
+INSERT_EVENTS = text("""
+    INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, external_id, attempts,
+                             error, next_attempt_at, detail)
+    SELECT v.kind, v.system, v.dir, v.op, v.status, v.iid, v.xid, v.attempts, v.error,
+           now() + make_interval(secs => v.delay), CAST(v.detail AS jsonb)
+    FROM unnest(CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]), CAST(:ops AS text[]),
+                CAST(:statuses AS text[]), CAST(:iids AS bigint[]), CAST(:xids AS text[]), CAST(:attempts AS int[]),
+                CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:details AS text[]))
+         AS v(kind, system, dir, op, status, iid, xid, attempts, error, delay, detail)""")
+INSERT_OUTBOX = text("""
+    WITH queued AS (
+        INSERT INTO outbox (topic, key, payload)
+        SELECT v.t, v.k, CAST(v.p AS jsonb)
+        FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:payloads AS text[])) AS v(t, k, p)
+        RETURNING 1)
+    SELECT pg_notify('twoway_outbox', '') FROM queued LIMIT 1""")
+# Children waiting for a parent's link go now, not at their fallback time.
+WAKE_CHILDREN = text("""
+    UPDATE sync_events SET next_attempt_at = now(), updated_at = now()
+    WHERE status = 'retry' AND operation = 'wait_parent' AND detail ->> 'parent' = ANY(CAST(:parents AS text[]))""")
+# Everything held back while a system was down goes as soon as it is back.
+WAKE_SYSTEM = text("""
+    UPDATE sync_events SET next_attempt_at = now(), updated_at = now()
+    WHERE status = 'retry' AND system = :system AND next_attempt_at > now()""")
