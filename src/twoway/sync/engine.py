@@ -217,8 +217,9 @@ class SyncEngine:
                 by_iid = {r.internal_id: r for r in links}
                 by_xid = {r.external_id: r for r in links}
                 iids |= {r.internal_id for r in links}
-                rows = {r.id: r for r in (await session.execute(sql.select_rows(kind_name),
-                                                                {"ids": list(iids)})).all()}
+                found = (await kind.store.read(session, list(iids)) if kind.store is not None
+                         else (await session.execute(sql.select_rows(kind_name), {"ids": list(iids)})).all())
+                rows = {r.id: r for r in found}
                 xids |= {r.external_id for r in links}
                 pending: dict[str, list[plan.Pending]] = defaultdict(list)
                 for e in (await session.execute(sql.PENDING, {**params, "xids": list(xids)})).all():
@@ -465,6 +466,15 @@ class _WriteBack:
             if out.insert is not None:
                 inserts[job.item.kind].append(job)
         for kind_name, group in by_kind.items():
+            store = records.kind(kind_name).store
+            if store is not None:
+                for job in group:
+                    row = job.outcome.row  # type: ignore[union-attr]
+                    assert row is not None and job.snapshot.ours is not None
+                    if not await store.write(self.session, job.snapshot.ours.id, row.expected_version, row.changes,
+                                             row.delete):
+                        conflicted.add(id(job))
+                continue
             fields = records.kind(kind_name).fields
             params: dict[str, Any] = {"ids": [], "expected": [], "del": []}
             for f in fields:
@@ -481,6 +491,11 @@ class _WriteBack:
             done = {r[0] for r in await self.session.execute(sql.update_rows(kind_name), params)}
             conflicted |= {id(j) for j in group if j.snapshot.ours is not None and j.snapshot.ours.id not in done}
         for kind_name, group in inserts.items():
+            store = records.kind(kind_name).store
+            if store is not None:
+                for job in group:
+                    await store.insert(self.session, *job.outcome.insert)  # type: ignore[union-attr,misc]
+                continue
             fields = records.kind(kind_name).fields
             params = {"ids": [j.outcome.insert[0] for j in group]}  # type: ignore[union-attr,index]
             for f in fields:
