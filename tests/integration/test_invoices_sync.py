@@ -70,8 +70,8 @@ async def _invoice(api: httpx.AsyncClient, customer: int, lines: list[dict] = LI
 
 
 def stripe_invoice(stripe_client: stripe.StripeClient, internal_id: int) -> dict | None:
-    found = [i.to_dict() for i in stripe_client.v1.invoices.list({"limit": 100}).auto_paging_iter()
-             if (i.metadata or {}).get("internal_id") == str(internal_id)]
+    every = [i.to_dict() for i in stripe_client.v1.invoices.list({"limit": 100}).auto_paging_iter()]
+    found = [i for i in every if (i.get("metadata") or {}).get("internal_id") == str(internal_id)]
     assert len(found) <= 1, f"duplicate Stripe invoices for {internal_id}: {[f['id'] for f in found]}"
     return found[0] if found else None
 
@@ -138,7 +138,7 @@ async def _quiet(db) -> bool:  # type: ignore[no-untyped-def]
 
 
 def _signed(payload: dict, secret: str) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(payload).encode()
+    body = json.dumps(payload, default=str).encode()
     t = int(time.time())
     mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return body, {"Stripe-Signature": f"t={t},v1={mac}", "Content-Type": "application/json"}
@@ -151,9 +151,9 @@ async def test_paid_in_stripe_and_a_stale_open_changes_nothing(settings, stripe_
         assert await wait_until(lambda: _where(api, iid, lambda x: x["status"] == "open"), 30)
         si = stripe_invoice(stripe_client, iid)
         assert si is not None
-        stale = next(e.to_dict() for e in stripe_client.v1.events.list({"limit": 100}).auto_paging_iter()
-                     if e.type == "invoice.updated" and e.data.object.get("id") == si["id"]
-                     and e.data.object.get("status") == "open")
+        events = [e.to_dict() for e in stripe_client.v1.events.list({"limit": 100}).auto_paging_iter()]
+        stale = next(e for e in events if e["type"] == "invoice.updated"
+                     and e["data"]["object"]["id"] == si["id"] and e["data"]["object"]["status"] == "open")
 
         stripe_client.v1.invoices.pay(si["id"], {"paid_out_of_band": True})
         row = await wait_until(lambda: _where(api, iid, lambda x: x["status"] == "paid"), 20)
@@ -218,7 +218,7 @@ async def test_invoice_made_in_stripe_imports_its_customer_first(settings, strip
                                                "currency": "usd", "description": "imported line"})
 
         def imported() -> str | None:
-            return (stripe_client.v1.invoices.retrieve(si.id).metadata or {}).get("internal_id")
+            return (stripe_client.v1.invoices.retrieve(si.id).to_dict().get("metadata") or {}).get("internal_id")
         mine = await wait_until(imported, 30)
         assert mine, "the Stripe invoice was not imported (no internal_id written back)"
         row = await wait_until(lambda: _where(api, int(mine), lambda x: any(
@@ -264,7 +264,7 @@ async def test_many_invoices_converge_under_faults(settings, stripe_client, emul
             async def converged() -> bool:
                 by_id = {}
                 for si in stripe_client.v1.invoices.list({"limit": 100}).auto_paging_iter():
-                    key = (si.metadata or {}).get("internal_id")
+                    key = (si.to_dict().get("metadata") or {}).get("internal_id")
                     assert key not in by_id, f"duplicate Stripe invoice for {key}"
                     by_id[key] = si
                 if not all(str(i) in by_id for i in ids):
@@ -276,7 +276,7 @@ async def test_many_invoices_converge_under_faults(settings, stripe_client, emul
             finally:
                 set_faults(emulator, error_rate=0, webhook_duplicate_rate=0, webhook_reorder=0)
         items = [i for i in stripe_client.v1.invoice_items.list({"limit": 100}).auto_paging_iter()]
-        keys = [(i.invoice, (i.metadata or {}).get("internal_id")) for i in items]
+        keys = [(i.invoice, (i.to_dict().get("metadata") or {}).get("internal_id")) for i in items]
         assert len(keys) == len(set(keys)) == 200 * 5, "duplicate or missing invoice items"
         assert await _count(db, "SELECT count(*) FROM sync_events WHERE status = 'dead'") == 0
 

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Identity, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from twoway.kit import records
 from twoway.kit.db import Base
 
 STATUSES = ("draft", "open", "uncollectible", "paid", "void")
@@ -90,6 +89,3 @@ class InvoiceLine(Base):
     def values(self) -> dict[str, Any]:
         return {"description": self.description, "quantity": self.quantity, "unit_amount": self.unit_amount}
 
-
-INVOICE = records.register(records.Kind(name="invoice", model=Invoice, fields=(
-    "currency", "collection_method", "days_until_due", "due_date", "description")))

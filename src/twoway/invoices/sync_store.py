@@ -21,11 +21,19 @@ from twoway.invoices.models import RANK, TERMINAL, Invoice, InvoiceLine
 
 @dataclass(frozen=True)
 class SyncRow:
+    """What the engine reads of a record: its bookkeeping, and each synced field as an attribute."""
+
     id: int
     version: int
     updated_at: datetime | None
     deleted_at: datetime | None
     fields: dict[str, str]
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self.__dict__["fields"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def synced_fields(invoice: Invoice) -> dict[str, str]:
@@ -46,10 +54,26 @@ def synced_fields(invoice: Invoice) -> dict[str, str]:
     }
 
 
-async def read(session: AsyncSession, ids: Sequence[int]) -> dict[int, SyncRow]:
+class InvoiceStore:
+    """The `RecordStore` of the invoice kind (see `twoway.kit.records`)."""
+
+    async def read(self, session: AsyncSession, ids: Sequence[int]) -> list[SyncRow]:
+        return await read(session, ids)
+
+    async def write(self, session: AsyncSession, record_id: int, expected_version: int,
+                    changes: Mapping[str, str], delete: bool) -> bool:
+        return await write(session, record_id, expected_version, changes, delete)
+
+    async def insert(self, session: AsyncSession, record_id: int, fields: Mapping[str, str]) -> None:
+        await insert(session, record_id, fields)
+
+
+async def read(session: AsyncSession, ids: Sequence[int]) -> list[SyncRow]:
+    if not ids:
+        return []
     stmt = select(Invoice).where(Invoice.id.in_(list(ids))).execution_options(populate_existing=True)
     rows = (await session.execute(stmt)).scalars().all()
-    return {i.id: SyncRow(i.id, i.version, i.updated_at, i.deleted_at, synced_fields(i)) for i in rows}
+    return [SyncRow(i.id, i.version, i.updated_at, i.deleted_at, synced_fields(i)) for i in rows]
 
 
 async def write(session: AsyncSession, invoice_id: int, expected_version: int, changes: Mapping[str, str],
