@@ -415,6 +415,8 @@ def run_all(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
     limited = ClusterConfig(workers=2, inbound_mode="webhook", stripe_rate_limit=100,
                             emulator_args=["--rate-limit-per-second", "100"])
     figures += with_cluster(limited, lambda c: rate_limited(c, s["rl_customers"], s["rl_updates"], 100))
+    from bench import invoices
+    figures += with_cluster(invoices.config(), lambda c: invoices.invoices_workload(c, 100 if quick else 500))
     # No workers and no relay: reconcile is measured alone, against a quiet database and emulator.
     figures += with_cluster(ClusterConfig(workers=0, split_relay=False, inbound_mode="webhook"),
                             lambda c: reconcile_workload(c, s["reconcile"], seed_budget_s=60 if quick else 300))
