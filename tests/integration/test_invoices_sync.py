@@ -226,11 +226,13 @@ async def test_invoice_made_in_stripe_imports_its_customer_first(settings, strip
         assert row and row["description"] == "from stripe" and row["status"] == "draft"
         customer = (await api.get(f"/api/v1/customers/{row['customer_id']}")).json()
         assert customer["email"] == "so@example.com"
-        # The Stripe item carries our line's id now (claimed, not copied).
-        items = await wait_until(lambda: [i for i in stripe_items(stripe_client, si.id)
-                                          if (i.get("metadata") or {}).get("internal_id")], 20)
-        assert items and len(stripe_items(stripe_client, si.id)) == 1
-        assert items[0]["metadata"]["internal_id"] == str(row["lines"][0]["id"])
+        # The line made in Stripe stays that item: an edit of it here is an update there, not a new item.
+        line = row["lines"][0]
+        r = await api.patch(f"/api/v1/invoices/{mine}", json={"lines": [
+            {"id": line["id"], "description": "edited here", "quantity": 2, "unit_amount": 617}]})
+        assert r.status_code == 200, r.text
+        assert await wait_until(lambda: [(i["description"], i["amount"]) for i in stripe_items(
+            stripe_client, si.id)] == [("edited here", 1234)], 20)
 
 
 async def test_deletes_cross_and_a_finalized_delete_voids(settings, stripe_client, emulator, db) -> None:  # type: ignore[no-untyped-def]

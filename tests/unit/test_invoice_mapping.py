@@ -14,8 +14,8 @@ def _invoice(**over: object) -> Invoice:
     values = dict(id=1, customer_id=5, currency="usd", collection_method="send_invoice", days_until_due=30,
                   due_date=date(2031, 1, 31), description="d", status="draft", requested_status=None, number=None,
                   subtotal=0, total=0, amount_due=0, amount_paid=0, hosted_invoice_url=None, version=1,
-                  lines=[InvoiceLine(id=10, position=0, description="a", quantity=2, unit_amount=5, amount=10),
-                         InvoiceLine(id=11, position=1, description="b", quantity=1, unit_amount=7, amount=7)])
+                  lines=[InvoiceLine(id=10, position=0, description="a", quantity=2, unit_amount=5, amount=10, tagged=True),
+                         InvoiceLine(id=11, position=1, description="b", quantity=1, unit_amount=7, amount=7, tagged=True)])
     values.update(over)
     return Invoice(**values)
 
@@ -81,8 +81,13 @@ def test_their_lines_land_in_ours_keeping_ids_and_order() -> None:
     apply(invoice, {"lines": wire.encode_lines([
         {"id": 11, "description": "b2", "quantity": 1, "unit_amount": 7},
         {"id": None, "description": "new", "quantity": 2, "unit_amount": 3}])})
-    assert [(line.id, line.description, line.position, line.amount) for line in invoice.lines] == [
-        (11, "b2", 0, 7), (None, "new", 1, 6)]
+    assert [(line.id, line.description, line.position, line.amount, line.tagged) for line in invoice.lines] == [
+        (11, "b2", 0, 7, True), (None, "new", 1, 6, False)]
+    # A line made over there is matched by content (it has no id of ours): read again, nothing moves.
+    untagged = invoice.lines[1]
+    assert wire.decode_lines(synced_fields(invoice)["lines"])[1]["id"] is None
+    apply(invoice, {"lines": synced_fields(invoice)["lines"]})
+    assert invoice.lines[1] is untagged and len(invoice.lines) == 2
     # A due date changed over there: the term we were given no longer describes it.
     apply(invoice, {"due_date": "2031-02-01"})
     assert invoice.due_date == date(2031, 2, 1) and invoice.days_until_due is None

@@ -210,7 +210,7 @@ def _plan_lines(invoice: Invoice, entries: list[LineIn]) -> list[InvoiceLine] | 
 
 
 def _new_line(position: int, entry: LineIn) -> InvoiceLine:
-    return InvoiceLine(position=position, description=entry.description, quantity=entry.quantity,
+    return InvoiceLine(position=position, description=entry.description, quantity=entry.quantity, tagged=True,
                        unit_amount=entry.unit_amount, amount=entry.quantity * entry.unit_amount)
 
 

@@ -37,8 +37,8 @@ class SyncRow:
 
 
 def synced_fields(invoice: Invoice) -> dict[str, str]:
-    lines = [{"id": line.id, "description": line.description, "quantity": line.quantity,
-              "unit_amount": line.unit_amount} for line in invoice.lines]
+    lines = [{"id": line.id if line.tagged else None, "description": line.description,
+              "quantity": line.quantity, "unit_amount": line.unit_amount} for line in invoice.lines]
     return {
         "customer_id": str(invoice.customer_id),
         "currency": invoice.currency,
@@ -138,25 +138,56 @@ def _apply_status(invoice: Invoice, confirmed: str | None, merged: str | None) -
 
 
 def _apply_lines(invoice: Invoice, entries: list[dict[str, Any]], *, fresh: bool) -> None:
-    """The other side's lines: ours by id keep their place, new ones go last, missing ones go."""
-    current = {} if fresh else {line.id: line for line in invoice.lines}
+    """The other side's lines. Ours by id keep their place; a line without our id (made over there) is
+    matched to an untagged line of ours by content, else by order, else it is new; missing ones go."""
+    current = [] if fresh else list(invoice.lines)
+    by_id = {line.id: line for line in current if line.tagged}
+    untagged = [line for line in current if not line.tagged]
     kept: list[InvoiceLine] = []
     added: list[InvoiceLine] = []
+    loose: list[dict[str, Any]] = []
     for entry in entries:
-        line = current.pop(entry["id"], None) if entry["id"] is not None else None
-        values = {"description": entry["description"], "quantity": entry["quantity"],
-                  "unit_amount": entry["unit_amount"], "amount": entry["quantity"] * entry["unit_amount"]}
-        if line is None:
-            added.append(InvoiceLine(**values))
-            continue
-        if any(getattr(line, k) != v for k, v in values.items()):
-            for key, value in values.items():
-                setattr(line, key, value)
-            line.updated_at = func.now()  # type: ignore[assignment]
-        kept.append(line)
+        line = by_id.pop(entry["id"], None) if entry["id"] is not None else None
+        if line is not None:
+            _set_line(line, entry)
+            kept.append(line)
+        else:
+            loose.append(entry)
+    unmatched = []
+    for entry in loose:
+        same = next((line for line in untagged if _same(line, entry)), None)
+        if same is not None:
+            untagged.remove(same)
+            kept.append(same)
+        else:
+            unmatched.append(entry)
+    for entry in unmatched:
+        if untagged:
+            line = untagged.pop(0)
+            _set_line(line, entry)
+            kept.append(line)
+        else:
+            line = InvoiceLine(tagged=False)
+            _set_line(line, entry)
+            added.append(line)
     kept.sort(key=lambda line: line.position)
     ordered = kept + added
     for position, line in enumerate(ordered):
         if line.position != position:
             line.position = position
     invoice.lines = ordered
+
+
+def _same(line: InvoiceLine, entry: dict[str, Any]) -> bool:
+    return (line.description, line.quantity, line.unit_amount) == (
+        entry["description"], entry["quantity"], entry["unit_amount"])
+
+
+def _set_line(line: InvoiceLine, entry: dict[str, Any]) -> None:
+    values = {"description": entry["description"], "quantity": entry["quantity"],
+              "unit_amount": entry["unit_amount"], "amount": entry["quantity"] * entry["unit_amount"]}
+    if any(getattr(line, k) != v for k, v in values.items()):
+        for key, value in values.items():
+            setattr(line, key, value)
+        if line.id is not None:
+            line.updated_at = func.now()  # type: ignore[assignment]

@@ -165,10 +165,13 @@ def draft_params(fields: Mapping[str, str]) -> dict[str, Any]:
 
 
 def line_params(line: Mapping[str, Any]) -> dict[str, Any]:
-    """One line for add_lines / update_lines: its amount, with our quantity and unit amount alongside."""
+    """One line for add_lines / update_lines: its amount, with our quantity and unit amount alongside
+    (and our id, when the line has one there)."""
+    metadata = {"quantity": str(int(line["quantity"])), "unit_amount": str(int(line["unit_amount"]))}
+    if line.get("id") is not None:
+        metadata[INTERNAL_ID_KEY] = str(line["id"])
     return {"amount": int(line["quantity"]) * int(line["unit_amount"]), "description": line["description"],
-            "metadata": {INTERNAL_ID_KEY: str(line["id"]), "quantity": str(int(line["quantity"])),
-                         "unit_amount": str(int(line["unit_amount"]))}}
+            "metadata": metadata}
 
 
 def same_line(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -249,8 +252,9 @@ async def update(conn: Caller, external_id: str, changes: Mapping[str, str], key
 async def _sync_lines(conn: Caller, external_id: str, wanted: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """Make Stripe's lines ours: one update_lines, one add_lines, one remove_lines call at most (per batch).
 
-    Lines are matched by our id in their metadata. A Stripe line with no id of ours that equals a line
-    of ours is claimed (our id written on it), not duplicated; one nobody wants is deleted.
+    Lines with our id match by it (a Stripe line without an id of ours that equals one is claimed: our id
+    is written on it). Lines without our id (made in Stripe, never tagged) match by content, then by
+    order among the rest. A Stripe line nobody wants is deleted.
     """
     invoice = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
     current = [(str(line["id"]), line_entry(line)) for line in await _all_lines(conn, invoice)]
@@ -259,26 +263,30 @@ async def _sync_lines(conn: Caller, external_id: str, wanted: list[dict[str, Any
     updates: list[dict[str, Any]] = []
     adds: list[dict[str, Any]] = []
     kept: set[str] = set()
+
+    def free_match(line: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        return next((u for u in unclaimed if u[0] not in kept and same_line(u[1], line)), None)
+
+    loose = []
     for line in wanted:
-        if line["id"] is None:
-            continue  # theirs, with no id of ours yet: nothing to send
-        found = by_ours.get(line["id"])
+        found = by_ours.get(line["id"]) if line["id"] is not None else None
+        found = found or free_match(line)
         if found is None:
-            found = next((u for u in unclaimed if u[0] not in kept and same_line(u[1], line)), None)
-        if found is None:
-            adds.append(line_params(line))
+            loose.append(line)
             continue
         kept.add(found[0])
         if found[1]["id"] != line["id"] or not same_line(found[1], line):
             updates.append({"id": found[0], **line_params(line)})
-    theirs_wanted = [w for w in wanted if w["id"] is None]
-    removes = []
-    for lid, entry in current:
-        if lid in kept:
-            continue
-        if entry["id"] is None and any(same_line(entry, w) for w in theirs_wanted):
-            continue
-        removes.append({"id": lid, "behavior": "delete"})
+    for line in loose:
+        spare = next((u for u in unclaimed if u[0] not in kept), None) if line["id"] is None else None
+        if spare is None:
+            adds.append(line_params(line))
+        else:
+            kept.add(spare[0])
+            updates.append({"id": spare[0], **line_params(line)})
+    removes = [{"id": lid, "behavior": "delete"} for lid, _ in current if lid not in kept]
+    if (updates or adds or removes) and invoice.get("status") != "draft":
+        raise StateMoved(f"stripe invoice {external_id} is {invoice.get('status')}: its lines are frozen")
     result = invoice
     if updates:
         result = await _batches(conn, "update_lines", external_id, updates, key)
@@ -326,12 +334,19 @@ async def _command(conn: Caller, external_id: str, target: str, key: str) -> dic
 
 
 async def delete(conn: Caller, external_id: str, key: str) -> None:
-    """Only a draft can be deleted; a finalized one is voided (the engine sends that as a status)."""
+    """Only a draft can be deleted. One finalized over there meanwhile is voided instead (a finalized
+    invoice cannot be deleted; void is its end state); a paid or void one stays as it is."""
     try:
         await conn._call("delete", conn.client.v1.invoices.delete_async, external_id, None,
                          {"idempotency_key": key})
     except NotFound:
         return
+    except ConnectorError as exc:
+        if exc.status != 400:
+            raise
+        current = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
+        if current.get("status") in ("open", "uncollectible"):
+            await _command(conn, external_id, "void", key)
 
 
 async def set_internal_id(conn: Caller, external_id: str, internal_id: int, key: str) -> ExternalRecord:
