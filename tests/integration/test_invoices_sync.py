@@ -292,3 +292,20 @@ def _stable(check):  # type: ignore[no-untyped-def]
             await asyncio.sleep(0.2)
             return False
     return run
+
+
+async def test_the_poller_carries_invoice_events_too(client, settings, stripe_client, emulator, db) -> None:  # type: ignore[no-untyped-def]
+    """No webhook endpoint: the Events API poller alone (invoice events carry decimals, stored as JSON)."""
+    async with running_worker(settings.model_copy(update={"inbound_mode": "poll"})):
+        assert await wait_until(lambda: _count(db, "SELECT count(*) FROM cursors"), 20)
+        sc = stripe_client.v1.customers.create({"name": "Polled", "email": "polled@example.com"})
+        si = stripe_client.v1.invoices.create({"customer": sc.id, "collection_method": "send_invoice",
+                                               "days_until_due": 5, "description": "polled"})
+        stripe_client.v1.invoice_items.create({"customer": sc.id, "invoice": si.id, "amount": 4321,
+                                               "currency": "usd", "description": "polled line"})
+        mine = await wait_until(lambda: (stripe_client.v1.invoices.retrieve(si.id).to_dict().get("metadata")
+                                         or {}).get("internal_id"), 30)
+        assert mine, "the invoice made in Stripe was not imported through the poller"
+        row = await wait_until(lambda: _where(client, int(mine), lambda x: [
+            line["amount"] for line in x.get("lines") or []] == [4321]), 20)
+        assert row and row["description"] == "polled"

@@ -199,7 +199,7 @@ class StripeConnector:
             if not page.data:
                 return collected, cursor
             for obj in reversed(page.data):
-                event = event_from_payload(obj.to_dict())
+                event = event_from_payload(_plain(obj.to_dict()))
                 if event is not None:
                     collected.append(event)
             cursor = page.data[0].id
@@ -236,6 +236,12 @@ def _retry_after(exc: stripe.StripeError) -> float | None:
         return max(0.0, float(raw)) if raw is not None else None
     except ValueError:
         return None  # an HTTP date: rare from APIs, and our own backoff covers it
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """An event as JSON has it: the SDK turns `*_decimal` fields into Decimal, which a JSON column refuses."""
+    plain: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return plain
 
 
 def _verify_any(text: str, signature: str, secrets: list[str], tolerance: int) -> None:
