@@ -9,6 +9,7 @@ from __future__ import annotations
 import stripe
 
 from tests.conftest import emulator_call
+from twoway.connectors.base import Refused
 from twoway.connectors.stripe import invoices as inv
 from twoway.connectors.stripe.connector import StripeConnector
 from twoway.invoices import wire
@@ -69,13 +70,14 @@ async def test_draft_edits_and_commands(settings: Settings, stripe_client: strip
     assert moved.fields["status"] == "open" and moved.fields["number"]
     # Asking again is no error (a replay, or it got there another way).
     assert (await inv.update(conn, si.id, {"status": "open"}, "k:v5:fin")).fields["status"] == "open"
-    # Paid in Stripe while we ask for void: a refusal that says the state moved.
+    # Paid in Stripe while we ask for void: refused, with the invoice as it stands.
     stripe_client.v1.invoices.pay(si.id, {"paid_out_of_band": True})
     try:
         await inv.update(conn, si.id, {"status": "void"}, "k:v6:void")
         raise AssertionError("void of a paid invoice went through")
-    except inv.StateMoved as exc:
-        assert exc.transient and "paid" in str(exc)
+    except Refused as exc:
+        assert exc.transient and "paid" in str(exc) and exc.fields == ("status",)
+        assert exc.current.fields["status"] == "paid"
     paid = await inv.fetch(conn, si.id)
     assert paid.fields["status"] == paid.fields["confirmed_status"] == "paid"
     assert paid.fields["amount_paid"] == str(5000 + 4500)
@@ -130,3 +132,19 @@ def test_events_are_hints_for_the_invoice() -> None:
     gone = inv.event_from_payload({"id": "evt_5", "type": "invoice.deleted", "created": 1, "data": {
         "object": invoice}})
     assert gone is not None and gone.record is not None and gone.record.deleted
+
+
+async def test_frozen_fields_are_refused_with_the_invoice_as_it_stands(settings: Settings,
+                                                                      stripe_client: stripe.StripeClient) -> None:
+    conn = StripeConnector.from_settings(settings)
+    cus = stripe_client.v1.customers.create({"name": "F", "email": "f@example.com"}).id
+    created = await inv.create(conn, 9, _fields(cus), "twoway:stripe:invoice:9:create:v1")
+    stripe_client.v1.invoices.finalize_invoice(created.external_id)
+    for changes in ({"description": "late"}, {"lines": wire.encode_lines(LINES[:1])}):
+        try:
+            await inv.update(conn, created.external_id, changes, f"k:{sorted(changes)}")
+            raise AssertionError(f"{changes} went through on a finalized invoice")
+        except Refused as exc:
+            assert set(exc.fields) == set(changes) and exc.current.fields["status"] == "open"
+            assert wire.decode_lines(exc.current.fields["lines"]) == LINES
+    await conn.close()

@@ -61,3 +61,33 @@ def test_stripe_owned_fields_come_from_stripe(number: str, ours_number: str) -> 
                           {"status": "open", "number": number, "total": "2"}, ours_changed_at=None,
                           theirs_changed_at=None, policy="ours_wins")
     assert result.merged["number"] == number and result.merged["total"] == "2" and not result.conflicts
+
+
+def test_a_refused_void_of_an_invoice_paid_over_there_takes_paid_and_records_it() -> None:
+    """Voided here while paid in Stripe: Stripe refuses the void; its terminal state wins, recorded."""
+    from datetime import UTC, datetime
+
+    from twoway.connectors.base import ExternalRecord, Refused
+    from twoway.sync import plan
+
+    now = datetime.now(UTC)
+    base = {"customer_id": "cus_1", "status": "open", "confirmed_status": "open", "description": "d"}
+    row = plan.Ours(7, 3, {"customer_id": "3", "status": "void", "confirmed_status": "open", "description": "d"},
+                    False, now)
+    link = plan.LinkState(7, "in_1", base, 2, id=1)
+    paid = ExternalRecord("in_1", {**base, "status": "paid", "confirmed_status": "paid"}, internal_id=7)
+    steps = plan.outbound(plan.Snapshot(kind="invoice", system="stripe", now=now, ours=row, link=link,
+                                        rules=RULES, parent_links={3: "cus_1"}))
+    call = next(steps)
+    assert isinstance(call, plan.Update) and call.changes == {"status": "void"}
+    try:
+        call = steps.throw(Refused("paid", fields=["status"], current=paid))
+        while True:  # the merge names the parent by our id
+            assert isinstance(call, plan.FindLink) and call.kind == "customer", call
+            call = steps.send(3)
+    except StopIteration as done:
+        out = done.value
+    assert out.result == "refused" and out.failure is None
+    assert out.row is not None and out.row.changes == {"status": "paid", "confirmed_status": "paid"}
+    assert [log.status for log in out.logs].count("conflict") >= 1
+    assert out.link is not None and out.link.base["status"] == "paid"

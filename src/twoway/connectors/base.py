@@ -73,6 +73,17 @@ class NotFound(ConnectorError):
         super().__init__(message, transient=False, status=404, code="resource_missing")
 
 
+class Refused(ConnectorError):
+    """The system kept its own values of `fields`: its state froze them (a finalized invoice's lines, a
+    paid invoice's status). `current` is the object as it stands. The engine takes theirs for those
+    fields and records the conflict; transient, so an engine that does not know this retries."""
+
+    def __init__(self, message: str, *, fields: Sequence[str], current: ExternalRecord) -> None:
+        super().__init__(message, transient=True, status=400, code="refused")
+        self.fields = tuple(fields)
+        self.current = current
+
+
 class WebhookRejected(Exception):
     """Verification failed; the reason is safe to record (no secret, no signature)."""
 

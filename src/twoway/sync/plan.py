@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound
+from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, Refused
 from twoway.kit.rules import DEFAULT, Ladder, Rules
 from twoway.sync.merge import Conflict, Policy, merge
 
@@ -423,6 +423,8 @@ def _push(w: _Work) -> Generator[Call, Any, str]:
             yield Update(w.link.external_id, changes, key)
         except NotFound:
             return _gone(w)
+        except Refused as exc:
+            return (yield from _refused(w, exc))
         w.patch_link(base={**w.link.base, **changes})
     elif operation == "update":
         if w.link.last_pushed_version < row.version:
@@ -517,6 +519,17 @@ def _push_delete(w: _Work) -> Generator[Call, Any, str]:
     w.patch_link(base=dict(DELETED))
     _succeeded(w, "delete")
     return "delete"
+
+
+def _refused(w: _Work, exc: Refused) -> Generator[Call, Any, str]:
+    """They kept their own values (their state froze them): theirs wins those fields, recorded; the rest
+    merges as any read of theirs does."""
+    assert w.row is not None and w.link is not None
+    w.log("outbound", "update", "conflict", {"refused": list(exc.fields), "winner": "theirs", "reason": str(exc)})
+    agreed = {k: w.row.fields[k] for k in exc.fields if k in w.row.fields}
+    w.patch_link(base={**w.link.base, **agreed})  # as if only they had changed them
+    yield from _inbound_linked(w, exc.current, w.s.now)
+    return "refused"
 
 
 def _gone(w: _Work) -> str:

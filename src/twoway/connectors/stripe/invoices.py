@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
+from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, Refused, WebhookRejected
 from twoway.invoices import wire
 
 KIND = "invoice"
@@ -39,16 +39,6 @@ class Caller(Protocol):
     client: Any
 
     async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
-
-
-class StateMoved(ConnectorError):
-    """Stripe refused a command because the invoice moved on over there (paid while we voided, ...).
-
-    Transient: the next pass re-reads the invoice and merges, which settles it (and records the conflict).
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, transient=True, status=400, code="state_moved")
 
 
 # -- Stripe's objects in our terms ------------------------------------------------------------
@@ -238,8 +228,16 @@ async def update(conn: Caller, external_id: str, changes: Mapping[str, str], key
     params = draft_params({k: v for k, v in changes.items() if k in DRAFT_PARAMS})
     invoice: dict[str, Any] | None = None
     if params:
-        invoice = _data(await conn._call("update", conn.client.v1.invoices.update_async, external_id, params,
-                                         {"idempotency_key": f"{key}:fields"}))
+        try:
+            invoice = _data(await conn._call("update", conn.client.v1.invoices.update_async, external_id, params,
+                                             {"idempotency_key": f"{key}:fields"}))
+        except ConnectorError as exc:
+            current = await fetch(conn, external_id) if exc.status == 400 else None
+            if current is None or current.deleted or current.fields.get("status") == "draft":
+                raise
+            frozen = [k for k in DRAFT_PARAMS if k in changes] + (["lines"] if "lines" in changes else [])
+            raise Refused(f"stripe invoice {external_id} is {current.fields['status']}: finalized invoices "
+                          "keep their fields", fields=frozen, current=current) from exc
     if "lines" in changes:
         invoice = await _sync_lines(conn, external_id, wire.decode_lines(changes["lines"]), key)
     if changes.get("status"):
@@ -286,7 +284,8 @@ async def _sync_lines(conn: Caller, external_id: str, wanted: list[dict[str, Any
             updates.append({"id": spare[0], **line_params(line)})
     removes = [{"id": lid, "behavior": "delete"} for lid, _ in current if lid not in kept]
     if (updates or adds or removes) and invoice.get("status") != "draft":
-        raise StateMoved(f"stripe invoice {external_id} is {invoice.get('status')}: its lines are frozen")
+        raise Refused(f"stripe invoice {external_id} is {invoice.get('status')}: its lines are frozen",
+                      fields=["lines"], current=record(invoice, await _all_lines(conn, invoice)))
     result = invoice
     if updates:
         result = await _batches(conn, "update_lines", external_id, updates, key)
@@ -320,7 +319,8 @@ async def _move(conn: Caller, external_id: str, target: str, key: str) -> dict[s
             await _command(conn, external_id, "open", key)  # voiding or writing off needs it finalized first
             return await _command(conn, external_id, target, key)
         if status in TERMINAL or RANK.get(status, 0) > RANK.get(target, 0):
-            raise StateMoved(f"stripe invoice {external_id} is {status}; cannot make it {target}") from exc
+            raise Refused(f"stripe invoice {external_id} is {status}; cannot make it {target}", fields=["status"],
+                          current=record(current, await _all_lines(conn, current))) from exc
         raise
 
 
