@@ -4,6 +4,7 @@ httpx costs about 2 ms of CPU per request: on 2 cores a load generator built on 
 (an httpx client at 32 in flight used 76 % of a core for ~130 req/s). This does only what the
 benchmarks need: any method, a body, the status and the body of the answer, on a connection kept open.
 One `Connection` serves one request at a time; a `Pool` hands them out to concurrent lanes.
+aiohttp would do it at 3x the CPU per request (0.19 ms against 0.06 ms; `python -m bench.client_costs`).
 """
 
 from __future__ import annotations

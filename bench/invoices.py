@@ -89,6 +89,13 @@ async def invoices_workload(cluster: Cluster, n: int) -> list[Any]:
                    None, False, sizes, note + "; counted from the workers' restart", met=None if held else False)]
 
 
+def run(quick: bool) -> list[Any]:
+    from bench.run import with_cluster
+
+    figures: list[Any] = with_cluster(config(), lambda c: invoices_workload(c, 100 if quick else 500))
+    return figures
+
+
 def main() -> None:
     """`python -m bench.invoices [N]`: this workload alone, printed (`make bench` runs it with the rest)."""
     import sys

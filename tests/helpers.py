@@ -23,6 +23,24 @@ async def running_worker(settings: Settings, components: Sequence[str] = COMPONE
         await asyncio.wait_for(task, 30)
 
 
+async def settled(settings: Settings, db, emulator: str) -> bool:  # type: ignore[no-untyped-def]
+    """Nothing in flight anywhere: every change published, every message consumed and committed, every
+    stored event handled, no retry owed, no webhook on its way. A snapshot taken now is a fixed point;
+    one taken after a pause is only a guess (and a slow machine makes it a wrong one)."""
+    from sqlalchemy import text
+
+    from twoway.ops.status import read_lag
+
+    async with db() as s:
+        busy = (await s.execute(text("""
+            SELECT (SELECT count(*) FROM outbox WHERE sent_at IS NULL)
+                 + (SELECT count(*) FROM inbox WHERE processed_at IS NULL)
+                 + (SELECT count(*) FROM sync_events WHERE status IN ('retry', 'requeued', 'started'))"""))).scalar()
+    if busy or emulator_call(emulator, "/_emulator/stats")["webhooks"]["pending"]:
+        return False
+    return all(r.behind == 0 for r in await read_lag(settings))
+
+
 def stripe_writes(base: str) -> int:
     return int(emulator_call(base, "/_emulator/stats")["writes"])
 

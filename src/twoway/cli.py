@@ -31,7 +31,9 @@ except ImportError:  # pragma: no cover - the emulator ships with the package
 DEV_JSON = Path(".twoway/dev.json")
 _FROM_DEV = {"database_url": "database_url", "kafka_bootstrap_servers": "kafka_bootstrap_servers",
              "stripe_secret_key": "stripe_secret_key", "stripe_api_base": "stripe_api_base",
-             "stripe_webhook_secret": "stripe_webhook_secret", "api_key": "twoway_api_keys"}
+             "stripe_webhook_secret": "stripe_webhook_secret", "api_key": "twoway_api_keys",
+             "salesforce_login_url": "salesforce_login_url", "salesforce_client_id": "salesforce_client_id",
+             "salesforce_client_secret": "salesforce_client_secret", "salesforce_ca_file": "salesforce_ca_file"}
 
 
 def _settings(*, use_dev_json: bool = True) -> Settings:
@@ -44,7 +46,7 @@ def _settings(*, use_dev_json: bool = True) -> Settings:
         except ValueError:
             dev = {}
         fill = {field: dev[key] for key, field in _FROM_DEV.items()
-                if dev.get(key) and not getattr(settings, field)}
+                if dev.get(key) and (field not in settings.model_fields_set or not getattr(settings, field))}
         if fill:
             settings = Settings(**{**settings.model_dump(exclude_unset=True), **fill})
     configure(settings.log_level, settings.log_json)
@@ -111,9 +113,14 @@ def worker(
     if unknown:
         raise typer.BadParameter(f"unknown components: {', '.join(sorted(unknown))}")
 
-    if set(components) & {"outbound", "inbound", "poller"} and not registry.enabled_systems(settings):
+    try:
+        systems = registry.enabled_systems(settings)
+    except ValueError as exc:  # an unknown name in TWOWAY_CONNECTORS
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    if set(components) & {"outbound", "inbound", "poller"} and not systems:
         console.print("[red]No connector is configured.[/red] Set STRIPE_SECRET_KEY (and STRIPE_API_BASE for "
-                      "the emulator), or run only --only relay.")
+                      "the emulator) and/or SALESFORCE_CLIENT_ID with a secret or JWT key, or run only --only relay.")
         raise typer.Exit(2)
 
     async def main() -> None:
@@ -149,6 +156,9 @@ def dev(
                       f"http://{settings.api_host}:{system.env['WORKER_METRICS_PORT']}/metrics (worker)")
         if info.get("stripe_api_base"):
             console.print(f"  Stripe emulator  {info['stripe_api_base']}/")
+        if info.get("salesforce_instance_url"):
+            console.print(f"  Salesforce emulator  {info['salesforce_instance_url']}/"
+                          f"  (CA {info['salesforce_ca_file']})")
         console.print(f"  Settings for scripts: {state_dir / 'dev.json'}\nPress Ctrl-C to stop.")
         system.supervise()
     finally:

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,7 +24,12 @@ from twoway.settings import Settings
 # A crashed run's children are killed at start; their ports take a moment to be released.
 PORT_FREE_GRACE_SECONDS = 5.0
 DEV_JSON_KEYS = ("api_url", "api_key", "database_url", "kafka_bootstrap_servers",
-                 "stripe_api_base", "stripe_secret_key", "stripe_webhook_secret")
+                 "stripe_api_base", "stripe_secret_key", "stripe_webhook_secret",
+                 "salesforce_instance_url", "salesforce_access_token", "salesforce_ca_file",
+                 "salesforce_login_url", "salesforce_client_id", "salesforce_client_secret")
+SF_CLIENT_ID = "twoway-emulator"
+# Who `salesforce_access_token` acts as: a person editing Accounts, not the connector's integration user.
+SF_PERSON = "you@twoway.dev"
 
 
 @dataclass
@@ -48,6 +54,7 @@ class DevSystem:
         self._database()
         self._broker()
         self._emulator()
+        self._salesforce_emulator()
         api_key = self._api_key()
         self._migrate()
         ready = self.state / "worker.ready"
@@ -67,6 +74,7 @@ class DevSystem:
             "stripe_api_base": self.env.get("STRIPE_API_BASE"),
             "stripe_secret_key": self.env.get("STRIPE_SECRET_KEY"),
             "stripe_webhook_secret": self.env.get("STRIPE_WEBHOOK_SECRET"),
+            **self._salesforce_info(),
         }
         tmp = self.state / "dev.json.tmp"
         tmp.write_text(json.dumps(info, indent=2))
@@ -134,6 +142,48 @@ class DevSystem:
         self.env.update({"STRIPE_SECRET_KEY": key, "STRIPE_API_BASE": f"http://127.0.0.1:{port}",
                          "STRIPE_WEBHOOK_SECRET": secret})
         print(f"[twoway dev] Stripe emulator on http://127.0.0.1:{port}", flush=True)
+
+    def _salesforce_emulator(self) -> None:
+        """Emulated unless Salesforce credentials are configured (or TWOWAY_CONNECTORS leaves it out)."""
+        chosen = self.settings.connector_names()
+        if self.settings.salesforce_configured() or (chosen is not None and "salesforce" not in chosen):
+            return
+        port = self._pick_port("salesforce.port", None, 12112)
+        secret_file = self.state / "salesforce_client_secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(24))
+            secret_file.chmod(0o600)
+        tls_dir = (self.state / "salesforce-tls").resolve()
+        # The secret goes by environment, never on a command line (visible to `ps`).
+        self.env.update({"SALESFORCE_EMULATOR_CLIENT_SECRET": secret_file.read_text().strip()})
+        self._spawn("salesforce", ["emulator", "salesforce", "--port", str(port), "--tls-dir", str(tls_dir),
+                                   "--client-id", SF_CLIENT_ID, "--daily-api-requests", "1000000",
+                                   "--state-file", str(self.state / "salesforce.json")])
+        wait_for_port(port, 30, self.children["salesforce"])
+        # Against the emulator, poll as often as the Stripe poller (its allowance is set generously).
+        self.env.setdefault("SALESFORCE_POLL_INTERVAL_SECONDS", "2")
+        self.env.update({"SALESFORCE_LOGIN_URL": f"https://127.0.0.1:{port}", "SALESFORCE_CLIENT_ID": SF_CLIENT_ID,
+                         "SALESFORCE_CLIENT_SECRET": secret_file.read_text().strip(),
+                         "SALESFORCE_CA_FILE": str(tls_dir / "ca.pem")})
+        print(f"[twoway dev] Salesforce emulator on https://127.0.0.1:{port} (CA {tls_dir / 'ca.pem'})", flush=True)
+
+    def _salesforce_info(self) -> dict[str, str | None]:
+        """For scripts: an emulator token of a person (not the integration user), and the CA to trust."""
+        none: dict[str, str | None] = {"salesforce_instance_url": None, "salesforce_access_token": None,
+                                       "salesforce_ca_file": None, "salesforce_login_url": None,
+                                       "salesforce_client_id": None, "salesforce_client_secret": None}
+        if "salesforce" not in self.children:
+            return none
+        base, ca = self.env["SALESFORCE_LOGIN_URL"], self.env["SALESFORCE_CA_FILE"]
+        body = json.dumps({"username": SF_PERSON, "ttl_seconds": 30 * 24 * 3600}).encode()
+        req = urllib.request.Request(base + "/_emulator/token", data=body, method="POST",  # noqa: S310 (our URL)
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10, context=ssl.create_default_context(cafile=ca)) as r:  # noqa: S310
+            token = json.loads(r.read())
+        # The connector's own credentials too, so CLI commands (reconcile, status) find the emulator.
+        return {"salesforce_instance_url": token["instance_url"], "salesforce_access_token": token["access_token"],
+                "salesforce_ca_file": ca, "salesforce_login_url": base, "salesforce_client_id": SF_CLIENT_ID,
+                "salesforce_client_secret": self.env["SALESFORCE_CLIENT_SECRET"]}
 
     def _api_key(self) -> str:
         keys = self.settings.api_keys()

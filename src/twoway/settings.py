@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,9 +26,14 @@ class Settings(BaseSettings):
     # writes, or this long after its first one arrived.
     group_commit_max_batch: int = 256
     group_commit_max_wait_ms: float = 2.0
+    # Groups committing at once per writer (each on its own connection): one forms while another syncs.
+    group_commit_max_inflight: int = 4
     # Rejected webhooks: counted always; at most this many per second kept as samples, at most this many kept.
     webhook_rejection_samples_per_second: float = 5.0
     webhook_rejection_sample_max: int = 1000
+    # A rejected delivery's 400 waits this long (no CPU): a sender of forgeries that waits for answers
+    # (as HTTP/1.1 clients do) is slowed to ~1000/this per connection, so genuine deliveries keep the CPU.
+    webhook_rejection_delay_ms: float = 50.0
     idempotency_key_retention_hours: float = 24.0
     twoway_api_keys: SecretStr | None = None
 
@@ -50,7 +55,6 @@ class Settings(BaseSettings):
     sync_max_attempts: int = 8
     sync_backoff_base_seconds: float = 0.5
     sync_backoff_max_seconds: float = 300.0
-    sync_concurrency: int = 16
     # The engine (see docs/architecture.md, "Engine"): records in flight per consumer, and calls in flight
     # per connector (a connector's own `max_in_flight` wins). Decoupled from the database pool.
     sync_max_in_flight: int = 256
@@ -98,6 +102,8 @@ class Settings(BaseSettings):
     # Share of the daily API allowance left for others: at it, the connector pauses like at the limit.
     salesforce_api_reserve_percent: float = 10.0
     salesforce_limit_pause_seconds: float = 300.0
+    # Each poll costs API calls (one queryAll, and `deleted/` every fifth): 30 s is ~3.5k calls a day.
+    salesforce_poll_interval_seconds: float = 30.0
     salesforce_poll_overlap_seconds: float = 60.0
     salesforce_poll_settle_seconds: float = 2.0
 
@@ -111,6 +117,13 @@ class Settings(BaseSettings):
         if url and url.startswith(("postgres://", "postgresql://")):
             return "postgresql+asyncpg://" + url.split("://", 1)[1]
         return url
+
+    @field_validator("salesforce_login_url", "salesforce_api_version", "salesforce_object", "salesforce_name_field",
+                     "salesforce_email_field", "salesforce_external_id_field", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object, info: Any) -> object:
+        # Compose passes unset variables as "": that means the default, not an empty URL or name.
+        return cls.model_fields[info.field_name].default if value == "" else value
 
     def api_keys(self) -> list[str]:
         raw = self.twoway_api_keys.get_secret_value() if self.twoway_api_keys else ""

@@ -164,3 +164,25 @@ async def test_postgres_stopped_15s_under_writes_is_503_and_loses_nothing(settin
         assert 1 <= len(outage_lines) <= 6, lines[-20:]
     finally:
         pg.stop()
+
+
+async def test_api_serves_from_several_processes(settings, db, workdir) -> None:  # type: ignore[no-untyped-def]
+    import psutil
+
+    port = free_port()
+    api = start_api(settings.require_database_url(), settings, port, workdir / "api-workers.log", API_WORKERS="2")
+    try:
+        workers = [p for p in psutil.Process(api.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2  # uvicorn's supervisor and its two worker processes
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                                     headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+            body = json.dumps(event("evt_workers")).encode()
+            answers = await asyncio.gather(
+                *(client.post("/api/v1/webhooks/stripe", content=body, headers={"Stripe-Signature": sign(body)})
+                  for _ in range(4)),
+                *(client.post("/api/v1/customers", json={"name": f"W{i}", "email": f"w{i}@ex.io"}) for i in range(20)))
+    finally:
+        kill(api)
+    assert [r.status_code for r in answers] == [200] * 4 + [201] * 20
+    assert sum(not r.json()["duplicate"] for r in answers[:4]) == 1
+    assert len({r.json()["id"] for r in answers[4:]}) == 20

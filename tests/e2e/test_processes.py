@@ -105,7 +105,9 @@ def test_dev_runs_everything_stops_everything_and_recovers_after_a_crash(workdir
     try:
         info = _wait_dev(state, proc)
         assert set(info) == {"api_url", "api_key", "database_url", "kafka_bootstrap_servers",
-                              "stripe_api_base", "stripe_secret_key", "stripe_webhook_secret"}
+                              "stripe_api_base", "stripe_secret_key", "stripe_webhook_secret",
+                              "salesforce_instance_url", "salesforce_access_token", "salesforce_ca_file",
+                              "salesforce_login_url", "salesforce_client_id", "salesforce_client_secret"}
         auth = {"Authorization": f"Bearer {info['api_key']}"}
         r = httpx.post(info["api_url"] + "/api/v1/customers", json={"name": "Dev", "email": "dev@example.com"},
                        headers=auth)
@@ -113,7 +115,7 @@ def test_dev_runs_everything_stops_everything_and_recovers_after_a_crash(workdir
         cid = r.json()["id"]
         assert httpx.get(info["api_url"] + "/ready", timeout=10).status_code == 200
         pids = json.loads((state / "dev.pids").read_text())
-        assert {"api", "worker", "broker", "emulator"} <= set(pids)
+        assert {"api", "worker", "broker", "emulator", "salesforce"} <= set(pids)
         # A crash of the dev process itself leaves its children running and holding ports.
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -127,7 +129,9 @@ def test_dev_runs_everything_stops_everything_and_recovers_after_a_crash(workdir
         pids = json.loads((state / "dev.pids").read_text())
         for log_file in state.glob("*.log"):  # the children's logs: no secret of ours in them
             content = log_file.read_text(errors="replace")
-            for secret in (info2["stripe_webhook_secret"], info2["stripe_secret_key"], info2["api_key"]):
+            sf_secret = (state / "salesforce_client_secret").read_text().strip()
+            for secret in (info2["stripe_webhook_secret"], info2["stripe_secret_key"], info2["api_key"],
+                           info2["salesforce_access_token"], sf_secret):
                 assert secret not in content, f"a secret leaked into {log_file.name}"
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.wait(60)

@@ -136,3 +136,45 @@ async def test_emulator_down_degrades_gracefully(app, browser_like: httpx.AsyncC
     await browser_like.get(f"/?key={API_KEY}")
     r = await browser_like.get("/")
     assert r.status_code == 200 and "did not answer" in r.text
+
+
+async def test_live_part_record_pages_and_bad_input(client: httpx.AsyncClient, browser_like: httpx.AsyncClient,
+                                                    settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
+    r = await browser_like.get("/dashboard/live")
+    assert r.status_code == 401
+    assert (await browser_like.get("/records/customer/1")).status_code == 401
+    for i in range(3):
+        await client.post("/api/v1/customers", json={"name": f"Vera {i}", "email": f"vera{i}@example.com"})
+    cid = (await client.post("/api/v1/customers", json={"name": "Odd 100%_", "email": "odd@example.org"})).json()["id"]
+    async with running_worker(settings):
+        assert await wait_until(lambda: _all_linked(db, 4), timeout=30)
+    await browser_like.get(f"/?key={API_KEY}")
+
+    live = (await browser_like.get("/dashboard/live", params={"q": "vera"})).text
+    assert live.count("<tr data-customer=") == 3 and "<html" not in live  # a fragment, not a page
+    assert "Odd" not in live
+    # % and _ are literal in a search, not wildcards; NUL is dropped, not a 500.
+    literal = (await browser_like.get("/dashboard/live", params={"q": "100%_"})).text
+    assert literal.count("<tr data-customer=") == 1
+    assert (await browser_like.get("/dashboard/live", params={"q": "ve\x00ra"})).status_code == 200
+    page2 = (await browser_like.get("/dashboard/live", params={"page": 2})).text
+    assert "<tr data-customer=" not in page2 and 'rel="prev"' in page2
+    assert (await browser_like.get("/dashboard/live", params={"page": 0})).status_code == 422
+    assert (await browser_like.get("/", params={"kind": "nope"})).status_code == 404
+    assert (await browser_like.get("/", params={"kind": "invoice"})).status_code == 200  # any registered kind
+
+    record = (await browser_like.get(f"/records/customer/{cid}")).text
+    assert 'id="timeline"' in record and 'data-what="create" data-outcome="ok"' in record
+    assert (await browser_like.get("/records/customer/999999999")).status_code == 404
+    assert (await browser_like.get("/records/nope/1")).status_code == 404
+    assert (await browser_like.get(f"/records/customer/{2**63}")).status_code == 422
+
+    chart = re.search(r'<svg id="chart-synced".*?</svg>', live, re.S)
+    series = chart and re.search(r'<g data-series="stripe outbound".*?</g>', chart.group(0), re.S)
+    assert series  # four creates, in whichever minutes they fell
+    assert sum(int(v) for v in re.findall(r'data-value="(\d+)"', series.group(0))) == 4
+
+
+async def _all_linked(db, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return await _scalar(db, "SELECT count(*) FROM links") == n and \
+        await _scalar(db, "SELECT count(*) FROM sync_events WHERE status = 'ok'") == n

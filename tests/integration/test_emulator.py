@@ -92,11 +92,16 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
     return check()
 
 
+def _hooks(emulator: Any) -> dict[str, Any]:
+    return dict(admin(emulator, "GET", "/_emulator/stats")["webhooks"])
+
+
 class Receiver:
     """A webhook receiver recording (headers, body); fails the first `failures` posts."""
 
     def __init__(self, failures: int = 0) -> None:
         self.got: list[tuple[dict[str, str], bytes]] = []
+        self.arrived: list[float] = []  # time.monotonic() of each post
         self.failures = failures
         lock = threading.Lock()
         outer = self
@@ -106,6 +111,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with lock:
                     outer.got.append((dict(self.headers), body))
+                    outer.arrived.append(time.monotonic())
                     fail = outer.failures > 0
                     outer.failures -= 1
                 self.send_response(500 if fail else 200)
@@ -382,7 +388,8 @@ def test_webhook_retries_until_2xx(client: Any, emulator: Emulator) -> None:
         subscribe(client, receiver.url)
         c = client.v1.customers.create({"name": "Flaky"})
         assert wait_for(lambda: len(receiver.got) >= 3, timeout=15)
-        time.sleep(0.3)
+        # Settled when the emulator says so (not after a pause): then no further attempt can come.
+        assert wait_for(lambda: _hooks(emulator)["delivered"] == 1 and _hooks(emulator)["pending"] == 0)
         assert len(receiver.got) == 3
         assert {e["id"] for e in receiver.events()} == {receiver.events()[0]["id"]}
         assert receiver.events()[0]["data"]["object"]["id"] == c.id
@@ -392,7 +399,7 @@ def test_webhook_retries_until_2xx(client: Any, emulator: Emulator) -> None:
         receiver.close()
 
 
-def test_webhook_endpoints_crud_and_event_filter(client: Any, receiver: Receiver) -> None:
+def test_webhook_endpoints_crud_and_event_filter(client: Any, emulator: Emulator, receiver: Receiver) -> None:
     we = client.v1.webhook_endpoints.create({"url": receiver.url, "enabled_events": ["customer.deleted"]})
     assert we.object == "webhook_endpoint" and we.status == "enabled"
     assert "secret" not in client.v1.webhook_endpoints.retrieve(we.id).to_dict()
@@ -400,7 +407,7 @@ def test_webhook_endpoints_crud_and_event_filter(client: Any, receiver: Receiver
     c = client.v1.customers.create({"name": "Filtered"})
     client.v1.customers.delete(c.id)
     assert wait_for(lambda: len(receiver.got) >= 1)
-    time.sleep(0.3)
+    assert wait_for(lambda: _hooks(emulator)["pending"] == 0)
     assert [e["type"] for e in receiver.events()] == ["customer.deleted"]
     assert client.v1.webhook_endpoints.delete(we.id).deleted is True
     with pytest.raises(stripe.InvalidRequestError):
@@ -459,9 +466,8 @@ def test_dropped_webhooks_are_counted(client: Any, emulator: Emulator, receiver:
     faults(emulator, webhook_drop_rate=1.0)
     for i in range(3):
         client.v1.customers.create({"name": f"D{i}"})
-    time.sleep(0.5)
+    assert wait_for(lambda: _hooks(emulator)["dropped"] == 3)
     assert receiver.got == []
-    assert admin(emulator, "GET", "/_emulator/stats")["webhooks"]["dropped"] == 3
 
 
 def test_duplicated_webhooks_arrive_twice(client: Any, emulator: Emulator, receiver: Receiver) -> None:
@@ -490,10 +496,11 @@ def test_reordered_webhooks_arrive_out_of_order(client: Any, emulator: Emulator,
 def test_delayed_webhooks(client: Any, emulator: Emulator, receiver: Receiver) -> None:
     subscribe(client, receiver.url)
     faults(emulator, webhook_delay_ms=600)
+    before = time.monotonic()
     client.v1.customers.create({"name": "Later"})
-    time.sleep(0.3)
-    assert receiver.got == []
     assert wait_for(lambda: len(receiver.got) == 1, timeout=5)
+    # Measured, not sampled after a pause (a busy machine could oversleep past the delay).
+    assert receiver.arrived[0] - before >= 0.6 - 0.02
 
 
 # -- admin, UI, persistence ---------------------------------------------------------

@@ -144,6 +144,10 @@ def test_void_and_mark_uncollectible(sdk: Any) -> None:
     assert sdk.v1.invoices.pay(inv.id, {"paid_out_of_band": True}).status == "paid"
     other = sdk.v1.invoices.mark_uncollectible(sdk.v1.invoices.finalize_invoice(draft(sdk, cus, THREE).id).id)
     assert sdk.v1.invoices.void_invoice(other.id).status == "void"
+    kinds = [e.type for e in events(sdk, "invoice.*")]
+    assert kinds.count("invoice.voided") == 2 and kinds.count("invoice.marked_uncollectible") == 2
+    marked_event = next(e for e in events(sdk, "invoice.marked_uncollectible") if e.data.object.id == inv.id)
+    assert marked_event.data.object.status == "uncollectible"
 
 
 def test_illegal_transitions_give_the_documented_errors(sdk: Any, emu: Emulator) -> None:
@@ -293,6 +297,11 @@ def test_pending_items_and_item_crud(sdk: Any) -> None:
     assert [i.id for i in sdk.v1.invoice_items.list({"invoice": included.id}).data] == [pending.id]
     assert sdk.v1.invoice_items.delete(pending.id).deleted is True
     assert sdk.v1.invoices.retrieve(included.id).total == 0
+    [deleted] = events(sdk, "invoiceitem.deleted")
+    assert deleted.data.object.id == pending.id and deleted.data.object.amount == 1050
+    with pytest.raises(stripe.InvalidRequestError) as gone:
+        sdk.v1.invoice_items.retrieve(pending.id)
+    assert gone.value.http_status == 404
 
 
 def test_lines_page_in_order(sdk: Any) -> None:

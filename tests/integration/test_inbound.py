@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from tests.conftest import API_KEY, emulator_call, wait_until
-from tests.helpers import register_webhook, running_worker, served_api, set_faults, stripe_writes
+from tests.helpers import register_webhook, running_worker, served_api, set_faults, settled, stripe_writes
 from twoway.kit.embedded import free_port
 from twoway.settings import Settings
 
@@ -46,7 +45,7 @@ async def _count(db, sql: str, **params) -> int:  # type: ignore[no-untyped-def]
 
 
 async def test_stripe_create_update_delete_reach_us(settings, stripe_client, emulator, db) -> None:
-    async with inbound_system(settings, stripe_client) as (api, _):
+    async with inbound_system(settings, stripe_client) as (api, live):
         sc = stripe_client.v1.customers.create({"name": "Katherine Johnson", "email": "kj@example.com"})
         ours = await wait_until(lambda: ours_by_email(api, "kj@example.com"))
         assert len(ours) == 1 and ours[0]["name"] == "Katherine Johnson"
@@ -62,7 +61,7 @@ async def test_stripe_create_update_delete_reach_us(settings, stripe_client, emu
 
         stripe_client.v1.customers.delete(sc.id)
         assert await wait_until(lambda: _deleted(api, cid))
-        await asyncio.sleep(1.5)
+        assert await wait_until(lambda: settled(live, db, emulator), timeout=30, step=0.3)
         assert await _count(db, "SELECT count(*) FROM customers") == 1
 
 
@@ -75,14 +74,15 @@ async def _deleted(api: httpx.AsyncClient, cid: int) -> bool:
 
 
 async def test_our_create_does_not_echo(settings, stripe_client, emulator, db) -> None:
-    async with inbound_system(settings, stripe_client) as (api, _):
+    async with inbound_system(settings, stripe_client) as (api, live):
         r = await api.post("/api/v1/customers", json={"name": "Dorothy Vaughan", "email": "dv@example.com"})
         cid = r.json()["id"]
         assert await wait_until(lambda: _processed_all_inbox(db), timeout=20)
         assert await wait_until(lambda: len(_stripe_with(emulator, "dv@example.com")) == 1)
-        await asyncio.sleep(3)
+        # Settled is a fixed point: an echo loop would keep a webhook, an event or a message in flight.
+        assert await wait_until(lambda: settled(live, db, emulator), timeout=30, step=0.3)
         snapshot = await _quiet_snapshot(api, db, emulator, cid)
-        await asyncio.sleep(4)
+        assert await wait_until(lambda: settled(live, db, emulator), timeout=30, step=0.3)
         assert await _quiet_snapshot(api, db, emulator, cid) == snapshot
     assert snapshot[0] == 1  # one Stripe write: the create
     assert snapshot[1] == 1  # our version never moved

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import httpx
 from sqlalchemy import text
 
 from tests.conftest import emulator_call, wait_until
-from tests.helpers import running_worker, set_faults, stripe_writes
+from tests.helpers import running_worker, set_faults, settled, stripe_writes
 from twoway.connectors.stripe.connector import StripeConnector
 from twoway.sync.engine import SyncEngine
 
@@ -83,7 +82,7 @@ async def test_create_update_delete_reach_stripe_once_each(client, settings, emu
         assert sync["systems"]["stripe"]["state"] == "synced"
 
 
-async def test_rapid_updates_coalesce_and_end_in_our_state(client, settings, emulator, stripe_client) -> None:
+async def test_rapid_updates_coalesce_and_end_in_our_state(client, settings, emulator, stripe_client, db) -> None:
     async with running_worker(settings):
         cid = await _create(client, "Start", "rapid@example.com")
         assert await wait_until(lambda: by_internal_id(emulator).get(str(cid)))
@@ -91,7 +90,7 @@ async def test_rapid_updates_coalesce_and_end_in_our_state(client, settings, emu
         for i in range(50):
             await client.patch(f"/api/v1/customers/{cid}", json={"name": f"Name {i}"})
         assert await wait_until(lambda: _converged(client, emulator, [cid]))
-        await asyncio.sleep(1)
+        assert await wait_until(lambda: settled(settings, db, emulator), timeout=30, step=0.3)  # no write trails
     final = by_internal_id(emulator)[str(cid)][0]
     assert final["name"] == "Name 49"
     updates = stripe_writes(emulator) - before
@@ -227,6 +226,11 @@ async def test_link_removed_by_hand_is_found_again_not_recreated(client, setting
     async with running_worker(settings):
         cid = await _create(client, "Linked", "linked@example.com")
         assert await wait_until(lambda: _converged(client, emulator, [cid]))
+
+        async def linked() -> bool:  # Stripe holds it before the worker commits the link: wait for both
+            async with db() as s:
+                return bool((await s.execute(text("SELECT count(*) FROM links"))).scalar())
+        assert await wait_until(linked)
         async with db() as s:
             await s.execute(text("DELETE FROM links"))
             await s.commit()

@@ -32,7 +32,7 @@ async def test_limiters_in_one_account_share_its_rate(db, settings: Settings) ->
     tasks = [asyncio.create_task(_spend(lim, stamps[i], stop)) for i, lim in enumerate([*limiters, other])
              for _ in range(20)]
     try:
-        await wait_until(lambda: len(stamps[3]) >= 4 * 40, timeout=30)
+        assert await wait_until(lambda: len(stamps[3]) >= 4 * 40, timeout=30)
     finally:
         stop.set()
         for lim in [*limiters, other]:
@@ -121,3 +121,23 @@ async def test_three_workers_share_one_stripe_limit(client, settings, emulator, 
             w.terminate()
         for w in workers:
             w.wait(30)
+
+
+async def test_a_high_limit_costs_few_statements(db, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Far below its limit a process leases what it will spend in the next moment, not one token a call."""
+    limiter = SharedLimiter(asyncpg_dsn(settings.require_database_url()), "test:high", 10_000.0)
+    calls = 0
+
+    async def lane() -> None:
+        nonlocal calls
+        for _ in range(200):
+            await limiter.acquire()
+            calls += 1
+            await asyncio.sleep(0.001)  # a call's worth of work between acquisitions
+    try:
+        await asyncio.gather(*(lane() for _ in range(10)))
+    finally:
+        await limiter.close()
+    assert calls == 2000
+    print(f"{limiter.leases} leases for {calls} calls")
+    assert limiter.leases <= calls / 10, limiter.leases

@@ -26,9 +26,11 @@ from twoway.settings import Settings
 
 
 def sf_settings(emu: SfEmulator, **extra: object) -> Settings:
-    return Settings(salesforce_login_url=emu.base, salesforce_client_id=SF_CLIENT_ID,
-                    salesforce_client_secret=SF_CLIENT_SECRET, salesforce_ca_file=emu.ca_file,
-                    salesforce_poll_settle_seconds=0, salesforce_poll_overlap_seconds=5, **extra)  # type: ignore[arg-type]
+    values: dict[str, object] = {"salesforce_login_url": emu.base, "salesforce_client_id": SF_CLIENT_ID,
+                                 "salesforce_client_secret": SF_CLIENT_SECRET, "salesforce_ca_file": emu.ca_file,
+                                 "salesforce_poll_settle_seconds": 0, "salesforce_poll_overlap_seconds": 5,
+                                 "salesforce_poll_interval_seconds": 0}
+    return Settings(**{**values, **extra})  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -183,3 +185,15 @@ async def test_jwt_bearer_flow(tmp_path: Path, workdir: Path) -> None:
         await c.close()
         proc.terminate()
         proc.wait(10)
+
+
+async def test_polls_are_spaced_by_the_poll_interval(sf_emulator: SfEmulator) -> None:
+    c = SalesforceConnector.from_settings(sf_settings(sf_emulator, salesforce_poll_interval_seconds=3600))
+    try:
+        _, cursor = await c.poll_events(None)
+        await c.poll_events(cursor)
+        used = sf_emulator.stats()["api_usage"]
+        events, again = await c.poll_events(cursor)
+        assert events == [] and again == cursor and sf_emulator.stats()["api_usage"] == used  # no call spent
+    finally:
+        await c.close()

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SECRETS = {"POSTGRES_PASSWORD": "pw", "STRIPE_SECRET_KEY": "sk_test_compose", "TWOWAY_API_KEYS": "key"}
 TWOWAY_ENV = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "API_HOST",
-              "API_PORT", "TWOWAY_API_KEYS", "KAFKA_ENABLE_IDEMPOTENCE", "STRIPE_API_BASE")
+              "API_PORT", "TWOWAY_API_KEYS", "KAFKA_ENABLE_IDEMPOTENCE", "STRIPE_API_BASE", "TWOWAY_CONNECTORS",
+              "SALESFORCE_LOGIN_URL", "SALESFORCE_CLIENT_ID", "SALESFORCE_CLIENT_SECRET", "SALESFORCE_JWT_KEY_FILE",
+              "SALESFORCE_USERNAME", "SALESFORCE_API_VERSION", "SALESFORCE_EXTERNAL_ID_FIELD")
 
 
 def _compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -60,7 +62,8 @@ def test_no_secret_is_written_in_the_file() -> None:
     raw = COMPOSE.read_text()
     assert not re.search(r"(sk|rk)_(test|live)_[A-Za-z0-9]", raw)
     assert not re.search(r"whsec_[A-Za-z0-9]", raw)
-    for name in ("POSTGRES_PASSWORD", "STRIPE_SECRET_KEY", "TWOWAY_API_KEYS", "STRIPE_WEBHOOK_SECRET"):
+    for name in ("POSTGRES_PASSWORD", "STRIPE_SECRET_KEY", "TWOWAY_API_KEYS", "STRIPE_WEBHOOK_SECRET",
+                 "SALESFORCE_CLIENT_SECRET"):
         for line in raw.splitlines():
             if re.match(rf"\s*{name}:", line):
                 assert "${" + name in line, line
@@ -127,3 +130,21 @@ def test_dockerfile_runs_as_non_root_with_pinned_installs() -> None:
     assert re.search(r'^ENTRYPOINT \["twoway"\]', dockerfile, re.M)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in ignored and ".venv" in ignored and ".git" in ignored
+
+
+def test_salesforce_settings_pass_through() -> None:
+    """Set in the environment, they reach the services; unset, Salesforce stays off with working defaults."""
+    env = {**SECRETS, "SALESFORCE_CLIENT_ID": "3MVG9-app", "SALESFORCE_CLIENT_SECRET": "sf-secret",
+           "SALESFORCE_LOGIN_URL": "https://test.salesforce.com", "TWOWAY_CONNECTORS": "stripe,salesforce"}
+    resolved = yaml.safe_load(_compose("config", env=env).stdout)["services"]
+    for name in ("api", "worker"):
+        e = resolved[name]["environment"]
+        assert e["SALESFORCE_CLIENT_ID"] == "3MVG9-app" and e["SALESFORCE_CLIENT_SECRET"] == "sf-secret"
+        assert e["SALESFORCE_LOGIN_URL"] == "https://test.salesforce.com" and e["TWOWAY_CONNECTORS"] == "stripe,salesforce"
+    bare = yaml.safe_load(_compose("config", env=SECRETS).stdout)["services"]["worker"]["environment"]
+    from twoway.connectors import registry
+    from twoway.settings import Settings
+
+    settings = Settings(**{k.lower(): v for k, v in bare.items() if k.startswith(("SALESFORCE_", "TWOWAY_CONN"))})
+    assert settings.salesforce_login_url == "https://login.salesforce.com" and settings.salesforce_api_version == "60.0"
+    assert "salesforce" not in registry.enabled_systems(settings)

@@ -6,11 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from twoway.emulators.stripe import lifecycle, totals
+from twoway.emulators.stripe import lifecycle, locks, totals
 from twoway.emulators.stripe.billing import previous_attributes
 from twoway.emulators.stripe.book import InvoiceBook
 from twoway.emulators.stripe.errors import StripeError
 from twoway.emulators.stripe.lifecycle import DRAFT, OPEN, PAID, UNCOLLECTIBLE, VOID
+from twoway.emulators.stripe.state import Store
 
 
 @pytest.mark.parametrize(
@@ -125,3 +126,20 @@ def test_book_attaches_detaches_and_restores() -> None:
     book.remove_invoice("in_1")
     assert "in_1" in book.deleted_invoices and "in_1" not in book.attached
     assert len(changes) == 6
+
+
+def test_which_invoice_a_write_locks() -> None:
+    store = Store()
+    store.book.put_invoice({"id": "in_1"})
+    store.book.put_item(_item("ii_a", "in_1"))
+    store.book.put_item(_item("ii_p", None))
+    assert locks.invoice_of(store, "POST /v1/invoices/{id}/finalize", "in_1", b"") == "in_1"
+    assert locks.invoice_of(store, "POST /v1/invoices/{id}/lines/{id}", "in_1/il_9", b"") == "in_1"
+    assert locks.invoice_of(store, "DELETE /v1/invoices/{id}", "in_1", b"") == "in_1"
+    assert locks.invoice_of(store, "POST /v1/invoiceitems", "", b"customer=cus_1&invoice=in_1&amount=5") == "in_1"
+    assert locks.invoice_of(store, "POST /v1/invoiceitems", "", b"customer=cus_1&amount=5") is None
+    assert locks.invoice_of(store, "DELETE /v1/invoiceitems/{id}", "ii_a", b"") == "in_1"
+    assert locks.invoice_of(store, "POST /v1/invoiceitems/{id}", "ii_p", b"") is None
+    assert locks.invoice_of(store, "POST /v1/invoices", "", b"customer=cus_1") is None
+    assert locks.invoice_of(store, "POST /v1/customers/{id}", "cus_1", b"") is None
+    assert locks.lock_timeout().status == 429 and locks.lock_timeout().code == "lock_timeout"

@@ -133,7 +133,7 @@ def test_child_waits_for_its_parent_without_a_call() -> None:
 
 def test_child_carries_its_parents_external_id_and_never_pushes_owned_fields() -> None:
     row = plan.Ours(7, 1, {"customer_id": "3", "status": "open", "number": "ours?"}, False, NOW)
-    out, calls = drive(plan.outbound(snap(ours=row, rules=INVOICE, parent_links={3: "cus_3"})), {plan.Create: created})
+    _, calls = drive(plan.outbound(snap(ours=row, rules=INVOICE, parent_links={3: "cus_3"})), {plan.Create: created})
     create = calls[1]
     assert isinstance(create, plan.Create)
     assert create.fields == {"customer_id": "cus_3", "status": "open"}

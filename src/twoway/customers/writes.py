@@ -98,8 +98,10 @@ async def create_group(conn: asyncpg.Connection, items: Sequence[Create]) -> lis
     return results
 
 
-def customer_writer(pool: asyncpg.Pool, *, max_batch: int, max_wait: float) -> GroupCommit[Create, Created]:
-    return GroupCommit(pool, create_group, name="customers", max_batch=max_batch, max_wait=max_wait)
+def customer_writer(pool: asyncpg.Pool, *, max_batch: int, max_wait: float,
+                 max_inflight: int = 4) -> GroupCommit[Create, Created]:
+    return GroupCommit(pool, create_group, name="customers", max_batch=max_batch, max_wait=max_wait,
+                       max_inflight=max_inflight)
 
 
 async def update(pool: asyncpg.Pool, customer_id: int, changes: dict[str, str]) -> str | None:

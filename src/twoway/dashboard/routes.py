@@ -10,14 +10,16 @@ import hashlib
 import hmac
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from twoway.connectors import registry
-from twoway.dashboard import data
+from twoway.dashboard import charts, data
+from twoway.kit import records
 from twoway.kit.auth import bearer_token, is_authorized, key_matches
 from twoway.kit.db import unit_of_work
 from twoway.ops.status import full_status
@@ -29,8 +31,14 @@ templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templat
                         autoescape=select_autoescape(default=True))
 
 
+Kind = Annotated[str, Query(max_length=50, pattern=r"^[a-z_]+$")]
+Search = Annotated[str, Query(max_length=200)]
+PageNo = Annotated[int, Query(ge=1, le=1_000_000)]
+RecordId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+
 @router.get("/")
-async def dashboard(request: Request) -> Response:
+async def dashboard(request: Request, kind: Kind = "customer", q: Search = "", page: PageNo = 1) -> Response:
     key = request.query_params.get("key")
     keys: list[str] = request.app.state.api_keys
     if key and keys and key_matches(key, keys):
@@ -40,7 +48,41 @@ async def dashboard(request: Request) -> Response:
         return response
     if not is_authorized(request):
         return _page("signin.html", status_code=401)
-    return _page("index.html", **await _context(request))
+    spec = _kind(kind)
+    if spec is None:
+        return _page("missing.html", status_code=404, what=f"no kind of record named {kind!r}")
+    return _page("index.html", **await _context(request, spec, q, page))
+
+
+@router.get("/dashboard/live")
+async def dashboard_live(request: Request, kind: Kind = "customer", q: Search = "", page: PageNo = 1) -> Response:
+    """The part of the page that moves, polled by the page itself every few seconds."""
+    if not is_authorized(request):
+        return _page("signin.html", status_code=401)
+    spec = _kind(kind)
+    if spec is None:
+        return _page("missing.html", status_code=404, what=f"no kind of record named {kind!r}")
+    return _page("live.html", **await _context(request, spec, q, page))
+
+
+@router.get("/records/{kind}/{record_id}")
+async def record_page(request: Request, kind: str, record_id: RecordId) -> Response:
+    if not is_authorized(request):
+        return _page("signin.html", status_code=401)
+    context = await _record_context(request, kind, record_id)
+    if context is None:
+        return _page("missing.html", status_code=404, what=f"no {kind} {record_id}")
+    return _page("record.html", **context)
+
+
+@router.get("/records/{kind}/{record_id}/live")
+async def record_live(request: Request, kind: str, record_id: RecordId) -> Response:
+    if not is_authorized(request):
+        return _page("signin.html", status_code=401)
+    context = await _record_context(request, kind, record_id)
+    if context is None:
+        return _page("missing.html", status_code=404, what=f"no {kind} {record_id}")
+    return _page("record_live.html", **context)
 
 
 @router.post("/dashboard/dead-letters/{failure_id}/replay")
@@ -69,22 +111,63 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-async def _context(request: Request) -> dict[str, Any]:
+def _kind(name: str) -> records.Kind | None:
+    try:
+        return records.kind(name)
+    except KeyError:
+        return None
+
+
+async def _context(request: Request, spec: records.Kind, q: str, page: int) -> dict[str, Any]:
     settings = request.app.state.settings
     systems = registry.enabled_systems(settings)
+    status = await full_status(request.app.state.sessions, settings)
     async with request.app.state.sessions() as session:
-        customers = await data.customers(session, systems)
+        listing = await data.records_page(session, spec, systems, q=q, page=page)
         events = await data.recent_events(session)
         dead = await data.dead_letters(session)
+        synced, failed = await data.per_minute(session, systems)
+    history = _lag_history(request)
+    history.add({f"{r['system']} {r['direction']}": r["consumer_lag"] for r in status["connectors"]})
+    lag = history.per_minute(synced.minutes, list(synced.lines))
     context: dict[str, Any] = {
-        "systems": systems, "customers": customers, "events": events, "dead": dead,
-        "status": await full_status(request.app.state.sessions, settings), "csrf": csrf_token(request),
-        "notice": _notice(request), "emulator": None, "emulator_base": settings.stripe_api_base,
+        "systems": systems, "kind": spec, "kinds": [k.name for k in records.all_kinds()], "q": q,
+        "listing": listing, "events": events, "dead": dead, "status": status,
+        "charts": [charts.line_chart("chart-synced", "Synced changes per minute", synced.minutes, synced.lines),
+                   charts.line_chart("chart-lag", "Consumer lag (highest each minute)", synced.minutes, lag),
+                   charts.line_chart("chart-failures", "Failures per minute", failed.minutes, failed.lines)],
+        "csrf": csrf_token(request), "notice": _notice(request), "emulator": None,
+        "emulator_base": settings.stripe_api_base, "query": _query,
     }
-    if settings.stripe_api_base and "stripe" in systems:
+    if settings.stripe_api_base and "stripe" in systems and spec.name == "customer":
         theirs = await data.emulator_customers(settings.stripe_api_base)
-        context["emulator"] = data.side_by_side(customers, theirs, "stripe") if theirs is not None else False
+        context["emulator"] = data.side_by_side(listing.rows, theirs, "stripe") if theirs is not None else False
     return context
+
+
+async def _record_context(request: Request, kind: str, record_id: int) -> dict[str, Any] | None:
+    spec = _kind(kind)
+    if spec is None:
+        return None
+    systems = registry.enabled_systems(request.app.state.settings)
+    async with request.app.state.sessions() as session:
+        view = await data.record(session, spec, record_id, systems)
+        if view is None:
+            return None
+        timeline = await data.timeline(session, spec.name, record_id)
+    return {"kind": spec, "record": view, "timeline": timeline, "systems": systems}
+
+
+def _lag_history(request: Request) -> charts.LagHistory:
+    history = getattr(request.app.state, "lag_history", None)
+    if history is None:
+        history = request.app.state.lag_history = charts.LagHistory()
+    return history
+
+
+def _query(**params: Any) -> str:
+    """A query string for links within the dashboard, leaving out what is at its default."""
+    return "?" + urlencode({k: v for k, v in params.items() if v not in ("", None, 1, "customer")})
 
 
 def _notice(request: Request) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from datetime import datetime
@@ -133,9 +134,13 @@ class SharedLimiter:
     """The account's bucket in PostgreSQL, shared by every process that names the same `account`.
 
     Owns one small asyncpg connection (opened on first use). Callers queue here; one lease at a time
-    fetches as many tokens as there are callers waiting (at most `max_block`), and hands them out at
-    the times the bucket's debt says.
+    fetches what this process will spend in the next ~50 ms (at least the callers waiting, at most
+    `max_block`), and hands the tokens out at the times the bucket's debt says. A token nobody asked
+    for by its time is kept for `STOCK_SECONDS`, then dropped: that bounds any burst.
     """
+
+    PREFETCH_SECONDS = 0.05
+    STOCK_SECONDS = 0.1
 
     def __init__(self, dsn: str, account: str, rate: float, *, burst: float | None = None,
                  max_block: int | None = None) -> None:
@@ -149,24 +154,50 @@ class SharedLimiter:
         self.leases = 0
         self._conn: Any = None
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._tokens: deque[float] = deque()  # leased tokens not yet handed out: when each may be spent
+        self._recent: deque[float] = deque()  # acquire() times over the last second: this process's demand
         self._pump: asyncio.Task[None] | None = None
         self._fallback = TokenBucket(rate, self.capacity)
         self._db_down_until = 0.0
 
     async def acquire(self) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._recent.append(now)
+        while self._recent[0] < now - 1.0:
+            self._recent.popleft()
+        self._drop_stale(now)
+        if not self._waiters and self._tokens and self._tokens[0] <= now:
+            self._tokens.popleft()  # a token already leased and due: no queue, no statement
+            return
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._serve())
         await fut
 
+    def _drop_stale(self, now: float) -> None:
+        while self._tokens and self._tokens[0] < now - self.STOCK_SECONDS:
+            self._tokens.popleft()
+
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._waiters:
-            want = min(self.max_block, sum(1 for w in self._waiters if not w.done()))
-            if want == 0:
-                self._waiters.clear()
+        while True:
+            while self._waiters and self._waiters[0].done():
+                self._waiters.popleft()  # cancelled callers
+            if not self._waiters:
                 return
+            now = loop.time()
+            self._drop_stale(now)
+            if self._tokens:
+                if self._tokens[0] > now:
+                    await asyncio.sleep(self._tokens[0] - now)
+                    continue
+                self._tokens.popleft()
+                self._release_one()
+                continue
+            waiting = sum(1 for w in self._waiters if not w.done())
+            want = min(self.max_block, max(waiting, math.ceil(len(self._recent) * self.PREFETCH_SECONDS)))
             leased = await self._lease(want)
             if leased is None:  # no database: this process's own bucket, until it is back
                 await self._fallback.acquire()
@@ -175,12 +206,7 @@ class SharedLimiter:
             tokens_after, rate = leased
             available = tokens_after + want  # what the bucket held for us, in its queue order
             start = loop.time()
-            for i in range(want):
-                due = start + (i + 1 - available) / rate
-                delay = due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                self._release_one()
+            self._tokens.extend(start + max(0.0, (i + 1 - available) / rate) for i in range(want))
 
     def _release_one(self) -> None:
         while self._waiters:

@@ -154,6 +154,7 @@ class ConnectorRow:
     system: str
     direction: str
     backlog: int
+    consumer_group: str
     consumer_lag: int | None
     retrying: int
     dead_letters: int
@@ -165,7 +166,8 @@ class ConnectorRow:
         age = (now - self.last_success).total_seconds() if self.last_success else None
         since = self.breaker_since.isoformat() if self.breaker_since else None
         return {"system": self.system, "direction": self.direction, "backlog": self.backlog,
-                "consumer_lag": self.consumer_lag, "retrying": self.retrying, "dead_letters": self.dead_letters,
+                "consumer_group": self.consumer_group, "consumer_lag": self.consumer_lag,
+                "retrying": self.retrying, "dead_letters": self.dead_letters,
                 "breaker": self.breaker, "breaker_since": since,
                 "last_success": self.last_success.isoformat() if self.last_success else None,
                 "last_success_age_seconds": round(age, 1) if age is not None else None}
@@ -188,7 +190,7 @@ def connector_rows(settings: Settings, db: DatabaseStatus, lag: list[LagReading]
                        else db.inbox_by_system.get(system, 0))
             last = db.summary["last_success"].get(f"{system}:{direction}")
             rows.append(ConnectorRow(
-                system=system, direction=direction, backlog=backlog,
+                system=system, direction=direction, backlog=backlog, consumer_group=groups[(system, direction)][0],
                 consumer_lag=behind.get(groups[(system, direction)]),
                 retrying=counts.get((system, direction, "open"), 0),
                 dead_letters=counts.get((system, direction, "dead"), 0),

@@ -56,6 +56,7 @@ class Pipeline:
         self.seen: dict[TopicPartition, int] = {}  # next offset after the last message seen
         self.committed: dict[TopicPartition, int] = {}
         self._wake = asyncio.Event()
+        self._writing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_commit = 0.0
 
@@ -66,7 +67,8 @@ class Pipeline:
             while not self.stop.is_set():
                 if fetch is None and len(self.waiting) + len(self.flying) < self.max_in_flight:
                     fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=500, max_records=500))
-                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait()),
+                                                   asyncio.ensure_future(self.stop.wait())}
                 if fetch is not None:
                     waits.add(fetch)
                 timeout = self._next_due(loop.time())
@@ -166,12 +168,24 @@ class Pipeline:
         self.finished.append((entry, job))
         self._wake.set()
 
-    async def _flush(self) -> None:
-        if not self.finished:
-            return
-        done, self.finished = self.finished, []
+    async def _flush(self, wait: bool = False) -> None:
+        """Write back what finished, in the background: while one write-back runs, the next fills up."""
+        if self._writing is not None and (wait or self._writing.done()):
+            await asyncio.shield(self._writing) if not self._writing.done() else None
+            self._writing = None
+        if self._writing is None and self.finished:
+            done, self.finished = self.finished, []
+            self._writing = asyncio.ensure_future(self._write(done))
+            if wait:
+                await self._writing
+                self._writing = None
+
+    async def _write(self, done: list[tuple[_Entry, Job]]) -> None:
         try:
             await self.engine.write_back([job for _, job in done])
+        except asyncio.CancelledError:
+            self.finished = done + self.finished  # stopping: the drain writes them back
+            raise
         except Exception as exc:
             # Nothing committed; the locks are released. Do these records again.
             quiet.warning("write-back failed; redoing the records", key=self.group, group=self.group,
@@ -183,6 +197,8 @@ class Pipeline:
                 entry.not_before = asyncio.get_running_loop().time() + 1.0
                 self.waiting[entry.item.key] = entry
             return
+        finally:
+            self._wake.set()
         for entry, _job in done:
             self.flying.pop(entry.item.key, None)
             self._done(entry)
@@ -234,7 +250,8 @@ class Pipeline:
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(Exception):
-            await self._flush()
+            await self._flush(wait=True)
+            await self._flush(wait=True)
         with contextlib.suppress(Exception):
             await self._commit(0.0, force=True)
 

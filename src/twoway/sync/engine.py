@@ -139,13 +139,15 @@ class SyncEngine:
         wanted = await self._lock_keys(items)
         granted = await self.locks.try_lock(k for keys in wanted.values() for k in keys)
         ready, busy = [], []
+        taken: set[str] = set()  # a key goes to one item only, even when two items of this batch want it
         for item in items:
             keys = wanted[item]
-            if all(k in granted for k in keys):
+            if all(k in granted and k not in taken for k in keys):
                 ready.append(item)
+                taken.update(keys)
             else:
                 busy.append(item)
-                await self.locks.unlock(k for k in keys if k in granted)
+        await self.locks.unlock(granted - taken)
         if not ready:
             return [], busy
         try:
@@ -191,9 +193,9 @@ class SyncEngine:
                     keys = [f"{system}:{kind}:{item.external_id}"]
                     rid = linked.get(item.external_id)
                     # Unlinked: the rows it may claim (what its events said; what a fetch said, the hint).
-                    for r in ([rid] if rid is not None else [named.get(item.external_id), item.hint]):
-                        if r is not None and record_key(kind, r) not in keys:
-                            keys.append(record_key(kind, r))
+                    for claim in ([rid] if rid is not None else [named.get(item.external_id), item.hint]):
+                        if claim is not None and record_key(kind, claim) not in keys:
+                            keys.append(record_key(kind, claim))
                     out[item] = keys
             await session.rollback()
         return out

@@ -18,7 +18,7 @@ from twoway.connectors.base import Connector, ConnectorError
 from twoway.kit import records
 from twoway.kit.db import RecordLocks, make_engine, make_sessionmaker, unit_of_work
 from twoway.kit.kafka import ensure_topics, make_consumer, make_producer
-from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, enqueue_inbound, enqueue_outbound
+from twoway.kit.outbox import INBOUND_TOPIC, NOTIFY_CHANNEL, OUTBOUND_TOPIC, enqueue_inbound, enqueue_outbound
 from twoway.kit.relay import Relay
 from twoway.logs import get_logger
 from twoway.settings import Settings
@@ -77,6 +77,8 @@ class Worker:
         try:
             await self.stop.wait()
         finally:
+            # Loops see `stop` and finish what is in flight (calls made are written back); then cancel.
+            await asyncio.wait(tasks, timeout=15)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -104,8 +106,11 @@ class Worker:
             loops.append(("sweeper", self._every(self.settings.sweeper_interval_seconds, self.sweep)))
         if self.connectors and ({"outbound", "inbound"} & self.components):
             loops.append(("breakers", self._every(1.0, self.save_breakers)))
-        if "poller" in self.components and self.settings.inbound_mode in ("poll", "both"):
+        if "poller" in self.components:
             for system, connector in self.connectors.items():
+                # A system without webhooks (Salesforce) is always polled; the others when INBOUND_MODE says.
+                if self.settings.inbound_mode == "webhook" and getattr(connector, "webhooks", True):
+                    continue
                 loops.append((f"poller:{system}", self._every(self.settings.poll_interval_seconds,
                                                               functools.partial(self.poll, connector))))
         return loops
@@ -129,7 +134,7 @@ class Worker:
     async def _announce_ready(self, patience: float = 20.0) -> None:
         """Tell `twoway dev` when every consumer holds partitions (or has waited long enough)."""
         deadline = asyncio.get_running_loop().time() + patience
-        while self._waiting and asyncio.get_running_loop().time() < deadline:
+        while self._waiting and asyncio.get_running_loop().time() < deadline and not self.stop.is_set():
             await asyncio.sleep(0.1)
         log.info("worker ready", waiting_for=sorted(self._waiting))
         if self.settings.worker_ready_file:
@@ -204,7 +209,8 @@ class Worker:
         """The safety net: re-enqueue records ahead of their links and inbox events left behind.
 
         Without flooding: a record is swept at most once per `sweeper_resweep_seconds` (each sweep is
-        marked in the sync log), and never while a retry is scheduled or a message is already queued for it.
+        marked in the sync log), and never while a retry is scheduled or a message for it still waits in
+        the outbox (the broker is down: the relay will send it).
         """
         grace = self.settings.sweeper_grace_seconds
         again = self.settings.sweeper_resweep_seconds
@@ -216,8 +222,8 @@ class Worker:
                         continue
                     rows = (await session.execute(_sweep_records(kind.table), {
                         "system": system, "grace": grace, "kind": kind.name, "again": again})).all()
-                    for r in rows:
-                        await enqueue_outbound(session, kind.name, r.id, reason="sweep")
+                    if rows:
+                        await session.execute(_ENQUEUE_SWEPT, {"kind": kind.name, "ids": [r.id for r in rows]})
                     await _mark_swept(session, kind.name, system, "outbound", [r.id for r in rows], None)
                     count += len(rows)
             events = (await session.execute(SWEEP_INBOX, {"grace": grace, "again": again})).all()
@@ -287,6 +293,14 @@ def _by_pair(events: Sequence[Any]) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+_ENQUEUE_SWEPT = text(f"""
+    WITH queued AS (
+        INSERT INTO outbox (topic, key, payload)
+        SELECT '{OUTBOUND_TOPIC}', k.kind || ':' || v.id,
+               jsonb_build_object('kind', k.kind, 'id', v.id, 'reason', 'sweep')
+        FROM unnest(CAST(:ids AS bigint[])) AS v(id), (SELECT CAST(:kind AS text) AS kind) AS k
+        RETURNING 1)
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued LIMIT 1""")
 _MARK_SWEPT = text("""
     INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, external_id)
     SELECT :kind, :system, :direction, 'sweep', 'swept', v.iid, v.xid
@@ -312,6 +326,7 @@ def _sweep_records(table: str) -> Any:
     WHERE c.version > COALESCE(l.last_pushed_version, 0)
       AND c.updated_at < now() - make_interval(secs => :grace)
       AND NOT (c.deleted_at IS NOT NULL AND l.id IS NULL)
+      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL AND o.key = :kind || ':' || c.id)
       AND NOT EXISTS (
           SELECT 1 FROM sync_events s WHERE s.kind = :kind AND s.internal_id = c.id AND s.system = :system
             AND s.direction = 'outbound' AND (
@@ -325,6 +340,8 @@ def _sweep_records(table: str) -> Any:
 SWEEP_INBOX = text("""
     SELECT DISTINCT i.system, i.kind, i.external_id FROM inbox i
     WHERE i.processed_at IS NULL AND i.received_at < now() - make_interval(secs => :grace)
+      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.sent_at IS NULL
+                      AND o.key = i.system || ':' || i.kind || ':' || i.external_id)
       AND NOT EXISTS (
           SELECT 1 FROM sync_events s WHERE s.system = i.system AND s.kind = i.kind AND s.external_id = i.external_id
             AND s.direction = 'inbound' AND (

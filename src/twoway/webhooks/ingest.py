@@ -70,5 +70,7 @@ async def store_group(conn: asyncpg.Connection, events: Sequence[Event]) -> list
     return results
 
 
-def inbox_writer(pool: asyncpg.Pool, *, max_batch: int, max_wait: float) -> GroupCommit[Event, bool]:
-    return GroupCommit(pool, store_group, name="inbox", max_batch=max_batch, max_wait=max_wait)
+def inbox_writer(pool: asyncpg.Pool, *, max_batch: int, max_wait: float,
+                 max_inflight: int = 4) -> GroupCommit[Event, bool]:
+    return GroupCommit(pool, store_group, name="inbox", max_batch=max_batch, max_wait=max_wait,
+                       max_inflight=max_inflight)

@@ -40,8 +40,10 @@ SET count = webhook_rejection_counts.count + excluded.count, last_at = now()
 
 
 class RejectionLog:
-    def __init__(self, pool: asyncpg.Pool, *, sample_max: int = 1000, samples_per_second: float = 5.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, sample_max: int = 1000, samples_per_second: float = 5.0,
+                 delay: float = 0.0) -> None:
         self.pool = pool
+        self.delay = delay  # seconds a rejection's answer waits (routes.py)
         self.sample_max = sample_max
         self.rate = samples_per_second
         self._tokens = max(1.0, samples_per_second)

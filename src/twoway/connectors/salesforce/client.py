@@ -20,7 +20,7 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSessi
 from twoway.connectors.base import ConnectorError, NotFound
 from twoway.connectors.salesforce.auth import Token, TokenSource
 from twoway.kit import metrics
-from twoway.kit.ratelimit import TokenBucket
+from twoway.kit.ratelimit import Limiter, TokenBucket
 from twoway.logs import get_logger
 
 T = TypeVar("T")
@@ -60,7 +60,7 @@ def make_session(ca_file: str | None, timeout: float, pool: int) -> requests.Ses
 
 class SalesforceClient:
     def __init__(self, source: TokenSource, *, version: str, ca_file: str | None = None, timeout: float = 30.0,
-                 max_in_flight: int = 8, rate_per_second: float = 20.0, reserve_fraction: float = 0.1,
+                 max_in_flight: int = 8, limiter: Limiter | None = None, reserve_fraction: float = 0.1,
                  limit_pause_seconds: float = 300.0) -> None:
         self.source = source
         self.version = version
@@ -68,7 +68,7 @@ class SalesforceClient:
         self.session.hooks["response"].append(self._observe)
         self.pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="salesforce")
         self.in_flight = asyncio.Semaphore(max_in_flight)
-        self.limiter = TokenBucket(rate_per_second)
+        self.limiter: Limiter = limiter or TokenBucket(20.0)
         self.reserve_fraction = reserve_fraction
         self.limit_pause_seconds = limit_pause_seconds
         self.sf: Salesforce | None = None
@@ -191,6 +191,7 @@ class SalesforceClient:
         return ConnectorError(text, transient=False, status=status, code=code)
 
     async def close(self) -> None:
+        await self.limiter.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()
 

@@ -4,6 +4,8 @@ Salesforce are polled over SystemModstamp (no public URL needed)."""
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,12 +24,15 @@ from twoway.connectors.base import (
 from twoway.connectors.salesforce.auth import TokenSource
 from twoway.connectors.salesforce.client import SalesforceClient, record_error
 from twoway.connectors.salesforce.mapping import Mapping_
+from twoway.kit.db import asyncpg_dsn
+from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
 from twoway.logs import get_logger
 from twoway.settings import Settings
 
 SYSTEM = "salesforce"
 KIND = "customer"
 BATCH = 200  # composite/sobjects takes up to 200 records a call
+DELETED_EVERY = 5  # polls between two looks at `deleted/` (queryAll already sees the recycle bin)
 log = get_logger(__name__)
 
 
@@ -40,13 +45,18 @@ class SchemaMissing(ConnectorError):
 
 class SalesforceConnector:
     system = SYSTEM
+    webhooks = False  # changes are polled (the worker polls a connector without webhooks in every INBOUND_MODE)
 
     def __init__(self, client: SalesforceClient, mapping: Mapping_, *, poll_overlap_seconds: float = 60.0,
-                 poll_settle_seconds: float = 2.0) -> None:
+                 poll_settle_seconds: float = 2.0, poll_interval_seconds: float = 0.0) -> None:
         self.client = client
         self.map = mapping
         self.overlap = poll_overlap_seconds
         self.settle = poll_settle_seconds
+        self.poll_interval = poll_interval_seconds
+        self._last_poll = -1e9
+        self._polls = 0
+        self._deleted_from: float | None = None  # start of the window `deleted/` has not looked at yet
         client._ready = self._check_schema
 
     @classmethod
@@ -59,13 +69,14 @@ class SalesforceConnector:
         client = SalesforceClient(
             source, version=settings.salesforce_api_version.lstrip("v"), ca_file=settings.salesforce_ca_file,
             timeout=settings.salesforce_timeout_seconds, max_in_flight=settings.salesforce_max_in_flight,
-            rate_per_second=settings.salesforce_rate_limit_per_second,
+            limiter=limiter_for(settings),
             reserve_fraction=settings.salesforce_api_reserve_percent / 100,
             limit_pause_seconds=settings.salesforce_limit_pause_seconds)
         mapping = Mapping_(settings.salesforce_object, settings.salesforce_name_field,
                            settings.salesforce_email_field, settings.salesforce_external_id_field)
         return cls(client, mapping, poll_overlap_seconds=settings.salesforce_poll_overlap_seconds,
-                   poll_settle_seconds=settings.salesforce_poll_settle_seconds)
+                   poll_settle_seconds=settings.salesforce_poll_settle_seconds,
+                   poll_interval_seconds=settings.salesforce_poll_interval_seconds)
 
     def kinds(self) -> tuple[str, ...]:
         return (KIND,)
@@ -214,33 +225,47 @@ class SalesforceConnector:
         return self._record(raw, deleted=bool(payload.get("deleted")))
 
     async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]:
-        """Changes with SystemModstamp in [cursor - overlap, now - settle), plus deletes in that window.
+        """Changes with SystemModstamp in [cursor - overlap, now - settle), deletes included.
 
         Records can commit late with an earlier SystemModstamp, hence the overlap; events are
-        (id, SystemModstamp), so what the overlap reads again dedups in the inbox.
+        (id, SystemModstamp), so what the overlap reads again dedups in the inbox. One `queryAll` a
+        poll (it sees the recycle bin: a delete moves SystemModstamp); `deleted/` every few polls over
+        everything since its last look, for deletes whose record left the bin before we read it. Polls
+        come at most every SALESFORCE_POLL_INTERVAL_SECONDS: each costs API calls from the daily allowance.
         """
         if cursor is None:
             await self.client.call("limits", lambda sf: sf.limits())  # learns the server's clock
             return [], _stamp(self.client.server_now() - self.settle)
+        now = time.monotonic()
+        if now - self._last_poll < self.poll_interval:
+            return [], cursor
+        self._last_poll = now
         start = datetime.fromisoformat(cursor).timestamp() - self.overlap
         end = float(int(self.client.server_now() - self.settle))  # whole seconds: SOQL literals
         if end <= start:
             return [], cursor
         lo, hi = _soql_time(start), _soql_time(end)
-        q = (f"SELECT {', '.join(self.map.fields())} FROM {self.map.sobject} "
+        q = (f"SELECT {', '.join(self.map.fields())}, IsDeleted FROM {self.map.sobject} "
              f"WHERE SystemModstamp >= {lo} AND SystemModstamp < {hi} ORDER BY SystemModstamp, Id")
         events: list[InboundEvent] = []
-        page = await self.client.call("poll", lambda sf: sf.query(q))
+        page = await self.client.call("poll", lambda sf: sf.query(q, include_deleted=True))
         while True:
             for raw in page["records"]:
-                events.append(self._event(raw, deleted=False, stamp=str(raw["SystemModstamp"])))
+                events.append(self._event(raw, deleted=bool(raw.get("IsDeleted")), stamp=str(raw["SystemModstamp"])))
             if page.get("done", True) or not page.get("nextRecordsUrl"):
                 break
             page = await self._more("poll", page["nextRecordsUrl"])
-        t0, t1 = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
-        gone = await self.client.call("poll_deleted", lambda sf: getattr(sf, self.map.sobject).deleted(t0, t1))
-        for d in gone.get("deletedRecords", []):
-            events.append(self._event({"Id": d["id"]}, deleted=True, stamp=str(d["deletedDate"])))
+        self._polls += 1
+        since = min(start, self._deleted_from) if self._deleted_from is not None else start
+        if self._polls % DELETED_EVERY == 1 or DELETED_EVERY == 1:
+            t0, t1 = datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(end, UTC)
+            gone = await self.client.call("poll_deleted",
+                                          lambda sf: getattr(sf, self.map.sobject).deleted(t0, t1))
+            for d in gone.get("deletedRecords", []):
+                events.append(self._event({"Id": d["id"]}, deleted=True, stamp=str(d["deletedDate"])))
+            self._deleted_from = None
+        else:
+            self._deleted_from = since
         return events, _stamp(end)
 
     def _event(self, raw: Mapping[str, Any], *, deleted: bool, stamp: str) -> InboundEvent:
@@ -272,3 +297,14 @@ def _parse_sf_time(text: str) -> datetime | None:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z")
     except ValueError:
         return None
+
+
+def limiter_for(settings: Settings) -> Limiter:
+    """SALESFORCE_RATE_LIMIT_PER_SECOND is the org's, shared through the database by every process that
+    uses the same connected app and login URL (named by a hash); a process with no database keeps it."""
+    rate = settings.salesforce_rate_limit_per_second
+    if not settings.database_url:
+        return TokenBucket(rate)
+    ident = f"{settings.salesforce_login_url}|{settings.salesforce_client_id}|{settings.salesforce_username}"
+    return SharedLimiter(asyncpg_dsn(settings.database_url),
+                         "salesforce:" + hashlib.sha256(ident.encode()).hexdigest()[:12], rate)

@@ -8,11 +8,13 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import stripe
 
 from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
 from twoway.connectors.stripe import invoices, mapping
+from twoway.kit import metrics
 from twoway.kit.db import asyncpg_dsn
 from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
 from twoway.settings import Settings
@@ -44,7 +46,7 @@ class StripeConnector:
             settings.stripe_key() or "sk_test_unset",
             base_addresses=base,  # type: ignore[arg-type]
             max_network_retries=0,  # we retry ourselves, with durable scheduling
-            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
+            http_client=http_client(settings.stripe_timeout_seconds),
         )
         return cls(client, limiter=limiter_for(settings), webhook_secrets=settings.webhook_secrets(),
                    livemode=settings.stripe_livemode(), tolerance=settings.webhook_tolerance_seconds)
@@ -54,14 +56,24 @@ class StripeConnector:
 
     # -- calls -------------------------------------------------------------------------------
 
+    async def _request(self, op: str, method: str, path: str, idempotency_key: str | None = None,
+                       **params: Any) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """One call through the SDK's `raw_request_async`: the answer as a dict, and its headers.
+
+        The SDK still encodes, authenticates and raises its own errors; we skip the StripeObject tree
+        (a third of the CPU of a call: bench/README.md, "HTTP clients").
+        """
+        if idempotency_key is not None:
+            params["idempotency_key"] = idempotency_key
+        response = await self._call(op, self.client.raw_request_async, method, path, **params)
+        return response.data, response.headers
+
     async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """One Stripe call under the account's shared rate limit.
+        """One Stripe call (an SDK coroutine) under the account's shared rate limit.
 
         A 429 shrinks the shared limit (every worker slows down) and the call waits its turn again:
         429s are never a record's failure.
         """
-        from twoway.kit import metrics
-
         for attempt in range(RATE_LIMIT_RETRIES + 1):
             await self.limiter.acquire()
             try:
@@ -76,7 +88,7 @@ class StripeConnector:
             except stripe.StripeError as exc:
                 metrics.STRIPE_CALLS.labels(op=op, status=str(exc.http_status or "error")).inc()
                 raise _translate(exc)
-            except Exception as exc:  # httpx or anyio failures the SDK did not wrap
+            except Exception as exc:  # client failures the SDK did not wrap
                 metrics.STRIPE_CALLS.labels(op=op, status="network").inc()
                 raise ConnectorError(f"network error: {type(exc).__name__}", transient=True)
         raise AssertionError("unreachable")
@@ -85,7 +97,7 @@ class StripeConnector:
         if kind == invoices.KIND:
             return await invoices.fetch(self, external_id)
         try:
-            obj = await self._call("retrieve", self.client.v1.customers.retrieve_async, external_id)
+            obj, _ = await self._request("retrieve", "get", _customer_path(external_id))
         except NotFound:
             return ExternalRecord(external_id, {}, deleted=True)
         return _record(obj)
@@ -95,35 +107,31 @@ class StripeConnector:
         if kind == invoices.KIND:
             return await invoices.create(self, internal_id, fields, idempotency_key)
         params = {**mapping.to_stripe(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
-        obj = await self._call("create", self.client.v1.customers.create_async, params,
-                               {"idempotency_key": idempotency_key})
-        response = getattr(obj, "last_response", None)
-        replayed = bool(response and response.headers.get("idempotent-replayed", "").lower() == "true")
+        obj, headers = await self._request("create", "post", "/v1/customers", idempotency_key, **params)
+        replayed = headers.get("idempotent-replayed", "").lower() == "true"
         return dataclasses.replace(_record(obj), replayed=replayed)
 
     async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
         if kind == invoices.KIND:
             return await invoices.update(self, external_id, changes, idempotency_key)
-        obj = await self._call("update", self.client.v1.customers.update_async, external_id,
-                               mapping.to_stripe(changes), {"idempotency_key": idempotency_key})
+        obj, _ = await self._request("update", "post", _customer_path(external_id), idempotency_key,
+                                     **mapping.to_stripe(changes))
         return _record(obj)
 
     async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
                               idempotency_key: str) -> ExternalRecord:
         if kind == invoices.KIND:
             return await invoices.set_internal_id(self, external_id, internal_id, idempotency_key)
-        params = {"metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
-        obj = await self._call("update", self.client.v1.customers.update_async, external_id, params,
-                               {"idempotency_key": idempotency_key})
+        obj, _ = await self._request("update", "post", _customer_path(external_id), idempotency_key,
+                                     metadata={mapping.INTERNAL_ID_KEY: str(internal_id)})
         return _record(obj)
 
     async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None:
         if kind == invoices.KIND:
             return await invoices.delete(self, external_id, idempotency_key)
         try:
-            await self._call("delete", self.client.v1.customers.delete_async, external_id,
-                             None, {"idempotency_key": idempotency_key})
+            await self._request("delete", "delete", _customer_path(external_id), idempotency_key)
         except NotFound:
             return  # already gone: the goal state holds
 
@@ -131,9 +139,8 @@ class StripeConnector:
         if kind == invoices.KIND:
             return await invoices.find_by_internal_id(self, internal_id)
         query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
-        result = await self._call("search", self.client.v1.customers.search_async, {"query": query, "limit": 10})
-        found = [o.to_dict() for o in result.data]
-        found = [o for o in found if mapping.internal_id_of(o) == internal_id]
+        result, _ = await self._request("search", "get", "/v1/customers/search", query=query, limit=10)
+        found = [o for o in result.get("data") or [] if mapping.internal_id_of(o) == internal_id]
         return _record(found[0]) if found else None
 
     async def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
@@ -146,12 +153,13 @@ class StripeConnector:
             params: dict[str, Any] = {"limit": page_size}
             if after:
                 params["starting_after"] = after
-            page = await self._call("list", self.client.v1.customers.list_async, params)
-            for obj in page.data:
+            page, _ = await self._request("list", "get", "/v1/customers", **params)
+            data = page.get("data") or []
+            for obj in data:
                 yield _record(obj)
-            if not page.has_more or not page.data:
+            if not page.get("has_more") or not data:
                 return
-            after = page.data[-1].id
+            after = data[-1]["id"]
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -186,24 +194,25 @@ class StripeConnector:
 
     async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]:
         """Events newer than `cursor`, oldest first. Without a cursor, start from now."""
-        events = self.client.v1.events
         if cursor is None:
-            latest = await self._call("events", events.list_async, {"limit": 1})
-            return [], (latest.data[0].id if latest.data else "")
+            latest, _ = await self._request("events", "get", "/v1/events", limit=1)
+            data = latest.get("data") or []
+            return [], (data[0]["id"] if data else "")
         collected: list[InboundEvent] = []
         while True:
             params: dict[str, Any] = {"limit": 100}
             if cursor:
                 params["ending_before"] = cursor
-            page = await self._call("events", events.list_async, params)
-            if not page.data:
+            page, _ = await self._request("events", "get", "/v1/events", **params)
+            data = page.get("data") or []
+            if not data:
                 return collected, cursor
-            for obj in reversed(page.data):
-                event = event_from_payload(_plain(obj.to_dict()))
+            for obj in reversed(data):
+                event = event_from_payload(obj)
                 if event is not None:
                     collected.append(event)
-            cursor = page.data[0].id
-            if not page.has_more:
+            cursor = data[0]["id"]
+            if not page.get("has_more"):
                 return collected, cursor
 
     async def close(self) -> None:
@@ -212,6 +221,38 @@ class StripeConnector:
             await self.client._requestor._client.close_async()  # type: ignore[attr-defined,union-attr]
         except Exception:
             pass
+
+
+def http_client(timeout: float) -> stripe.HTTPClient:
+    """The SDK's aiohttp client: ~0.5 ms of CPU a call where its httpx client takes ~3.5 ms
+    (bench/README.md, "HTTP clients"), with no cap on connections (the engine bounds calls in flight;
+    aiohttp's default of 100 would silently queue the rest)."""
+    import aiohttp
+
+    return _AIOHTTPClient(timeout=aiohttp.ClientTimeout(total=timeout))
+
+
+class _AIOHTTPClient(stripe.AIOHTTPClient):
+    @property
+    def _session(self) -> Any:
+        # Built on first use, inside the running loop, as the SDK's own is.
+        if self._cached_session is None:
+            import ssl
+
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=0, ssl=ssl.create_default_context(cafile=stripe.ca_bundle_path))
+            self._cached_session = aiohttp.ClientSession(connector=connector)  # type: ignore[assignment]
+        return self._cached_session
+
+    async def close_async(self) -> None:
+        if self._cached_session is not None:
+            await self._cached_session.close()
+            self._cached_session = None
+
+
+def _customer_path(external_id: str) -> str:
+    return "/v1/customers/" + quote(external_id, safe="")
 
 
 def account_key(settings: Settings) -> str:
@@ -236,12 +277,6 @@ def _retry_after(exc: stripe.StripeError) -> float | None:
         return max(0.0, float(raw)) if raw is not None else None
     except ValueError:
         return None  # an HTTP date: rare from APIs, and our own backoff covers it
-
-
-def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    """An event as JSON has it: the SDK turns `*_decimal` fields into Decimal, which a JSON column refuses."""
-    plain: dict[str, Any] = json.loads(json.dumps(data, default=str))
-    return plain
 
 
 def _verify_any(text: str, signature: str, secrets: list[str], tolerance: int) -> None:

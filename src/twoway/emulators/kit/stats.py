@@ -25,6 +25,6 @@ class RouteStats:
         self.responses.clear()
         self.writes = 0
 
-    def render(self) -> dict[str, Any]:
+    def render_routes(self) -> dict[str, Any]:
         return {"requests": dict(self.requests), "responses": {k: dict(v) for k, v in self.responses.items()},
                 "writes": self.writes}

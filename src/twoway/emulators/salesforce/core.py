@@ -49,6 +49,7 @@ class Emulator:
     async def start(self) -> None:
         if self.persister is not None:
             self.persister.load()
+            self.store.daily_limit = self.config.daily_api_requests  # the command line wins over the file
             self._saver = asyncio.create_task(self.persister.run())
 
     async def stop(self) -> None:
@@ -77,5 +78,5 @@ class Emulator:
     def stats_body(self) -> dict[str, Any]:
         used, limit = self.store.usage_now()
         live = sum(1 for r in self.store.records.values() if not r["IsDeleted"])
-        return {**self.stats.render(), "clients": dict(self.stats.clients), "api_usage": used, "daily_limit": limit,
-                "accounts": live, "recycle_bin": len(self.store.records) - live}
+        return {**self.stats.render_routes(), "clients": dict(self.stats.clients), "api_usage": used,
+                "daily_limit": limit, "accounts": live, "recycle_bin": len(self.store.records) - live}

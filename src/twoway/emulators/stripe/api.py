@@ -15,7 +15,17 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from twoway.emulators.stripe import customers, endpoints, events, invoiceitems, invoices, lines, locks, search
+from twoway.emulators.stripe import (
+    customers,
+    endpoints,
+    events,
+    invoiceitems,
+    invoicelists,
+    invoices,
+    lines,
+    locks,
+    search,
+)
 from twoway.emulators.stripe.core import Emulator
 from twoway.emulators.stripe.errors import StripeError, bad_api_key, no_api_key
 from twoway.emulators.stripe.forms import parse_form
@@ -59,8 +69,8 @@ _TABLE: dict[tuple[str, str], tuple[Handler, bool]] = {
     ),
     ("DELETE", "customers/{id}"): (lambda e, c: customers.delete(e.store, c.ident, c.origin), True),
     ("POST", "invoices"): (lambda e, c: invoices.create(e.store, c.params, c.origin, _reject(e)), True),
-    ("GET", "invoices"): (lambda e, c: invoices.list_invoices(e.store, c.params), False),
-    ("GET", "invoices/search"): (lambda e, c: invoices.search_invoices(e.store, c.params), False),
+    ("GET", "invoices"): (lambda e, c: invoicelists.list_invoices(e.store, c.params), False),
+    ("GET", "invoices/search"): (lambda e, c: invoicelists.search_invoices(e.store, c.params), False),
     ("GET", "invoices/{id}"): (lambda e, c: invoices.retrieve(e.store, c.ident), False),
     ("POST", "invoices/{id}"): (lambda e, c: invoices.update(e.store, c.ident, c.params, c.origin, _reject(e)), True),
     ("DELETE", "invoices/{id}"): (lambda e, c: invoices.delete(e.store, c.ident, c.origin), True),
@@ -72,7 +82,7 @@ _TABLE: dict[tuple[str, str], tuple[Handler, bool]] = {
         lambda e, c: invoices.mark_uncollectible(e.store, c.ident, c.params, c.origin),
         True,
     ),
-    ("GET", "invoices/{id}/lines"): (lambda e, c: invoices.list_lines(e.store, c.ident, c.params), False),
+    ("GET", "invoices/{id}/lines"): (lambda e, c: invoicelists.list_lines(e.store, c.ident, c.params), False),
     ("POST", "invoices/{id}/lines/{id}"): (
         lambda e, c: lines.update_line(e.store, c.ident, c.params, c.origin, _reject(e)),
         True,

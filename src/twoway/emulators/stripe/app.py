@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from twoway.emulators.stripe import api, customers, invoices, page
+from twoway.emulators.kit import serve
+from twoway.emulators.stripe import api, customers, invoicelists, invoices, page
 from twoway.emulators.stripe.config import EmulatorConfig
 from twoway.emulators.stripe.core import Emulator
 from twoway.emulators.stripe.errors import StripeError
@@ -78,7 +77,7 @@ def _admin_routes(emu: Emulator) -> list[Route]:
         return JSONResponse(list(emu.store.customers.values()))
 
     async def all_invoices(_: Request) -> Response:
-        return JSONResponse(invoices.dump(emu.store))
+        return JSONResponse(invoicelists.dump(emu.store))
 
     return [
         Route("/_emulator/faults", get_faults, methods=["GET"]),
@@ -148,25 +147,13 @@ def _apply(change: Callable[[Origin], object]) -> Response:
 def run(host: str = "127.0.0.1", port: int = 12111, config: EmulatorConfig | None = None) -> None:
     """Serve until interrupted; prints the readiness line once the socket is bound."""
     app = create_app(config)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, loop="auto")
-    )
-    # uvloop when installed, as uvicorn.run would pick.
-    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
-        runner.run(_serve(server, app))
 
-
-async def _serve(server: uvicorn.Server, app: Starlette) -> None:
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.01)
-    if server.started:
-        host, port = server.servers[0].sockets[0].getsockname()[:2]
-        print(f"stripe emulator listening on http://{host}:{port}", flush=True)
+    def announce(_url: str) -> None:
         endpoint = app.state.emulator.startup_endpoint
         if endpoint is not None:
             # A secret the caller chose stays out of the log; a generated one is shown once, or nobody knows it.
             given = app.state.emulator.config.webhook_secret is not None
             secret = "(as given)" if given else endpoint["secret"]
             print(f"webhook endpoint {endpoint['id']} -> {endpoint['url']} secret {secret}", flush=True)
-    await task
+
+    serve.run(app, "stripe", host, port, after_start=announce)

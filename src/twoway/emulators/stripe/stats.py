@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from twoway.emulators.kit.stats import RouteStats
+
 
 @dataclass
 class WebhookCounts:
@@ -16,24 +18,11 @@ class WebhookCounts:
 
 
 @dataclass
-class Stats:
-    requests: dict[str, int] = field(default_factory=dict)
-    responses: dict[str, dict[str, int]] = field(default_factory=dict)
-    writes: int = 0
+class Stats(RouteStats):
     webhooks: WebhookCounts = field(default_factory=WebhookCounts)
 
-    def count(self, route: str, status: int) -> None:
-        self.requests[route] = self.requests.get(route, 0) + 1
-        by_status = self.responses.get(route)
-        if by_status is None:
-            by_status = self.responses[route] = {}
-        key = str(status)
-        by_status[key] = by_status.get(key, 0) + 1
-
     def reset(self) -> None:
-        self.requests.clear()
-        self.responses.clear()
-        self.writes = 0
+        super().reset()
         self.webhooks = WebhookCounts()
 
     def render(self, pending: int, customers: int, invoices: int, invoiceitems: int, events: int) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 httpx costs ~2 ms of CPU per request, which capped deliveries at a few hundred
 per second and starved the API; this does only what delivery needs (POST, read
 the status, drain the body) on a connection each delivery worker keeps open.
+An aiohttp session costs 3x the CPU per delivery (0.13 ms against 0.04 ms;
+`python -m bench.client_costs`, bench/README.md), so this stays.
 """
 
 from __future__ import annotations
