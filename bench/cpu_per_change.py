@@ -7,15 +7,17 @@ we started (API, relay, workers, emulator) with its descendants, PostgreSQL's po
 backends, and the broker; a process's counters include its reaped children (`cutime`, `cstime`), so
 PostgreSQL backends that came and went are counted. Target: ≤ 4 ms per create for twoway's processes
 and PostgreSQL together (the emulator and the broker stand in for Stripe and Kafka: shown, not counted).
-`python -m bench.cpu_per_change [--creates N]` runs it alone.
+`python -m bench.cpu_per_change [--creates N] [--pg-sample]` runs it alone; `--pg-sample` also samples
+`pg_stat_activity` every 10 ms and prints which statements PostgreSQL was busy with.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +74,37 @@ def role(name: str) -> str:
     return "workers" if name.startswith("worker-") else name
 
 
+async def settle_quietly(cluster: Cluster, timeout: float = 300) -> tuple[float, float]:
+    """`bench.run.settle` on one connection, polling every 2 s: (seconds it took, CPU its PostgreSQL
+    backend used), so the probe's own cost can be taken out of PostgreSQL's."""
+    import asyncpg
+
+    from bench.run import BACKLOG
+    from twoway.kit.db import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(cluster.database_url))
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        started = time.monotonic()
+        while int(await conn.fetchval(BACKLOG)) and time.monotonic() - started < timeout:
+            await asyncio.sleep(2)
+        got = _stat(backend)
+        return round(time.monotonic() - started, 1), got[1] if got else 0.0
+    finally:
+        await conn.close()
+
+
 async def measure(cluster: Cluster, n: int) -> list[Any]:
-    from bench.run import Figure, outbound_throughput, settle
+    from bench.run import Figure, outbound_throughput
 
     before, started = cpu_by_process(cluster), time.monotonic()
     throughput = await outbound_throughput(cluster, n)
-    settled = await settle(cluster)
+    settled, probe_cpu = await settle_quietly(cluster)
     after, elapsed = cpu_by_process(cluster), time.monotonic() - started
     used: dict[str, float] = defaultdict(float)
     for name, seconds in after.items():
         used[role(name)] += seconds - before.get(name, 0.0)
+    used["postgresql"] -= probe_cpu  # the bench's own "settled yet?" query is not twoway's cost
     ours = {k: v for k, v in used.items() if k not in NOT_OURS}
     total = sum(ours.values())
     ranked = sorted(ours.items(), key=lambda kv: -kv[1])
@@ -108,6 +131,36 @@ def run(quick: bool) -> list[Any]:
     return with_cluster(config(), lambda c: measure(c, 500 if quick else 5000))  # type: ignore[no-any-return]
 
 
+async def sample_pg(cluster: Cluster, n: int) -> list[Any]:
+    """`measure`, while counting the statements PostgreSQL's backends are running (a sampling profile)."""
+    import asyncpg
+
+    from twoway.kit.db import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(cluster.database_url))
+    seen: Counter[str] = Counter()
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            for row in await conn.fetch("SELECT state, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS q "
+                                        "FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = "
+                                        "'client backend' AND state <> 'idle'"):
+                seen[f"{row['state']}: {row['q']}"] += 1
+            await asyncio.sleep(0.01)
+    task = asyncio.create_task(sample())
+    try:
+        return await measure(cluster, n)
+    finally:
+        stop.set()
+        await task
+        await conn.close()
+        total = sum(seen.values()) or 1
+        print("[pg-sample] busy backends by statement (share of samples):")
+        for query, count in seen.most_common(25):
+            print(f"  {count / total:6.1%}  {query}")
+
+
 def main() -> int:
     import argparse
 
@@ -115,8 +168,10 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--creates", type=int, default=5000)
+    parser.add_argument("--pg-sample", action="store_true")
     args = parser.parse_args()
-    show([f.as_dict() for f in with_cluster(config(), lambda c: measure(c, args.creates))])
+    body = sample_pg if args.pg_sample else measure
+    show([f.as_dict() for f in with_cluster(config(), lambda c: body(c, args.creates))])
     return 0
 
 

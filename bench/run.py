@@ -257,8 +257,8 @@ async def outbound_latency(cluster: Cluster, n: int, rate: float) -> Figure:
         async with st.connection() as conn:
             await conn.send_json("DELETE", f"/v1/webhook_endpoints/{endpoint['id']}")
     return _latency_figure("outbound_latency", latencies, n, rate, "change accepted by our API (200) to the "
-                           "emulator's customer.updated webhook (this value or a later one of the record) "
-                           "reaching a local receiver")
+                           "emulator's customer.updated webhook (this value, or one our API answered with a "
+                           "later version) reaching a local receiver")
 
 
 def _latency_figure(workload: str, latencies: list[float], n: int, rate: float, method: str) -> Figure:

@@ -168,3 +168,24 @@ async def test_database_unreachable_is_503_with_retry_after(settings, db) -> Non
     for r in answers:
         assert r.status_code == 503, r.text
         assert r.headers["Retry-After"] and r.json()["error"]["type"] == "service_unavailable"
+
+
+async def test_a_one_statement_group_that_loses_its_connection_has_an_unknown_outcome(settings, db) -> None:  # type: ignore[no-untyped-def]
+    from twoway.kit.db import make_pool
+    from twoway.kit.groupcommit import GroupCommit, OutcomeUnknown
+
+    async def dies(conn: asyncpg.Connection, items: Any) -> list[int]:
+        await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return list(items)
+
+    async def works(conn: asyncpg.Connection, items: Any) -> list[int]:
+        return [int(await conn.fetchval("SELECT $1::int + 1", i)) for i in items]
+
+    pool = await make_pool(settings.require_database_url(), max_size=2)
+    try:
+        failing = GroupCommit(pool, dies, name="t", one_statement=True)
+        outcomes = await asyncio.gather(*(failing.submit(i) for i in range(3)), return_exceptions=True)
+        assert all(isinstance(o, OutcomeUnknown) for o in outcomes), outcomes
+        assert await GroupCommit(pool, works, name="t2", one_statement=True).submit(41) == 42  # the pool recovers
+    finally:
+        await pool.close()

@@ -170,7 +170,8 @@ async def test_both_edit_the_same_field_newer_wins_and_conflict_is_recorded(
         cid = (await api.post("/api/v1/customers", json={"name": "Annie", "email": "annie@example.com"})).json()["id"]
         async with running_worker(live):
             ext = await wait_until(lambda: _link_for(db, cid))
-            assert await wait_until(lambda: _processed_all_inbox(db))
+            # Settled, not merely "inbox empty once": the write-back of our id to Stripe sends a later event.
+            assert await wait_until(lambda: settled(live, db, emulator), timeout=30, step=0.3)
         first, second = ("theirs", "ours") if ours_last else ("ours", "theirs")
         for side in (first, second):
             if side == "ours":
@@ -178,16 +179,24 @@ async def test_both_edit_the_same_field_newer_wins_and_conflict_is_recorded(
             else:
                 stripe_client.v1.customers.update(ext, {"name": "Annie Easley (theirs)"})
             time.sleep(1.1)  # Stripe's event times have one-second resolution
-        # Their edit must be stored before the worker runs, or ours would simply overwrite it unseen.
-        assert await wait_until(lambda: _count(db, "SELECT count(*) FROM inbox WHERE processed_at IS NULL"))
+        # Their edit itself (not any event) must be stored before the worker runs, or ours would simply
+        # overwrite it unseen: Stripe takes an update without asking what it replaces.
+        assert await wait_until(lambda: _count(db, """
+            SELECT count(*) FROM inbox WHERE processed_at IS NULL
+              AND payload -> 'data' -> 'object' ->> 'name' = 'Annie Easley (theirs)'"""))
         winner = "Annie Easley (ours)" if ours_last else "Annie Easley (theirs)"
         async with running_worker(live):
             assert await wait_until(lambda: _both_sides(api, stripe_client, cid, ext,
                                                         (winner, "annie@example.com")), timeout=20)
-        async with db() as s:
-            detail = (await s.execute(text(
-                "SELECT detail FROM sync_events WHERE status = 'conflict' AND internal_id = :i"), {"i": cid})).scalar()
-        assert detail["field"] == "name" and detail["winner"] == ("ours" if ours_last else "theirs")
+            # Both sides show the winner as soon as Stripe answers; the log row commits a moment later.
+            detail = await wait_until(lambda: _conflict(db, cid), timeout=20)
+        assert detail and detail["field"] == "name" and detail["winner"] == ("ours" if ours_last else "theirs")
+
+
+async def _conflict(db, cid: int) -> dict | None:  # type: ignore[no-untyped-def]
+    async with db() as s:
+        return (await s.execute(text(
+            "SELECT detail FROM sync_events WHERE status = 'conflict' AND internal_id = :i"), {"i": cid})).scalar()
 
 
 async def test_poll_mode_without_webhooks(settings, stripe_client, emulator, db) -> None:

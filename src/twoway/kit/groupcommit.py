@@ -41,9 +41,11 @@ class GroupCommit(Generic[T, R]):
     """Batches `submit`ted items into shared transactions. `write` returns one result per item, in order."""
 
     def __init__(self, pool: asyncpg.Pool, write: Write[T, R], *, name: str, max_batch: int = 256,
-                 max_wait: float = 0.002, max_inflight: int = 2) -> None:
+                 max_wait: float = 0.002, max_inflight: int = 2, one_statement: bool = False) -> None:
         self.pool = pool
         self.write = write
+        # `write` runs exactly one statement: then it runs without an explicit transaction.
+        self.one_statement = one_statement
         self.name = name
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -141,10 +143,24 @@ class GroupCommit(Generic[T, R]):
                 raise Unavailable(f"database unreachable: {type(exc).__name__}") from exc
             raise
         try:
+            if self.one_statement and self.before_commit is None:
+                return await self._autocommit(conn, items)
             return await self._in_transaction(conn, items)
         finally:
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
+
+    async def _autocommit(self, conn: asyncpg.Connection, items: list[T]) -> Sequence[R]:
+        """A `write` that is one statement is its own transaction: no BEGIN and COMMIT round trips."""
+        try:
+            results = await self.write(conn, items)
+        except Exception as exc:
+            if is_connection_error(exc):  # the statement may have committed before the connection went
+                raise OutcomeUnknown(f"database connection failed during the write: {type(exc).__name__}") from exc
+            raise
+        self.groups += 1
+        self.items += len(items)
+        return results
 
     async def _in_transaction(self, conn: asyncpg.Connection, items: list[T]) -> Sequence[R]:
         transaction = conn.transaction()

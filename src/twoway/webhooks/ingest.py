@@ -73,4 +73,4 @@ async def store_group(conn: asyncpg.Connection, events: Sequence[Event]) -> list
 def inbox_writer(pool: asyncpg.Pool, *, max_batch: int, max_wait: float,
                  max_inflight: int = 4) -> GroupCommit[Event, bool]:
     return GroupCommit(pool, store_group, name="inbox", max_batch=max_batch, max_wait=max_wait,
-                       max_inflight=max_inflight)
+                       max_inflight=max_inflight, one_statement=True)
