@@ -427,6 +427,13 @@ class _WriteBack:
         self.messages: list[tuple[str, str, dict[str, Any]]] = []
 
     async def apply(self) -> set[int]:
+        # New links and new waits for a parent meet under the parent's lock (taken once, in order): see
+        # sql.LOCK_PARENTS.
+        parents = sorted({f"{j.item.kind}:{j.outcome.link.internal_id}" for j in self.jobs  # type: ignore[union-attr]
+                          if j.outcome.link is not None and j.outcome.link.id is None}  # type: ignore[union-attr]
+                         | {f"{w[0]}:{w[1]}" for j in self.jobs if (w := j.outcome.waiting_for)})  # type: ignore[union-attr]
+        if parents:
+            await self.session.execute(sql.LOCK_PARENTS, {"parents": parents})
         conflicted = await self._rows()
         written = {id(j) for j in self.jobs if id(j) not in conflicted}
         await self._links(conflicted)
@@ -450,6 +457,10 @@ class _WriteBack:
                 self._follow(job.item.system, f)
         if self.events:
             await self.session.execute(sql.INSERT_EVENTS, _events_params(self.events))
+            waits = sorted({e["detail"]["parent"] for e in self.events
+                            if e["op"] == "wait_parent" and isinstance(e.get("detail"), dict)})
+            if waits:
+                await self.session.execute(sql.WAKE_LINKED_CHILDREN, {"parents": waits})
         if self.messages:
             await self.session.execute(sql.INSERT_OUTBOX, {
                 "topics": [m[0] for m in self.messages], "keys": [m[1] for m in self.messages],
@@ -533,7 +544,7 @@ class _WriteBack:
                                  internal_id=link.internal_id, external_id=link.external_id)
                     conflicted.add(id(job))
             if made:
-                await self.session.execute(sql.WAKE_CHILDREN, {"parents": [f"{k}:{i}" for k, i, _ in made]})
+                await self.session.execute(sql.WAKE_CHILDREN, {"parents": sorted({f"{k}:{i}" for k, i, _ in made})})
 
     async def _close(self, conflicted: set[int]) -> None:
         closes = [(j, c) for j in self.jobs if id(j) not in conflicted for c in j.outcome.close]  # type: ignore[union-attr]
