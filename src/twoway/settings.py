@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     breaker_open_seconds: float = 1.0
     breaker_max_open_seconds: float = 30.0
     # The sweeper re-enqueues a lagging record at most once per this many seconds.
-    sweeper_resweep_seconds: float = 30.0
+    sweeper_resweep_seconds: float = 10.0
     db_application_name: str = "twoway"
     sync_linger_ms: int = 50
     sync_conflict_policy: Literal["newer_wins", "ours_wins", "theirs_wins"] = "newer_wins"
@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     salesforce_timeout_seconds: float = 30.0
     salesforce_rate_limit_per_second: float = 20.0
     salesforce_max_in_flight: int = 8
+    # During a burst, a partial composite call (up to 200 records, one API call) waits this long for more.
+    salesforce_batch_linger_ms: float = 200.0
     # Share of the daily API allowance left for others: at it, the connector pauses like at the limit.
     salesforce_api_reserve_percent: float = 10.0
     salesforce_limit_pause_seconds: float = 300.0

@@ -162,17 +162,31 @@ async def test_create_retried_after_a_crash_leaves_one_account(client, sf_settin
     assert len(accounts(person)) == 1
 
 
-@pytest.mark.xfail(reason="needs the engine's batch path (BatchWrites.create_many), being built in the engine "
-                          "rewrite; the connector's create_many is tested in test_sf_connector", strict=False)
+def _engine_batches() -> bool:
+    import inspect
+
+    import twoway.sync.engine
+
+    return "BatchWrites" in inspect.getsource(twoway.sync.engine)
+
+
+@pytest.mark.xfail(not _engine_batches(), reason="needs the engine's batch path (BatchWrites.create_many), being "
+                   "built in the engine rewrite; the connector's create_many is tested in test_sf_connector")
 async def test_500_creates_go_out_in_at_most_5_composite_calls(client, sf_settings, emulator, person,
-                                                               sf_emulator) -> None:
+                                                               sf_emulator, db) -> None:
     ids = list(await asyncio.gather(*(create(client, f"Bulk {i}", f"bulk{i}@example.com") for i in range(500))))
-    async with running_worker(sf_settings):
+    # A backlog of 500 (published before the consumers start), as after a burst or a pause. The linger is
+    # long enough for this loaded test machine: the engine hands records over in waves.
+    async with running_worker(sf_settings, ["relay"]):
+        assert await wait_until(lambda: _equals(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL", 0), 30)
+    async with running_worker(sf_settings.model_copy(update={"salesforce_batch_linger_ms": 1000})):
         async def all_there() -> bool:
             return len(accounts(person)) == 500
         assert await wait_until(all_there, 120, 1.0)
-    calls = sf_emulator.stats()["requests"]
-    assert calls.get(UPSERT_BATCH, 0) <= 5 and calls.get("PATCH sobjects/Account/{field}/{value}", 0) == 0, calls
+    stats = sf_emulator.stats()
+    calls = stats["requests"]
+    assert calls.get(UPSERT_BATCH, 0) <= 5 and calls.get("PATCH sobjects/Account/{field}/{value}", 0) == 0, (
+        calls, stats["composite_sizes"])
     assert len(ids) == 500
 
 

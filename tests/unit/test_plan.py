@@ -175,3 +175,25 @@ def test_owned_fields_come_from_their_owner_only() -> None:
     assert result.merged["number"] == "2" and not result.conflicts
     assert "number" not in plan.pushable(INVOICE, {"number": "mine", "status": "open"}, {})
     assert "status" not in plan.pushable(INVOICE, {"status": "open"}, {"status": "paid"})
+
+
+def test_deleting_a_row_whose_create_may_have_landed_replays_the_create_then_deletes() -> None:
+    trace = plan.Trace(started=(plan.Started("twoway:stripe:customer:7:create:v1", {"name": "A", "email": "a@x"},
+                                             NOW - timedelta(minutes=1)),))
+    out, calls = drive(plan.outbound(snap(ours=ours(version=2, deleted=True), trace=trace)), {plan.Create: created})
+    assert [type(c) for c in calls] == [plan.Create, plan.Delete]
+    assert out.result == "delete" and out.link is not None and out.link.base == {"deleted": True}
+
+
+def test_fields_the_system_keeps_are_taken_from_it_and_recorded() -> None:
+    from twoway.connectors.base import Refused
+
+    link = plan.LinkState(7, "in_1", {"status": "open", "description": "a"}, 1, id=3)
+    row = plan.Ours(7, 2, {"status": "open", "description": "b"}, False, NOW)
+    current = ExternalRecord("in_1", {"status": "paid", "description": "a"})
+    refused = Refused("frozen", fields=["description"], current=current)
+    out, _ = drive(plan.outbound(snap(ours=row, link=link)), {plan.Update: refused})
+    assert out.result == "refused" and out.failure is None
+    assert out.row is not None and out.row.changes == {"description": "a"}
+    assert out.link is not None and out.link.base == {"status": "paid", "description": "a"}
+    assert [log.status for log in out.logs] == ["conflict"]

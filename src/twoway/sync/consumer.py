@@ -24,7 +24,7 @@ from twoway.sync.quiet import Quiet
 
 log = get_logger(__name__)
 quiet = Quiet(log)
-BUSY_RETRY_SECONDS = 0.3
+BUSY_RETRY_SECONDS = 0.1
 
 
 @dataclass

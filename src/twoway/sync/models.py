@@ -71,6 +71,9 @@ class WebhookRejection(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+OPEN_ROWS = text("status IN ('retry', 'requeued', 'started', 'dead')")
+
+
 class SyncEvent(Base):
     """The sync log: one row per attempt or outcome. Rows in `retry` or `dead` are work still owed."""
 
@@ -95,6 +98,11 @@ class SyncEvent(Base):
         Index("ix_sync_events_record", "kind", "internal_id", "system"),
         Index("ix_sync_events_due", "next_attempt_at", postgresql_where=text("status = 'retry'")),
         Index("ix_sync_events_status", "status"),
+        # Every write-back looks up the owed work of its records (sync/sql.py CLOSE_OPEN, PREVIOUS): small
+        # partial indexes over the few open rows, by internal id and by external id (inbound events name
+        # only the latter; without this each lookup walked ix_sync_events_record, 8 ms a record at 8k rows).
+        Index("ix_sync_events_open_internal", "kind", "system", "internal_id", postgresql_where=OPEN_ROWS),
+        Index("ix_sync_events_open_external", "kind", "system", "external_id", postgresql_where=OPEN_ROWS),
     )
 
 

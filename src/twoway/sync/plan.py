@@ -424,7 +424,7 @@ def _push(w: _Work) -> Generator[Call, Any, str]:
         except NotFound:
             return _gone(w)
         except Refused as exc:
-            return (yield from _refused(w, exc))
+            return _refused(w, exc)
         w.patch_link(base={**w.link.base, **changes})
     elif operation == "update":
         if w.link.last_pushed_version < row.version:
@@ -497,7 +497,15 @@ def _push_delete(w: _Work) -> Generator[Call, Any, str]:
     row = w.row
     assert row is not None
     if w.link is None:
-        found = (yield Search(row.id)) if w.s.trace.exists else None
+        found: ExternalRecord | None = None
+        again = w.s.trace.replayable(w.s.now)
+        if again is not None and again.fields is not None:
+            # A create we sent may have landed: re-send it to learn its id (search may lag behind).
+            found = yield Create(row.id, dict(again.fields), again.key)
+            if found is not None and found.deleted:
+                found = None
+        elif w.s.trace.exists:
+            found = yield Search(row.id)
         if found is None:
             w.close("outbound")
             return "noop"
@@ -521,14 +529,25 @@ def _push_delete(w: _Work) -> Generator[Call, Any, str]:
     return "delete"
 
 
-def _refused(w: _Work, exc: Refused) -> Generator[Call, Any, str]:
-    """They kept their own values (their state froze them): theirs wins those fields, recorded; the rest
-    merges as any read of theirs does."""
+def _refused(w: _Work, exc: Refused) -> str:
+    """The system kept its own values of some fields (its state froze them): theirs stand, recorded.
+    Our row takes them; what else differs goes in the next pass (the row change queues one)."""
     assert w.row is not None and w.link is not None
-    w.log("outbound", "update", "conflict", {"refused": list(exc.fields), "winner": "theirs", "reason": str(exc)})
-    agreed = {k: w.row.fields[k] for k in exc.fields if k in w.row.fields}
-    w.patch_link(base={**w.link.base, **agreed})  # as if only they had changed them
-    yield from _inbound_linked(w, exc.current, w.s.now)
+    current = exc.current
+    kept = {k: current.fields[k] for k in exc.fields if k in current.fields}
+    for name, value in kept.items():
+        if w.row.fields.get(name) != value:
+            w.log("outbound", "update", "conflict", {"field": name, "ours": w.row.fields.get(name), "theirs": value,
+                                                     "winner": "theirs", "resolution": "kept by the external system"})
+    # What they own comes along (the answer is theirs too: a status they confirmed, their totals).
+    kept.update({k: current.fields[k] for k, owner in w.s.rules.owned.items()
+                 if owner == "theirs" and k in current.fields})
+    changes = {k: v for k, v in kept.items() if w.row.fields.get(k) != v}
+    if changes:
+        w.update_row(changes)
+    else:
+        w.out.follow.append(Follow("outbound", w.s.kind, w.row.id, reason="refused"))
+    w.patch_link(base=dict(current.fields))
     return "refused"
 
 

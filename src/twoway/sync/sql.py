@@ -20,6 +20,14 @@ def _column_type(kind: records.Kind, name: str) -> str:
     return str(kind.model.__table__.c[name].type.compile(dialect=postgresql.dialect()))
 
 
+def _value(kind: records.Kind, name: str, expr: str) -> str:
+    """Synced values travel as text; an empty one is NULL in a column that is not text."""
+    kind_type = _column_type(kind, name)
+    if kind_type.startswith(("VARCHAR", "TEXT", "CHAR")):
+        return f"CAST({expr} AS {kind_type})"
+    return f"CAST(NULLIF({expr}, '') AS {kind_type})"
+
+
 @cache
 def select_rows(kind_name: str) -> Any:
     kind = records.kind(kind_name)
@@ -32,7 +40,7 @@ def select_rows(kind_name: str) -> Any:
 def update_rows(kind_name: str) -> Any:
     """Conditional on the version we read: a row the API wrote meanwhile is left alone (and retried)."""
     kind = records.kind(kind_name)
-    sets = ", ".join(f"{f} = CASE WHEN v.s_{f} THEN CAST(v.v_{f} AS {_column_type(kind, f)}) ELSE t.{f} END"
+    sets = ", ".join(f"{f} = CASE WHEN v.s_{f} THEN {_value(kind, f, 'v.v_' + f)} ELSE t.{f} END"
                      for f in kind.fields)
     arrays = ", ".join(f"CAST(:v_{f} AS text[]), CAST(:s_{f} AS boolean[])" for f in kind.fields)
     names = ", ".join(f"v_{f}, s_{f}" for f in kind.fields)
@@ -50,7 +58,7 @@ def update_rows(kind_name: str) -> Any:
 def insert_rows(kind_name: str) -> Any:
     kind = records.kind(kind_name)
     cols = ", ".join(kind.fields)
-    values = ", ".join(f"CAST(v.v_{f} AS {_column_type(kind, f)})" for f in kind.fields)
+    values = ", ".join(_value(kind, f, f"v.v_{f}") for f in kind.fields)
     arrays = ", ".join(f"CAST(:v_{f} AS text[])" for f in kind.fields)
     names = ", ".join(f"v_{f}" for f in kind.fields)
     return text(f"""
@@ -112,24 +120,42 @@ UPDATE_LINKS = text("""
     WHERE l.id = v.id""")
 MARK_PROCESSED = text(
     "UPDATE inbox SET processed_at = now() WHERE id = ANY(CAST(:ids AS bigint[])) AND processed_at IS NULL")
+# By internal id, or by external id when there is none: two equality joins, not one OR, so each can use
+# an index (with the OR every open row met every record of the batch: 41 ms a batch at 5,000 open rows).
 CLOSE_OPEN = text("""
+    WITH v AS (SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]),
+                                    CAST(:iids AS bigint[]), CAST(:xids AS text[]), CAST(:keep AS boolean[]))
+                             AS v(kind, system, dir, iid, xid, keep))
     UPDATE sync_events AS s SET status = 'superseded', updated_at = now()
-    FROM unnest(CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]), CAST(:iids AS bigint[]),
-                CAST(:xids AS text[]), CAST(:keep AS boolean[])) AS v(kind, system, dir, iid, xid, keep)
-    WHERE s.status IN ('retry', 'requeued', 'started', 'dead')
-      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir
-      AND ((v.iid IS NOT NULL AND s.internal_id = v.iid) OR (v.iid IS NULL AND s.external_id = v.xid))
-      AND NOT (v.keep AND s.status = 'started')""")
+    WHERE s.status IN ('retry', 'requeued', 'started', 'dead') AND s.id IN (
+        SELECT e.id FROM v JOIN sync_events e ON e.kind = v.kind AND e.system = v.system AND e.direction = v.dir
+                                              AND e.internal_id = v.iid
+        WHERE v.iid IS NOT NULL AND e.status IN ('retry', 'requeued', 'started', 'dead')
+          AND NOT (v.keep AND e.status = 'started')
+        UNION ALL
+        SELECT e.id FROM v JOIN sync_events e ON e.kind = v.kind AND e.system = v.system AND e.direction = v.dir
+                                              AND e.external_id = v.xid
+        WHERE v.iid IS NULL AND e.status IN ('retry', 'requeued', 'started', 'dead')
+          AND NOT (v.keep AND e.status = 'started'))""")
 # What earlier failures of these records left: attempts used, when the streak began, tries made.
 PREVIOUS = text("""
+    WITH v AS (SELECT * FROM unnest(CAST(:ns AS int[]), CAST(:kinds AS text[]), CAST(:systems AS text[]),
+                                    CAST(:dirs AS text[]), CAST(:iids AS bigint[]), CAST(:xids AS text[]))
+                             AS v(n, kind, system, dir, iid, xid))
     SELECT v.n, max(s.attempts) AS attempts,
            min(COALESCE(CAST(s.detail ->> 'since' AS timestamptz), s.created_at)) AS since,
            max(COALESCE(CAST(s.detail ->> 'tries' AS int), s.attempts)) AS tries
-    FROM unnest(CAST(:ns AS int[]), CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]),
-                CAST(:iids AS bigint[]), CAST(:xids AS text[])) AS v(n, kind, system, dir, iid, xid)
-    JOIN sync_events s ON s.status IN ('retry', 'requeued')
-      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir
-      AND ((v.iid IS NOT NULL AND s.internal_id = v.iid) OR (v.iid IS NULL AND s.external_id = v.xid))
+    FROM v JOIN sync_events s ON s.status IN ('retry', 'requeued')
+      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir AND s.internal_id = v.iid
+    WHERE v.iid IS NOT NULL
+    GROUP BY v.n
+    UNION ALL
+    SELECT v.n, max(s.attempts) AS attempts,
+           min(COALESCE(CAST(s.detail ->> 'since' AS timestamptz), s.created_at)) AS since,
+           max(COALESCE(CAST(s.detail ->> 'tries' AS int), s.attempts)) AS tries
+    FROM v JOIN sync_events s ON s.status IN ('retry', 'requeued')
+      AND s.kind = v.kind AND s.system = v.system AND s.direction = v.dir AND s.external_id = v.xid
+    WHERE v.iid IS NULL
     GROUP BY v.n""")
 INSERT_EVENTS = text("""
     INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, external_id, attempts,

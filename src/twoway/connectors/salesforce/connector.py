@@ -22,6 +22,7 @@ from twoway.connectors.base import (
     WebhookRejected,
 )
 from twoway.connectors.salesforce.auth import TokenSource
+from twoway.connectors.salesforce.batching import Filler
 from twoway.connectors.salesforce.client import SalesforceClient, record_error
 from twoway.connectors.salesforce.mapping import Mapping_
 from twoway.kit.db import asyncpg_dsn
@@ -48,7 +49,8 @@ class SalesforceConnector:
     webhooks = False  # changes are polled (the worker polls a connector without webhooks in every INBOUND_MODE)
 
     def __init__(self, client: SalesforceClient, mapping: Mapping_, *, poll_overlap_seconds: float = 60.0,
-                 poll_settle_seconds: float = 2.0, poll_interval_seconds: float = 0.0) -> None:
+                 poll_settle_seconds: float = 2.0, poll_interval_seconds: float = 0.0,
+                 batch_linger_seconds: float = 0.2) -> None:
         self.client = client
         self.map = mapping
         self.overlap = poll_overlap_seconds
@@ -57,6 +59,11 @@ class SalesforceConnector:
         self._last_poll = -1e9
         self._polls = 0
         self._deleted_from: float | None = None  # start of the window `deleted/` has not looked at yet
+        upsert_path = f"composite/sobjects/{mapping.sobject}/{mapping.external_id_field}"
+        self._upserts = Filler(lambda rs: self._composite("upsert_many", "PATCH", upsert_path, rs),
+                               size=BATCH, linger=batch_linger_seconds)
+        self._updates = Filler(lambda rs: self._composite("update_many", "PATCH", "composite/sobjects", rs),
+                               size=BATCH, linger=batch_linger_seconds)
         client._ready = self._check_schema
 
     @classmethod
@@ -76,7 +83,8 @@ class SalesforceConnector:
                            settings.salesforce_email_field, settings.salesforce_external_id_field)
         return cls(client, mapping, poll_overlap_seconds=settings.salesforce_poll_overlap_seconds,
                    poll_settle_seconds=settings.salesforce_poll_settle_seconds,
-                   poll_interval_seconds=settings.salesforce_poll_interval_seconds)
+                   poll_interval_seconds=settings.salesforce_poll_interval_seconds,
+                   batch_linger_seconds=settings.salesforce_batch_linger_ms / 1000)
 
     def kinds(self) -> tuple[str, ...]:
         return (KIND,)
@@ -171,33 +179,24 @@ class SalesforceConnector:
 
     async def create_many(self, kind: str, items: Sequence[CreateItem]) -> list[ExternalRecord | ConnectorError]:
         """Upserts by External ID through composite/sobjects, 200 a call, allOrNone=false."""
-        out: list[ExternalRecord | ConnectorError] = []
-        path = f"composite/sobjects/{self.map.sobject}/{self.map.external_id_field}"
-        for chunk in _chunks(items, BATCH):
-            records = [{"attributes": {"type": self.map.sobject}, **self.map.to_sf(i.fields),
-                        self.map.external_id_field: str(int(i.internal_id))} for i in chunk]
-            results = await self._composite("upsert_many", "PATCH", path, records, len(chunk))
-            for item, result in zip(chunk, results, strict=True):
-                if isinstance(result, ConnectorError):
-                    out.append(result)
-                else:
-                    out.append(ExternalRecord(str(result["id"]), self._normal(item.fields),
-                                              internal_id=item.internal_id, replayed=result.get("created") is False))
-        return out
+        records = [{"attributes": {"type": self.map.sobject}, **self.map.to_sf(i.fields),
+                    self.map.external_id_field: str(int(i.internal_id))} for i in items]
+        results = await self._upserts.submit(records)
+        return [r if isinstance(r, ConnectorError) else
+                ExternalRecord(str(r["id"]), self._normal(i.fields), internal_id=i.internal_id,
+                               replayed=r.get("created") is False)
+                for i, r in zip(items, results, strict=True)]
 
     async def update_many(self, kind: str, items: Sequence[UpdateItem]) -> list[ExternalRecord | ConnectorError]:
-        out: list[ExternalRecord | ConnectorError] = []
-        for chunk in _chunks(items, BATCH):
-            records = [{"attributes": {"type": self.map.sobject}, "id": i.external_id, **self.map.to_sf(i.changes)}
-                       for i in chunk]
-            results = await self._composite("update_many", "PATCH", "composite/sobjects", records, len(chunk))
-            for item, result in zip(chunk, results, strict=True):
-                out.append(result if isinstance(result, ConnectorError)
-                           else ExternalRecord(item.external_id, self._normal(item.changes)))
-        return out
+        records = [{"attributes": {"type": self.map.sobject}, "id": i.external_id, **self.map.to_sf(i.changes)}
+                   for i in items]
+        results = await self._updates.submit(records)
+        return [r if isinstance(r, ConnectorError) else ExternalRecord(i.external_id, self._normal(i.changes))
+                for i, r in zip(items, results, strict=True)]
 
-    async def _composite(self, op: str, method: str, path: str, records: list[dict[str, Any]],
-                         n: int) -> list[dict[str, Any] | ConnectorError]:
+    async def _composite(self, op: str, method: str, path: str,
+                         records: list[dict[str, Any]]) -> list[dict[str, Any] | ConnectorError]:
+        n = len(records)
         body = {"allOrNone": False, "records": records}
         try:
             answer = await self.client.call(op, lambda sf: sf.restful(path, method=method, json=body))
@@ -278,10 +277,6 @@ class SalesforceConnector:
 
     async def close(self) -> None:
         await self.client.close()
-
-
-def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _stamp(epoch: float) -> str:

@@ -37,6 +37,9 @@ def run(ctx: Ctx, op: str, ext_field: str | None, q: QueryParams) -> list[dict[s
     fdef = schema.field(ext_field) if ext_field else None
     if op == "UPSERT" and (fdef is None or not fdef.external_id):
         raise errors.not_found(f"Provided external ID field does not exist or is not accessible: {ext_field}")
+    sizes = ctx.emu.stats.composite_sizes
+    sizes.append(len(items))
+    del sizes[:-1000]
     point = store.savepoint()
     results: list[dict[str, Any]] = []
     written = 0

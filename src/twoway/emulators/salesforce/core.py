@@ -28,10 +28,13 @@ class Cursor:
 class Stats(RouteStats):
     # Calls per `Sforce-Call-Options: client=` value ("(none)" without the header).
     clients: dict[str, int] = field(default_factory=dict)
+    # Records per composite call, the latest 1000: how well writes were batched.
+    composite_sizes: list[int] = field(default_factory=list)
 
     def reset(self) -> None:
         super().reset()
         self.clients.clear()
+        self.composite_sizes.clear()
 
 
 class Emulator:
@@ -78,5 +81,6 @@ class Emulator:
     def stats_body(self) -> dict[str, Any]:
         used, limit = self.store.usage_now()
         live = sum(1 for r in self.store.records.values() if not r["IsDeleted"])
-        return {**self.stats.render_routes(), "clients": dict(self.stats.clients), "api_usage": used,
+        return {**self.stats.render_routes(), "clients": dict(self.stats.clients),
+                "composite_sizes": list(self.stats.composite_sizes), "api_usage": used,
                 "daily_limit": limit, "accounts": live, "recycle_bin": len(self.store.records) - live}
