@@ -404,13 +404,13 @@ async def drive(sides: Sides, until: float, rate: float, actors: int) -> None:
     await asyncio.gather(refresher(), *(actor() for _ in range(actors)))
 
 
-async def inject(faults: Faults, until: float, broker_at: float, modules: Sequence[Any]) -> None:
-    broker_done = False
+async def inject(faults: Faults, until: float, broker_at: float | None, modules: Sequence[Any]) -> None:
+    broker_done = broker_at is None
     # Each module's system has one outage for sure, early on; its other faults come by the dice.
     outages = list(modules)
     while time.monotonic() < until - 2:
         await asyncio.sleep(faults.rng.uniform(1.0, 3.0))
-        if not broker_done and time.monotonic() >= broker_at:
+        if not broker_done and broker_at is not None and time.monotonic() >= broker_at:
             broker_done = True
             await faults.broker()
             continue
@@ -431,7 +431,7 @@ async def seed_catalog(sides: Sides, count: int) -> None:
 
 
 async def run_chaos(cluster: Cluster, duration: float, seed: int, rate: float,
-                    converge_timeout: float, invoices: bool = False) -> dict[str, Any]:
+                    converge_timeout: float, invoices: bool = False, broker_restart: bool = True) -> dict[str, Any]:
     rng = random.Random(seed)
     tally = Tally()
     sides = Sides(cluster, rng, tally, invoices=invoices)
@@ -443,8 +443,9 @@ async def run_chaos(cluster: Cluster, duration: float, seed: int, rate: float,
         started = time.monotonic()
         until = started + duration
         faults = Faults(cluster, rng, tally, started)
+        broker_at = started + duration * rng.uniform(0.3, 0.6)
         await asyncio.gather(drive(sides, until, rate, actors=4),
-                             inject(faults, until, started + duration * rng.uniform(0.3, 0.6), modules))
+                             inject(faults, until, broker_at if broker_restart else None, modules))
     finally:
         await sides.close()
     await asyncio.to_thread(cluster.set_faults, **NO_FAULTS)
@@ -479,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--converge-timeout", type=float, default=180)
     parser.add_argument("--out", type=Path, default=Path("bench/chaos_report.json"))
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
+    parser.add_argument("--broker-restart", action=argparse.BooleanOptionalAction, default=True,
+                        help="restart the broker once at 30-60 %% of the run")
     parser.add_argument("--salesforce", action=argparse.BooleanOptionalAction, default=True,
                         help="run the Salesforce emulator and connector too (edits, faults, checks)")
     parser.add_argument("--invoices", action="store_true", help="invoice changes on both sides too")
@@ -488,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = kind(ClusterConfig(workers=args.workers)).start()
     try:
         report = asyncio.run(run_chaos(cluster, args.duration, seed, args.rate, args.converge_timeout,
-                                       invoices=args.invoices))
+                                       invoices=args.invoices, broker_restart=args.broker_restart))
     finally:
         cluster.stop()
     report["machine"] = machine()
