@@ -23,6 +23,8 @@ import asyncpg
 import httpx
 import stripe
 
+from bench.chaos_invoices import InvoiceSides, list_invoices, stripe_invoices
+from bench.chaos_invoices import divergences as invoice_divergences
 from bench.cluster import Cluster, ClusterConfig
 from twoway.kit.db import asyncpg_dsn
 
@@ -47,7 +49,7 @@ class Tally:
 class Sides:
     """Random edits through our API (httpx) and through Stripe's SDK against the emulator."""
 
-    def __init__(self, cluster: Cluster, rng: random.Random, tally: Tally) -> None:
+    def __init__(self, cluster: Cluster, rng: random.Random, tally: Tally, invoices: bool = False) -> None:
         self.rng = rng
         self.tally = tally
         self.api = httpx.AsyncClient(base_url=cluster.api_url, timeout=10,
@@ -58,6 +60,7 @@ class Sides:
         self.our_ids: list[int] = []
         self.stripe_ids: list[str] = []
         self.serial = 0
+        self.invoices = InvoiceSides(self) if invoices else None
 
     async def close(self) -> None:
         await self.api.aclose()
@@ -83,6 +86,9 @@ class Sides:
             pass  # the API may be down right now; keep the old view
 
     async def one_op(self) -> None:
+        if self.invoices is not None and self.rng.random() < 0.4:
+            await self.invoices.one_op()
+            return
         side = self.rng.choice(("ours", "stripe"))
         ids = self.our_ids if side == "ours" else self.stripe_ids
         roll = self.rng.random()
@@ -208,9 +214,10 @@ class Snapshot:
     links: list[dict[str, Any]]
     backlog: dict[str, int]
     dead: list[dict[str, Any]]
+    invoices: dict[str, Any] | None = None  # ours, theirs, links, customers (see bench/chaos_invoices.py)
 
     def digest(self) -> str:
-        return json.dumps([self.ours, self.theirs, self.links], sort_keys=True, default=str)
+        return json.dumps([self.ours, self.theirs, self.links, self.invoices], sort_keys=True, default=str)
 
 
 BACKLOG_SQL = {
@@ -221,6 +228,10 @@ BACKLOG_SQL = {
                         ON l.kind = 'customer' AND l.internal_id = c.id AND l.system = 'stripe'
                         WHERE c.version > COALESCE(l.last_pushed_version, 0)
                         AND NOT (c.deleted_at IS NOT NULL AND l.id IS NULL)""",
+    "invoices_ahead": """SELECT count(*) FROM invoices c LEFT JOIN links l
+                         ON l.kind = 'invoice' AND l.internal_id = c.id AND l.system = 'stripe'
+                         WHERE c.version > COALESCE(l.last_pushed_version, 0)
+                         AND NOT (c.deleted_at IS NOT NULL AND l.id IS NULL)""",
 }
 
 
@@ -228,7 +239,10 @@ async def snapshot(cluster: Cluster, api: httpx.AsyncClient) -> Snapshot:
     conn = await asyncpg.connect(asyncpg_dsn(cluster.database_url))
     try:
         links = [dict(r) for r in await conn.fetch(
-            "SELECT internal_id, external_id, base::text AS base FROM links WHERE system = 'stripe'")]
+            "SELECT internal_id, external_id, base::text AS base FROM links "
+            "WHERE system = 'stripe' AND kind = 'customer'")]
+        invoice_links = {int(r["internal_id"]): r["external_id"] for r in await conn.fetch(
+            "SELECT internal_id, external_id FROM links WHERE system = 'stripe' AND kind = 'invoice'")}
         backlog = {name: int(await conn.fetchval(sql)) for name, sql in {**BACKLOG_SQL, **REPORTED_ONLY}.items()}
     finally:
         await conn.close()
@@ -240,8 +254,13 @@ async def snapshot(cluster: Cluster, api: httpx.AsyncClient) -> Snapshot:
     theirs = [{"id": c["id"], "name": c.get("name") or "", "email": c.get("email") or "",
                "internal_id": (c.get("metadata") or {}).get("internal_id")}
               for c in await asyncio.to_thread(cluster.emulator_customers)]
+    invoices = None
+    if invoice_links:
+        invoices = {"ours": await list_invoices(api), "theirs": await asyncio.to_thread(stripe_invoices, cluster),
+                    "links": invoice_links, "stripe_customers": sorted(c["id"] for c in theirs),
+                    "known_customers": sorted(link["external_id"] for link in links)}
     return Snapshot(sorted(ours, key=lambda c: c["id"]), sorted(theirs, key=lambda c: c["id"]),
-                    sorted(links, key=lambda link: link["internal_id"]), backlog, r.json())
+                    sorted(links, key=lambda link: link["internal_id"]), backlog, r.json(), invoices)
 
 
 def divergences(snap: Snapshot) -> list[dict[str, Any]]:
@@ -261,6 +280,10 @@ def divergences(snap: Snapshot) -> list[dict[str, Any]]:
     live_linked = {link_of[c["id"]] for c in snap.ours if c["deleted_at"] is None and c["id"] in link_of}
     found += [{"type": "stripe_customer_without_live_row", "external_id": x, "internal_id": c["internal_id"]}
               for x, c in theirs.items() if x not in live_linked]
+    if snap.invoices is not None:
+        i = snap.invoices
+        found += invoice_divergences(i["ours"], i["theirs"], i["links"], set(i["stripe_customers"]),
+                                     set(i["known_customers"]))
     return found
 
 
@@ -350,6 +373,8 @@ async def drive(sides: Sides, until: float, rate: float, actors: int) -> None:
     async def refresher() -> None:
         while time.monotonic() < until:
             await sides.refresh()
+            if sides.invoices is not None:
+                await sides.invoices.refresh()
             await asyncio.sleep(2)
 
     await asyncio.gather(refresher(), *(actor() for _ in range(actors)))
@@ -374,10 +399,10 @@ async def seed_catalog(sides: Sides, count: int) -> None:
 
 
 async def run_chaos(cluster: Cluster, duration: float, seed: int, rate: float,
-                    converge_timeout: float) -> dict[str, Any]:
+                    converge_timeout: float, invoices: bool = False) -> dict[str, Any]:
     rng = random.Random(seed)
     tally = Tally()
-    sides = Sides(cluster, rng, tally)
+    sides = Sides(cluster, rng, tally, invoices=invoices)
     try:
         await seed_catalog(sides, 20)
         started = time.monotonic()
@@ -417,11 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--converge-timeout", type=float, default=180)
     parser.add_argument("--out", type=Path, default=Path("bench/chaos_report.json"))
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) after the run")
+    parser.add_argument("--invoices", action="store_true", help="invoice changes on both sides too")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     cluster = Cluster(ClusterConfig(workers=args.workers)).start()
     try:
-        report = asyncio.run(run_chaos(cluster, args.duration, seed, args.rate, args.converge_timeout))
+        report = asyncio.run(run_chaos(cluster, args.duration, seed, args.rate, args.converge_timeout,
+                                       invoices=args.invoices))
     finally:
         cluster.stop()
     report["machine"] = machine()

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench import cpu_per_change, ingest, outage, realistic_stripe, relay, salesforce_client
+from bench import cpu_per_change, ingest, invoices, outage, realistic_stripe, relay, salesforce_client
 from bench.chaos import machine
 from bench.cluster import Cluster, ClusterConfig
 from bench.fasthttp import Pool
@@ -406,6 +406,7 @@ def with_cluster(config: ClusterConfig, body: Callable[[Cluster], Coroutine[Any,
 # or of the names in run_all below.
 EXTRA: dict[str, Callable[[bool], list[Any]]] = {
     "realistic_stripe": realistic_stripe.run, "cpu_per_change": cpu_per_change.run, "outage": outage.run,
+    "invoices": invoices.run,
 }
 SYNC_PATHS = ("outbound_throughput", "outbound_latency", "inbound_latency")
 NAMES = (*SYNC_PATHS, "ingest", "salesforce_client", "relay", "rate_limited", "reconcile", *EXTRA)

@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic sees the whole schema."""
 
 from twoway.customers.models import Customer
+from twoway.invoices import kind as _invoice_kind  # noqa: F401  (registers the invoice kind)
 from twoway.invoices.models import Invoice, InvoiceLine
 from twoway.kit.db import Base
 from twoway.kit.idempotency import IdempotencyKey

@@ -65,7 +65,7 @@ async def test_metrics_follow_a_known_sequence(client: httpx.AsyncClient, settin
     async def lagging() -> bool:
         return _get(await _scrape(client), *_lag(settings)) == 2
 
-    assert await wait_until(lagging, timeout=30, step=0.5)
+    assert await wait_until(lagging, timeout=30, step=0.5), await _lag_story(client, settings)
 
     async with running_worker(settings, components=["outbound"]):
         assert await wait_until(lambda: _links_are(db, 2), timeout=30)
@@ -110,6 +110,15 @@ async def test_an_unreadable_lag_is_absent_not_stale(app, client: httpx.AsyncCli
     assert _delta(before, after, "twoway_consumer_lag_read_failures_total", {"group": group}) == 1
     assert (await client.get("/api/v1/sync/status")).json()["consumer_lag"] == {"error": "broker unreachable: "
                                                                                          "BrokerUnreachable"}
+
+
+async def _lag_story(client: httpx.AsyncClient, settings: Settings) -> str:
+    """What the scrape and the broker say, for a failure message."""
+    from twoway.ops.status import read_lag
+
+    samples = await _scrape(client)
+    lag = {k: v for k, v in samples.items() if k[0].startswith("twoway_consumer_lag")}
+    return f"scrape: {lag}; direct: {await read_lag(settings)}"
 
 
 async def _unsent_is_zero(db) -> bool:  # type: ignore[no-untyped-def]

@@ -21,7 +21,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from twoway.kit import records
 from twoway.kit.db import Base
 
 STATUSES = ("draft", "open", "uncollectible", "paid", "void")
@@ -106,6 +105,3 @@ class InvoiceLine(Base):
     def values(self) -> dict[str, Any]:
         return {"description": self.description, "quantity": self.quantity, "unit_amount": self.unit_amount}
 
-
-INVOICE = records.register(records.Kind(name="invoice", model=Invoice, fields=(
-    "currency", "collection_method", "days_until_due", "due_date", "description")))

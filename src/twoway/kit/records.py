@@ -6,6 +6,7 @@ bumps the version and queues its outbox message in the caller's transaction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,6 +27,23 @@ class SyncedRecord(Protocol):
     def fields(self) -> dict[str, str]: ...
 
 
+class RecordStore(Protocol):
+    """How the sync engine reads and writes a kind's synced fields, as text, in the caller's transaction."""
+
+    async def read(self, session: AsyncSession, ids: Sequence[int]) -> list[Any]:
+        """Rows with `id`, `version`, `updated_at`, `deleted_at` and an attribute per synced field."""
+        ...
+
+    async def write(self, session: AsyncSession, record_id: int, expected_version: int,
+                    changes: Mapping[str, str], delete: bool) -> bool:
+        """Apply merged values and bump the version, only if the row is still at `expected_version`."""
+        ...
+
+    async def insert(self, session: AsyncSession, record_id: int, fields: Mapping[str, str]) -> None:
+        """A record imported from another system, at version 1."""
+        ...
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
@@ -33,6 +51,9 @@ class Kind:
     fields: tuple[str, ...]
     # How the fields merge (both-sides, owned, status ladder, deletion, parent): see kit/rules.py.
     rules: Rules = DEFAULT
+    # A kind whose synced fields are not plain columns of its table (child rows, derived values) reads
+    # and writes them itself: a `RecordStore`. None: the engine's set-based SQL on the `fields` columns.
+    store: RecordStore | None = None
 
     @property
     def table(self) -> str:

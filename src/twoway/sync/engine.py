@@ -219,8 +219,9 @@ class SyncEngine:
                 by_iid = {r.internal_id: r for r in links}
                 by_xid = {r.external_id: r for r in links}
                 iids |= {r.internal_id for r in links}
-                rows = {r.id: r for r in (await session.execute(sql.select_rows(kind_name),
-                                                                {"ids": list(iids)})).all()}
+                found = (await kind.store.read(session, list(iids)) if kind.store is not None
+                         else (await session.execute(sql.select_rows(kind_name), {"ids": list(iids)})).all())
+                rows = {r.id: r for r in found}
                 xids |= {r.external_id for r in links}
                 pending: dict[str, list[plan.Pending]] = defaultdict(list)
                 for e in (await session.execute(sql.PENDING, {**params, "xids": list(xids)})).all():
@@ -426,6 +427,13 @@ class _WriteBack:
         self.messages: list[tuple[str, str, dict[str, Any]]] = []
 
     async def apply(self) -> set[int]:
+        # New links and new waits for a parent meet under the parent's lock (taken once, in order): see
+        # sql.LOCK_PARENTS.
+        parents = sorted({f"{j.item.kind}:{j.outcome.link.internal_id}" for j in self.jobs  # type: ignore[union-attr]
+                          if j.outcome.link is not None and j.outcome.link.id is None}  # type: ignore[union-attr]
+                         | {f"{w[0]}:{w[1]}" for j in self.jobs if (w := j.outcome.waiting_for)})  # type: ignore[union-attr]
+        if parents:
+            await self.session.execute(sql.LOCK_PARENTS, {"parents": parents})
         conflicted = await self._rows()
         written = {id(j) for j in self.jobs if id(j) not in conflicted}
         await self._links(conflicted)
@@ -449,6 +457,10 @@ class _WriteBack:
                 self._follow(job.item.system, f)
         if self.events:
             await self.session.execute(sql.INSERT_EVENTS, _events_params(self.events))
+            waits = sorted({e["detail"]["parent"] for e in self.events
+                            if e["op"] == "wait_parent" and isinstance(e.get("detail"), dict)})
+            if waits:
+                await self.session.execute(sql.WAKE_LINKED_CHILDREN, {"parents": waits})
         if self.messages:
             await self.session.execute(sql.INSERT_OUTBOX, {
                 "topics": [m[0] for m in self.messages], "keys": [m[1] for m in self.messages],
@@ -467,6 +479,15 @@ class _WriteBack:
             if out.insert is not None:
                 inserts[job.item.kind].append(job)
         for kind_name, group in by_kind.items():
+            store = records.kind(kind_name).store
+            if store is not None:
+                for job in group:
+                    row = job.outcome.row  # type: ignore[union-attr]
+                    assert row is not None and job.snapshot.ours is not None
+                    if not await store.write(self.session, job.snapshot.ours.id, row.expected_version, row.changes,
+                                             row.delete):
+                        conflicted.add(id(job))
+                continue
             fields = records.kind(kind_name).fields
             params: dict[str, Any] = {"ids": [], "expected": [], "del": []}
             for f in fields:
@@ -483,6 +504,11 @@ class _WriteBack:
             done = {r[0] for r in await self.session.execute(sql.update_rows(kind_name), params)}
             conflicted |= {id(j) for j in group if j.snapshot.ours is not None and j.snapshot.ours.id not in done}
         for kind_name, group in inserts.items():
+            store = records.kind(kind_name).store
+            if store is not None:
+                for job in group:
+                    await store.insert(self.session, *job.outcome.insert)  # type: ignore[union-attr,misc]
+                continue
             fields = records.kind(kind_name).fields
             params = {"ids": [j.outcome.insert[0] for j in group]}  # type: ignore[union-attr,index]
             for f in fields:
@@ -518,7 +544,7 @@ class _WriteBack:
                                  internal_id=link.internal_id, external_id=link.external_id)
                     conflicted.add(id(job))
             if made:
-                await self.session.execute(sql.WAKE_CHILDREN, {"parents": [f"{k}:{i}" for k, i, _ in made]})
+                await self.session.execute(sql.WAKE_CHILDREN, {"parents": sorted({f"{k}:{i}" for k, i, _ in made})})
 
     async def _close(self, conflicted: set[int]) -> None:
         closes = [(j, c) for j in self.jobs if id(j) not in conflicted for c in j.outcome.close]  # type: ignore[union-attr]

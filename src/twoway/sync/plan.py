@@ -536,8 +536,12 @@ def _refused(w: _Work, exc: Refused) -> str:
     current = exc.current
     kept = {k: current.fields[k] for k in exc.fields if k in current.fields}
     for name, value in kept.items():
-        w.log("outbound", "update", "conflict", {"field": name, "ours": w.row.fields.get(name), "theirs": value,
-                                                 "winner": "theirs", "resolution": "kept by the external system"})
+        if w.row.fields.get(name) != value:
+            w.log("outbound", "update", "conflict", {"field": name, "ours": w.row.fields.get(name), "theirs": value,
+                                                     "winner": "theirs", "resolution": "kept by the external system"})
+    # What they own comes along (the answer is theirs too: a status they confirmed, their totals).
+    kept.update({k: current.fields[k] for k, owner in w.s.rules.owned.items()
+                 if owner == "theirs" and k in current.fields})
     changes = {k: v for k, v in kept.items() if w.row.fields.get(k) != v}
     if changes:
         w.update_row(changes)

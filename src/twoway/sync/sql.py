@@ -177,6 +177,18 @@ INSERT_OUTBOX = text("""
 WAKE_CHILDREN = text("""
     UPDATE sync_events SET next_attempt_at = now(), updated_at = now()
     WHERE status = 'retry' AND operation = 'wait_parent' AND detail ->> 'parent' = ANY(CAST(:parents AS text[]))""")
+# Parent links and children's waits meet under one lock per parent, so a wake is never lost: a child
+# that started waiting while its parent was being linked in another transaction either is seen by that
+# transaction's WAKE_CHILDREN or sees the link here (WAKE_LINKED_CHILDREN).
+LOCK_PARENTS = text("""
+    SELECT pg_advisory_xact_lock(hashtextextended('wake:' || p, 0))
+    FROM (SELECT DISTINCT p FROM unnest(CAST(:parents AS text[])) AS p ORDER BY p) AS ordered""")
+WAKE_LINKED_CHILDREN = text("""
+    UPDATE sync_events AS s SET next_attempt_at = now(), updated_at = now()
+    WHERE s.status = 'retry' AND s.operation = 'wait_parent' AND s.detail ->> 'parent' = ANY(CAST(:parents AS text[]))
+      AND EXISTS (SELECT 1 FROM links l WHERE l.system = s.system
+                  AND l.kind = split_part(s.detail ->> 'parent', ':', 1)
+                  AND l.internal_id = CAST(split_part(s.detail ->> 'parent', ':', 2) AS bigint))""")
 # Everything held back while a system was down goes as soon as it is back.
 WAKE_SYSTEM = text("""
     UPDATE sync_events SET next_attempt_at = now(), updated_at = now()

@@ -23,7 +23,7 @@ SYSTEM = "stripe"
 KIND = "customer"
 HANDLED_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
 # The kinds this connector syncs; each kind other than customers lives in its own module (invoices.py).
-KINDS: tuple[str, ...] = (KIND,)  # + invoices.KIND once the engine merges by rules
+KINDS: tuple[str, ...] = (KIND, invoices.KIND)
 RATE_LIMIT_RETRIES = 6
 
 

@@ -1,0 +1,27 @@
+"""The invoice kind, registered with its merge rules as data (see `twoway.kit.rules`).
+
+- Draft fields both sides edit (description, collection method, due date, lines): 3-way merged.
+- Stripe owns its confirmation of the status, the number, the totals, the amount paid and the payment page.
+- `status` is where the invoice is headed (a command of ours, or Stripe's confirmed state): a ladder,
+  monotonic, paid and void terminal, two different terminals a recorded conflict.
+- A finalized invoice cannot be deleted over there: its end state is void. A draft is deleted.
+- The parent is the customer: an invoice waits for its customer's link; an unknown one is imported first.
+"""
+
+from __future__ import annotations
+
+from twoway.invoices import wire
+from twoway.invoices.models import STATUSES, TERMINAL, Invoice
+from twoway.invoices.sync_store import InvoiceStore
+from twoway.kit import records
+from twoway.kit.rules import Deletion, Ladder, Parent, Rules
+
+RULES = Rules(
+    owned=dict.fromkeys(wire.THEIRS, "theirs"),
+    ladder=Ladder("status", STATUSES, TERMINAL),
+    deletion=Deletion(end_state={"status": "void"}, deletable_in=frozenset({"draft"})),
+    parent=Parent("customer", "customer_id"),
+)
+
+INVOICE = records.register(records.Kind(name="invoice", model=Invoice, fields=wire.FIELDS, rules=RULES,
+                                        store=InvoiceStore()))
