@@ -75,7 +75,7 @@ def _search_clause(kind: Kind, q: str) -> tuple[str, dict[str, Any]]:
     if not q:
         return "TRUE", {}
     escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return "(" + " OR ".join(f"CAST(r.{f} AS text) ILIKE :q" for f in kind.fields) + ")", {"q": f"%{escaped}%"}
+    return "(" + " OR ".join(f"CAST(r.{f} AS text) ILIKE :q" for f in _columns(kind)) + ")", {"q": f"%{escaped}%"}
 
 
 async def records_page(session: AsyncSession, kind: Kind, systems: Sequence[str], *, q: str = "", page: int = 1,
@@ -84,12 +84,12 @@ async def records_page(session: AsyncSession, kind: Kind, systems: Sequence[str]
     where, params = _search_clause(kind, q)
     total = int((await session.execute(text(f"SELECT count(*) FROM {kind.table} r WHERE {where}"), params))
                 .scalar() or 0)
-    columns = ", ".join(f"CAST(r.{f} AS text) AS f_{f}" for f in kind.fields)
+    columns = ", ".join(f"CAST(r.{f} AS text) AS f_{f}" for f in _columns(kind))
     rows = (await session.execute(text(f"""
         SELECT r.id, r.version, r.deleted_at IS NOT NULL AS deleted, {columns} FROM {kind.table} r
         WHERE {where} ORDER BY r.id DESC LIMIT :limit OFFSET :offset"""),
         {**params, "limit": per_page, "offset": (page - 1) * per_page})).all()
-    views = [RecordView(r.id, {f: getattr(r, f"f_{f}") or "" for f in kind.fields}, r.deleted) for r in rows]
+    views = [RecordView(r.id, {f: getattr(r, f"f_{f}") or "" for f in _columns(kind)}, r.deleted) for r in rows]
     await _fill_states(session, kind.name, views, {r.id: r.version for r in rows}, systems)
     return Page(views, total, page, per_page)
 
@@ -120,13 +120,13 @@ async def _fill_states(session: AsyncSession, kind: str, views: list[RecordView]
 
 
 async def record(session: AsyncSession, kind: Kind, record_id: int, systems: Sequence[str]) -> RecordView | None:
-    columns = ", ".join(f"CAST(r.{f} AS text) AS f_{f}" for f in kind.fields)
+    columns = ", ".join(f"CAST(r.{f} AS text) AS f_{f}" for f in _columns(kind))
     row = (await session.execute(text(f"""
         SELECT r.id, r.version, r.deleted_at IS NOT NULL AS deleted, {columns} FROM {kind.table} r WHERE r.id = :id"""),
         {"id": record_id})).first()
     if row is None:
         return None
-    view = RecordView(row.id, {f: getattr(row, f"f_{f}") or "" for f in kind.fields}, row.deleted)
+    view = RecordView(row.id, {f: getattr(row, f"f_{f}") or "" for f in _columns(kind)}, row.deleted)
     await _fill_states(session, kind.name, [view], {row.id: row.version}, systems)
     return view
 
@@ -250,3 +250,9 @@ def side_by_side(ours: Sequence[RecordView], theirs: list[dict[str, Any]], syste
     # Everything we created or adopted carries metadata.internal_id; the rest is unknown to us so far.
     unlinked = [c for c in theirs if not (c.get("metadata") or {}).get("internal_id")]
     return {"pairs": pairs, "unlinked": unlinked[:20], "unlinked_count": len(unlinked), "total": len(theirs)}
+
+
+def _columns(kind: Kind) -> list[str]:
+    """The synced fields that are columns of the kind's table (a kind with a store may sync others)."""
+    table = kind.model.__table__.c
+    return [f for f in kind.fields if f in table]
