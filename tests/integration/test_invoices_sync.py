@@ -16,18 +16,14 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 import stripe
 from pydantic import SecretStr
 from sqlalchemy import text
 
 from tests.conftest import API_KEY, wait_until
 from tests.helpers import register_webhook, running_worker, served_api, set_faults, stripe_writes
-from twoway.connectors.stripe.connector import KINDS
 from twoway.kit.embedded import free_port
 from twoway.settings import Settings
-
-pytestmark = pytest.mark.skipif("invoice" not in KINDS, reason="invoice sync waits for the engine's merge rules")
 
 LINES = [{"description": "Seats", "quantity": 3, "unit_amount": 1500},
          {"description": "Support", "quantity": 1, "unit_amount": 5000},

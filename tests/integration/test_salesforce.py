@@ -162,16 +162,6 @@ async def test_create_retried_after_a_crash_leaves_one_account(client, sf_settin
     assert len(accounts(person)) == 1
 
 
-def _engine_batches() -> bool:
-    import inspect
-
-    import twoway.sync.engine
-
-    return "BatchWrites" in inspect.getsource(twoway.sync.engine)
-
-
-@pytest.mark.xfail(not _engine_batches(), reason="needs the engine's batch path (BatchWrites.create_many), being "
-                   "built in the engine rewrite; the connector's create_many is tested in test_sf_connector")
 async def test_500_creates_go_out_in_at_most_5_composite_calls(client, sf_settings, emulator, person,
                                                                sf_emulator, db) -> None:
     ids = list(await asyncio.gather(*(create(client, f"Bulk {i}", f"bulk{i}@example.com") for i in range(500))))
