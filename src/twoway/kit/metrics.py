@@ -16,6 +16,9 @@ CONSUMER_LAG = Gauge("twoway_consumer_lag", "Messages behind the end of the topi
 LAG_READ_FAILURES = Counter("twoway_consumer_lag_read_failures_total", "Scrapes that could not read a group's lag",
                             ["group"])
 PUBLISHED = Counter("twoway_messages_published_total", "Outbox messages published to Kafka", ["topic"])
+CONSUMER_REBUILDS = Counter("twoway_consumer_rebuilds_total",
+                            "Consumers closed and replaced after holding no partitions or making no progress",
+                            ["group"])
 CONSUMED = Counter("twoway_messages_consumed_total", "Kafka messages consumed", ["group", "topic"])
 SYNC_RESULTS = Counter("twoway_sync_results_total", "Sync outcomes", ["system", "direction", "status"])
 SYNC_LATENCY = Histogram(
