@@ -69,6 +69,7 @@ class Pipeline:
         self.stalled = False
         self.stall_state: dict[str, Any] = {}
         self._moved_at = 0.0
+        self._rejoin_since = 0.0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -131,9 +132,22 @@ class Pipeline:
         not a healthy idle member (in the group, every partition of its own answered by a recent fetch)."""
         if not self.stall_seconds:
             return False
+        # A member asked to rejoin that never does keeps its old partitions (and may well read them) while
+        # the group waits for it: the "rebalancing" heartbeats of bug 6. A healthy rejoin takes at most the
+        # rebalance timeout.
+        if self._rejoin_pending():
+            self._rejoin_since = self._rejoin_since or now
+            if now - self._rejoin_since > self.stall_seconds:
+                return True
+        else:
+            self._rejoin_since = 0.0
         if self._healthy_idle():
             self._moved_at = now
         return now - self._moved_at > self.stall_seconds
+
+    def _rejoin_pending(self) -> bool:
+        wanted = getattr(getattr(self.consumer, "_coordinator", None), "_rejoin_needed_fut", None)
+        return isinstance(wanted, asyncio.Future) and wanted.done()
 
     def _healthy_idle(self) -> bool:
         # aiokafka does not say publicly whether the member has joined: an empty assignment may mean
@@ -155,7 +169,8 @@ class Pipeline:
         """What the stalled consumer looked like, for the log: enough to tell a stuck join from a dead fetch."""
         coordinator = getattr(self.consumer, "_coordinator", None)
         return {"assigned": sorted(tp.partition for tp in self.consumer.assignment()),
-                "joined": self._joined(), "waiting": len(self.waiting), "in_flight": len(self.flying),
+                "joined": self._joined(), "rejoin_pending": self._rejoin_pending(),
+                "waiting": len(self.waiting), "in_flight": len(self.flying),
                 "generation": getattr(coordinator, "generation", None),
                 "coordinator": getattr(coordinator, "coordinator_id", None),
                 "member": str(getattr(coordinator, "member_id", ""))[-12:]}
