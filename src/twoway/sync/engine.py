@@ -393,19 +393,19 @@ class SyncEngine:
         assert out is not None
         item = job.item
         if out.failure is not None:
-            metrics.SYNC_RESULTS.labels(system=item.system, direction=item.direction,
+            metrics.SYNC_RESULTS.labels(system=item.system, direction=item.direction, kind=item.kind,
                                         status=job.attempts_seen.get("status", "retry")).inc()
             return
         if not out.synced or id(job) not in written:
             return
-        metrics.SYNC_RESULTS.labels(system=item.system, direction=out.direction, status="ok").inc()
+        metrics.SYNC_RESULTS.labels(system=item.system, direction=out.direction, kind=item.kind, status="ok").inc()
         now = _now()
         if out.direction == "outbound" and job.snapshot.ours and job.snapshot.ours.changed_at:
-            metrics.SYNC_LATENCY.labels(system=item.system, direction="outbound").observe(
+            metrics.SYNC_LATENCY.labels(system=item.system, direction="outbound", kind=item.kind).observe(
                 max(0.0, (now - job.snapshot.ours.changed_at).total_seconds()))
         for e in job.snapshot.pending:
             if e.id in out.processed and e.received_at:
-                metrics.SYNC_LATENCY.labels(system=item.system, direction="inbound").observe(
+                metrics.SYNC_LATENCY.labels(system=item.system, direction="inbound", kind=item.kind).observe(
                     max(0.0, (now - e.received_at).total_seconds()))
 
     # -- breaker ---------------------------------------------------------------------------------
