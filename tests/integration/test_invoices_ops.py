@@ -193,3 +193,17 @@ async def test_sweeper_reprocesses_an_invoice_event_whose_message_was_lost(  # t
         assert await wait_until(imported, timeout=40)
     assert await _scalar(db, "SELECT description FROM invoices") == "swept in"
     assert await _scalar(db, "SELECT count(*) FROM sync_events WHERE kind = 'invoice' AND operation = 'sweep'") >= 1
+
+
+async def test_dashboard_connectors_split_by_kind(client: httpx.AsyncClient, db) -> None:  # type: ignore[no-untyped-def]
+    cid = await _customer(client)
+    iid = (await client.post("/api/v1/invoices", json={**BODY, "customer_id": cid})).json()["id"]
+    async with db() as s:
+        await s.execute(text("INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, "
+                             "attempts) VALUES ('invoice', 'stripe', 'outbound', 'create', 'dead', :i, 5)"), {"i": iid})
+        await s.commit()
+    live = await client.get("/dashboard/live", params={"kind": "invoice"})
+    assert live.status_code == 200, live.text
+    # The connector row splits its counts by kind; the invoice list shows status and sync state.
+    assert 'data-kind="invoice"' in live.text and "invoices: backlog 1, retrying 0, dead 1" in live.text
+    assert "draft" in live.text and ">dead<" in live.text.replace(" ", "")
