@@ -5,11 +5,13 @@ Kind tables and field names come from the kind registry, never from input.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.kit import records
 
@@ -36,6 +38,21 @@ def select_rows(kind_name: str) -> Any:
                 f"WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
+async def read_rows(session: AsyncSession, kind: records.Kind, ids: Sequence[int]) -> list[Any]:
+    """A kind's rows by id, each with `id`, `version`, `updated_at`, `deleted_at` and its synced fields:
+    through the kind's own store when it has one, else the set-based select."""
+    if not ids:
+        return []
+    if kind.store is not None:
+        return list(await kind.store.read(session, list(ids)))
+    return list((await session.execute(select_rows(kind.name), {"ids": list(ids)})).all())
+
+
+def field_values(kind: records.Kind, row: Any) -> dict[str, str]:
+    """A row's synced fields as text, the form every comparison and merge works on."""
+    return {f: "" if (v := getattr(row, f)) is None else str(v) for f in kind.fields}
+
+
 @cache
 def update_rows(kind_name: str) -> Any:
     """Conditional on the version we read: a row the API wrote meanwhile is left alone (and retried)."""
@@ -46,10 +63,12 @@ def update_rows(kind_name: str) -> Any:
     names = ", ".join(f"v_{f}, s_{f}" for f in kind.fields)
     return text(f"""
         UPDATE {kind.table} AS t SET {sets},
-            deleted_at = CASE WHEN v.del AND t.deleted_at IS NULL THEN now() ELSE t.deleted_at END,
+            deleted_at = CASE WHEN v.del AND t.deleted_at IS NULL THEN now() WHEN v.restore THEN NULL
+                              ELSE t.deleted_at END,
             version = t.version + 1, updated_at = now()
-        FROM unnest(CAST(:ids AS bigint[]), CAST(:expected AS int[]), CAST(:del AS boolean[]), {arrays})
-             AS v(id, expected, del, {names})
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:expected AS int[]), CAST(:del AS boolean[]),
+                    CAST(:restore AS boolean[]), {arrays})
+             AS v(id, expected, del, restore, {names})
         WHERE t.id = v.id AND t.version = v.expected
         RETURNING t.id""")
 
@@ -64,6 +83,13 @@ def insert_rows(kind_name: str) -> Any:
     return text(f"""
         INSERT INTO {kind.table} (id, {cols}, version)
         SELECT v.id, {values}, 1 FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS v(id, {names})""")
+
+
+@cache
+def mark_deleted(kind_name: str) -> Any:
+    """A row imported as deleted (a tombstone), at its version."""
+    table = records.kind(kind_name).table
+    return text(f"UPDATE {table} SET deleted_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 @cache
@@ -100,7 +126,7 @@ TRACES = text("""
       AND (status = 'ok' OR (status = 'started' AND operation = 'create'))
     GROUP BY internal_id""")
 PARENT_LINKS = text("""
-    SELECT internal_id, external_id FROM links
+    SELECT internal_id, external_id, COALESCE(base ->> 'deleted', '') = 'true' AS gone FROM links
     WHERE kind = :kind AND system = :system AND internal_id = ANY(CAST(:iids AS bigint[]))""")
 FIND_LINKS = text("""
     SELECT external_id, internal_id FROM links
