@@ -87,7 +87,9 @@ def test_short_chaos_run_converges(tmp_path: Path) -> None:
          "--converge-timeout", "75", "--out", str(out),
          # With Salesforce on, a broker restart sometimes leaves the salesforce-outbound group rebalancing
          # for good (bench/README.md, bug 6): `make chaos` keeps the restart; this test cannot yet.
-         "--no-broker-restart"],
+         "--no-broker-restart",
+         # Invoices are in `make chaos`; not yet here (bench/README.md, "Invoices in the chaos run").
+         "--no-invoices"],
         cwd=ROOT, capture_output=True, text=True, timeout=170,
     )
     assert out.exists(), proc.stderr[-3000:]

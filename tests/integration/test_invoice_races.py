@@ -118,3 +118,27 @@ async def test_stripe_invoice_of_a_customer_deleted_before_we_saw_it_is_imported
             assert (customer["name"], customer["email"]) == ("Gone Soon", "gone@example.com")
             assert await _customer_xid(api, row["customer_id"]) == sc.id
             await _nothing_failed(db, api)
+
+
+async def test_lines_added_to_a_draft_whose_customer_stripe_deleted_stay_stripes(settings, stripe_client,  # type: ignore[no-untyped-def]
+                                                                                emulator, db) -> None:
+    """Found by the chaos run: Stripe takes no new item on a draft whose customer it deleted ("No such
+    customer"). That is no delete of the invoice: its lines stay Stripe's (recorded), both sides keep it."""
+    async with system(settings, stripe_client) as (api, _):
+        cid = await _customer(api, "race4")
+        iid = (await _invoice(api, cid))["id"]
+        si = await wait_until(lambda: stripe_invoice(stripe_client, iid), 30)
+        assert si and await wait_until(lambda: len(stripe_items(stripe_client, si["id"])) == 3, 20)
+        stripe_client.v1.customers.delete(si["customer"])
+        assert await wait_until(lambda: _quiet(db), 20)
+        r = await api.patch(f"/api/v1/invoices/{iid}", json={"lines": [
+            *[{"id": x["id"], "description": x["description"], "quantity": x["quantity"],
+               "unit_amount": x["unit_amount"]} for x in (await ours(api, iid))["lines"]],
+            {"description": "one more", "quantity": 1, "unit_amount": 700}]})
+        assert r.status_code == 200, r.text
+        assert await wait_until(lambda: _conflicts(db, iid), 30)
+        row = await wait_until(lambda: _where(api, iid, lambda x: len(x["lines"]) == 3), 20)
+        assert row and row["deleted_at"] is None, await ours(api, iid)
+        assert len(stripe_items(stripe_client, si["id"])) == 3
+        await _nothing_failed(db, api)
+        assert (await ours(api, iid))["deleted_at"] is None

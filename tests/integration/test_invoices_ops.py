@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +17,10 @@ from sqlalchemy import text
 
 from tests.conftest import ROOT, wait_until
 from tests.helpers import running_worker
+from twoway.connectors.stripe.connector import event_from_payload
+from twoway.kit.db import unit_of_work
 from twoway.settings import Settings
+from twoway.webhooks.service import store_event
 
 BODY = {"customer_id": 0, "currency": "usd", "description": "Once", "collection_method": "send_invoice",
         "days_until_due": 30, "lines": [{"description": "Seats", "quantity": 2, "unit_amount": 1500}]}
@@ -170,3 +174,36 @@ async def test_status_and_metrics_count_each_kind(client: httpx.AsyncClient, set
     assert scraped[("twoway_dead_letters", frozenset({"system": "stripe", "kind": "invoice"}.items()))] == 1
     assert scraped[("twoway_dead_letters", frozenset({"system": "stripe", "kind": "customer"}.items()))] == 0
     assert ("twoway_outbox_backlog_by_kind", frozenset({"kind": "invoice"}.items())) in scraped
+
+
+async def test_sweeper_reprocesses_an_invoice_event_whose_message_was_lost(  # type: ignore[no-untyped-def]
+        settings, stripe_client, db) -> None:
+    sc = stripe_client.v1.customers.create({"name": "Swept Co", "email": "swept@example.com"})
+    si = stripe_client.v1.invoices.create({"customer": sc.id, "collection_method": "send_invoice",
+                                           "days_until_due": 7, "description": "swept in"})
+    payload = {"id": "evt_lost_invoice", "object": "event", "type": "invoice.created", "livemode": False,
+               "created": int(time.time()), "data": {"object": si.to_dict()}}
+    async with unit_of_work(db) as session:
+        await store_event(session, "stripe", event_from_payload(payload), source="webhook")
+        await session.execute(text("DELETE FROM outbox"))  # as if the broker lost the message
+    async with running_worker(settings, components=("relay", "inbound", "sweeper")):
+        async def imported() -> bool:
+            return await _scalar(db, "SELECT count(*) FROM links WHERE kind = 'invoice' AND external_id = :x",
+                                 x=si.id) == 1
+        assert await wait_until(imported, timeout=40)
+    assert await _scalar(db, "SELECT description FROM invoices") == "swept in"
+    assert await _scalar(db, "SELECT count(*) FROM sync_events WHERE kind = 'invoice' AND operation = 'sweep'") >= 1
+
+
+async def test_dashboard_connectors_split_by_kind(client: httpx.AsyncClient, db) -> None:  # type: ignore[no-untyped-def]
+    cid = await _customer(client)
+    iid = (await client.post("/api/v1/invoices", json={**BODY, "customer_id": cid})).json()["id"]
+    async with db() as s:
+        await s.execute(text("INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, "
+                             "attempts) VALUES ('invoice', 'stripe', 'outbound', 'create', 'dead', :i, 5)"), {"i": iid})
+        await s.commit()
+    live = await client.get("/dashboard/live", params={"kind": "invoice"})
+    assert live.status_code == 200, live.text
+    # The connector row splits its counts by kind; the invoice list shows status and sync state.
+    assert 'data-kind="invoice"' in live.text and "invoices: backlog 1, retrying 0, dead 1" in live.text
+    assert "draft" in live.text and ">dead<" in live.text.replace(" ", "")

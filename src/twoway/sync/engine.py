@@ -239,7 +239,11 @@ class SyncEngine:
                         found_parents = (await session.execute(sql.PARENT_LINKS, {
                             "kind": kind.rules.parent.kind, "system": system, "iids": list(pids)})).all()
                         parent_links = {r.internal_id: r.external_id for r in found_parents}
-                        parents_gone = frozenset(r.internal_id for r in found_parents if r.gone)
+                        # Gone over there, or deleted here before it ever got there: it never will.
+                        unlinked = [p for p in pids if p not in parent_links]
+                        never = {int(r.id) for r in (await session.execute(
+                            sql.deleted_ids(kind.rules.parent.kind), {"ids": unlinked})).all()} if unlinked else set()
+                        parents_gone = frozenset({r.internal_id for r in found_parents if r.gone} | never)
                 for item in group:
                     link_row = by_iid.get(item.internal_id) if item.direction == "outbound" \
                         else by_xid.get(item.external_id)

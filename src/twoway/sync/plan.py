@@ -185,7 +185,7 @@ class Snapshot:
     claims: Mapping[int, Claim] = field(default_factory=dict)
     # parent: our parent id -> its external id in this system (only the linked ones)
     parent_links: Mapping[int, str] = field(default_factory=dict)
-    # parents whose link says they are deleted over there
+    # parents whose link says they are deleted over there, or deleted here and never linked
     parents_gone: frozenset[int] = frozenset()
 
 
@@ -429,13 +429,13 @@ def _push(w: _Work) -> Generator[Call, Any, str]:
     parent = w.s.rules.parent
     if parent is not None:
         pid = row.fields.get(parent.field, "")
+        if pid and w.link is None and int(pid) in w.s.parents_gone and parent.orphans == "delete":
+            return _orphaned(w, f"{parent.kind}:{pid}")
         if pid and int(pid) not in w.s.parent_links:
             # Not a failure and no attempt used: the parent goes first; its link wakes this record.
             w.out.follow.append(Follow("outbound", parent.kind, int(pid), reason="parent"))
             w.out.waiting_for = (parent.kind, int(pid))
             return "waiting"
-        if pid and w.link is None and int(pid) in w.s.parents_gone and parent.orphans == "delete":
-            return _orphaned(w, f"{parent.kind}:{pid}")
     operation = "update"
     if w.link is None:
         try:
@@ -481,11 +481,12 @@ def _parent_missing(w: _Work) -> str:
 
 
 def _orphaned(w: _Work, parent: str) -> str:
-    """Its parent was deleted over there before this record got there: it never can. Ours goes (recorded);
-    a create that may have landed meanwhile is found and deleted by the delete's own pass."""
+    """Its parent was deleted over there (or here, never having got there) before this record got there: it
+    never can. Ours goes (recorded); a create that may have landed meanwhile is found and deleted by the
+    delete's own pass."""
     w.soft_delete()
-    w.log("outbound", "create", "conflict", {"parent": parent, "resolution": "parent deleted in external system "
-                                              "before this record got there; deleted here"})
+    w.log("outbound", "create", "conflict", {"parent": parent, "resolution": "parent deleted before this record "
+                                              "got to the external system; deleted here"})
     w.close("outbound")
     return "orphaned"
 

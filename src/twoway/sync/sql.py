@@ -93,6 +93,12 @@ def mark_deleted(kind_name: str) -> Any:
 
 
 @cache
+def deleted_ids(kind_name: str) -> Any:
+    table = records.kind(kind_name).table
+    return text(f"SELECT id FROM {table} WHERE id = ANY(CAST(:ids AS bigint[])) AND deleted_at IS NOT NULL")
+
+
+@cache
 def reserve_ids(kind_name: str) -> Any:
     table = records.kind(kind_name).table
     return text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)")

@@ -262,7 +262,18 @@ async def update(conn: Caller, external_id: str, changes: Mapping[str, str], key
             raise Refused(f"stripe invoice {external_id} is {current.fields['status']}: finalized invoices "
                           "keep their fields", fields=frozen, current=current) from exc
     if "lines" in changes:
-        invoice = await _sync_lines(conn, external_id, wire.decode_lines(changes["lines"]), key)
+        try:
+            invoice = await _sync_lines(conn, external_id, wire.decode_lines(changes["lines"]), key)
+        except NotFound as exc:
+            if exc.param != "customer":
+                raise
+            # Its customer was deleted in Stripe: the draft stays, but takes no new items. Its lines are
+            # frozen as they are (Stripe's, recorded), like a finalized invoice's.
+            current = await fetch(conn, external_id)
+            if current.deleted:
+                raise
+            raise Refused(f"stripe invoice {external_id}: its customer is deleted; its lines stay as they are",
+                          fields=["lines"], current=current) from exc
     if changes.get("status"):
         invoice = await _move(conn, external_id, changes["status"], key)
     if invoice is None:
