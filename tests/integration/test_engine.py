@@ -178,3 +178,31 @@ async def test_outage_dead_letters_nothing_and_converges_after(client, settings,
     assert calls <= 5 * outage_seconds, calls
     assert took < 60
 
+
+
+async def test_a_failing_record_builds_on_its_history(client, settings, emulator, db) -> None:
+    """Each retry of a record that keeps failing counts on from the one before (tries go up, the first
+    failure's time stays): the backoff grows and a transient error can eventually die. Reading the
+    history after closing the open retry row would make every failure the first."""
+    fast = settings.model_copy(update={"breaker_max_open_seconds": 3.0, "sync_outage_retry_max_seconds": 0.5,
+                                       "sync_backoff_base_seconds": 0.05, "sync_backoff_max_seconds": 0.5})
+    set_faults(emulator, error_rate=1.0)
+    cid = await _create(client, "Keeps failing", "keepsfailing@example.com")
+
+    async def history() -> list[Any]:
+        async with db() as s:
+            return list((await s.execute(text("""
+                SELECT status, attempts, CAST(detail ->> 'tries' AS int) AS tries, detail ->> 'since' AS since
+                FROM sync_events WHERE kind = 'customer' AND direction = 'outbound' AND internal_id = :id
+                  AND detail ? 'tries' ORDER BY id"""), {"id": cid})).all())
+
+    async with running_worker(fast):
+        async def counted_on() -> bool:
+            return max((r.tries for r in await history()), default=0) >= 4
+        assert await wait_until(counted_on, timeout=60, step=0.2), await history()
+        rows = await history()
+        assert [r.tries for r in rows] == sorted(r.tries for r in rows), rows
+        assert len({r.since for r in rows}) == 1, rows  # the first failure's time is carried, not reset
+        set_faults(emulator, error_rate=0.0)
+        assert await wait_until(lambda: _converged(client, emulator, [cid]), timeout=60, step=0.5), \
+            await _why_not(client, emulator, [cid])

@@ -446,8 +446,12 @@ class _WriteBack:
         processed = [e for j in self.jobs if id(j) not in conflicted for e in j.outcome.processed]  # type: ignore[union-attr]
         if processed:
             await self.session.execute(sql.MARK_PROCESSED, {"ids": processed})
+        # The history a failure builds on (attempts, first failure, tries) is read before _close supersedes
+        # the open retry rows it lives in: read after, every failure would count as the first one.
+        owing = [j for j in self.jobs if id(j) not in conflicted and _owes(j)]
+        previous = await self._previous(owing)
         await self._close(conflicted)
-        await self._failures(conflicted)
+        await self._failures(owing, previous)
         for job in self.jobs:
             out = job.outcome
             assert out is not None
@@ -601,17 +605,19 @@ class _WriteBack:
                 "xids": [c.external_id for _, c, _ in closes], "keep": [c.keep_started for _, c, _ in closes],
                 "keep_dead": [k for _, _, k in closes]})
 
-    async def _failures(self, conflicted: set[int]) -> None:
-        owing = [j for j in self.jobs if id(j) not in conflicted and _owes(j)]
+    async def _previous(self, owing: list[Job]) -> dict[int, Any]:
+        """The open retry history of each owing job, by its number in `owing`."""
         if not owing:
-            return
-        previous: dict[int, Any] = {}
+            return {}
         rows = await self.session.execute(sql.PREVIOUS, {
             "ns": list(range(len(owing))), "kinds": [j.item.kind for j in owing],
             "systems": [j.item.system for j in owing], "dirs": [j.item.direction for j in owing],
             "iids": [_iid(j) for j in owing], "xids": [_xid(j) for j in owing]})
-        for r in rows:
-            previous[r.n] = r
+        return {r.n: r for r in rows}
+
+    async def _failures(self, owing: list[Job], previous: dict[int, Any]) -> None:
+        if not owing:
+            return
         now = _now()
         judged: list[dict[str, Any]] = []
         for n, job in enumerate(owing):
