@@ -112,27 +112,18 @@ VARIANTS = ("httpx", "httpx-pool", "aiohttp", "aiohttp-raw")
 
 
 async def main_async(calls: int, concurrency: int, variants: tuple[str, ...], rounds: int) -> list[dict[str, Any]]:
-    rows = []
-    proc, base = start_emulator()
-    try:
-        for _ in range(rounds):
-            for variant in variants:
-                if variant in VARIANTS:
-                    rows.append(await measure(variant, base, calls, concurrency))
-                    print(rows[-1], flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    proc, base = start_receiver()
-    try:
-        for _ in range(rounds):
-            for variant in variants:
-                if variant in PLAIN:
-                    rows.append(await measure_plain(variant, base, calls, concurrency))
-                    print(rows[-1], flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    rows: list[dict[str, Any]] = []
+    for start, known, measure_one in ((start_emulator, VARIANTS, measure), (start_receiver, PLAIN, measure_plain)):
+        proc, base = start()
+        try:
+            for _ in range(rounds):
+                for variant in variants:
+                    if variant in known:
+                        rows.append(await measure_one(variant, base, calls, concurrency))
+                        print(rows[-1], flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(10)
     return rows
 
 

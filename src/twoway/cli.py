@@ -240,11 +240,14 @@ def replay(
 @app.command()
 def reconcile(
     system: Annotated[str, typer.Argument(help="The external system to compare with")] = "stripe",
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only this kind of record (customer, invoice); "
+                                                                 "repeat for several. Default: every kind")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the drift; enqueue nothing")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the drift report as JSON")] = False,
     limit: Annotated[int, typer.Option(help="Rows shown in the table (--json shows all)")] = 200,
 ) -> None:
-    """Compare both catalogs in full and send every difference through the normal sync path (also backfill)."""
+    """Compare both catalogs in full, kind by kind, and send every difference through the normal sync path
+    (also backfill)."""
     import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.connectors import registry
     from twoway.kit.db import make_engine
@@ -253,13 +256,19 @@ def reconcile(
     settings = _settings()
     if system not in registry.enabled_systems(settings):
         raise typer.BadParameter(f"{system!r} is not configured (enabled: {registry.enabled_systems(settings)})")
+    # "invoices" reads as well as "invoice"
+    kinds = [k.strip().lower().removesuffix("s") for k in kind] if kind else None
 
     async def main() -> rec.Report:
         engine = make_engine(settings.require_database_url(), pool_size=2)
         connector = registry.build(system, settings)
         try:
+            try:
+                rec.kinds_of(connector, kinds)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--kind") from None
             with rec.progress_bars(Console(stderr=True), system) as progress:
-                return await rec.reconcile(engine, connector, dry_run=dry_run, progress=progress)
+                return await rec.reconcile(engine, connector, dry_run=dry_run, progress=progress, kinds=kinds)
         finally:
             await connector.close()
             await engine.dispose()

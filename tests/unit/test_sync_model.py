@@ -264,13 +264,11 @@ class Engine:
         if out.row is not None:
             row = db.rows[_row_id(out)]
             assert row.version == out.row.expected_version  # one pass at a time: never a conflict here
-            row.fields.update(out.row.changes)
-            row.deleted = row.deleted or out.row.delete
+            self._write_row(row, out.row)
             row.version += 1
             row.updated_at = self.now
         if out.insert is not None:
-            new_id, fields = out.insert
-            db.rows[new_id] = Row(dict(fields), updated_at=self.now)
+            self._insert(*out.insert)
         if out.link is not None and out.link_dirty:
             link = out.link
             taken = any(v.external_id == link.external_id and i != link.internal_id for i, v in db.links.items())
@@ -287,14 +285,23 @@ class Engine:
             if log.status == "ok" and log.internal_id is not None:
                 db.ok.add(log.internal_id)
         for f in out.follow:
-            if f.direction == "outbound":
-                db.outbox.append(("out", f.internal_id))
-            elif f.hint is not None:
-                db.outbox.append(("claim", (f.external_id, f.hint)))
-            else:
-                db.outbox.append(("in", f.external_id))
-        if out.failure is not None or (out.defer_seconds or 0) > 0:
-            db.outbox.append(message)  # a retry row, due later
+            db.outbox.append(self._follow(f))
+        if out.failure is not None or out.waiting_for is not None or (out.defer_seconds or 0) > 0:
+            db.outbox.append(message)  # a retry row, due later 
+
+    def _write_row(self, row: Row, write: plan.RowWrite) -> None:
+        row.fields.update(write.changes)
+        row.deleted = row.deleted or write.delete
+
+    def _insert(self, new_id: int, fields: dict[str, str]) -> None:
+        self.db.rows[new_id] = Row(dict(fields), updated_at=self.now)
+
+    def _follow(self, f: plan.Follow) -> tuple[str, object]:
+        if f.direction == "outbound":
+            return ("out", f.internal_id)
+        if f.hint is not None:
+            return ("claim", (f.external_id, f.hint))
+        return ("in", f.external_id)
 
 
 def _row_id(out: plan.Outcome) -> int:
@@ -318,17 +325,20 @@ def _at(clock: int | None) -> datetime:
     return T0 + timedelta(seconds=clock or 0)
 
 
-class SyncModel(RuleBasedStateMachine):
+class Pipes(RuleBasedStateMachine):
+    """What every model shares: webhooks and messages delivered at least once in any order, dropped,
+    duplicated, crashed before commit; outages; draining; reconcile; convergence at the end.
+    A model adds its edits on both sides, its `reconcile` and `converged`."""
+
+    stripe: Stripe
+
     def __init__(self) -> None:
         super().__init__()
         self.db = Db()
-        self.stripe = Stripe()
         self.ids = Sequence()
         self.queue: list[tuple[str, object]] = []  # Kafka: at least once, any order per our rules
         self.lossy = False
         self.down = False
-
-    # -- edits on both sides ---------------------------------------------------------------------
 
     def _tick(self) -> int:
         self.stripe.clock += 1
@@ -338,43 +348,6 @@ class SyncModel(RuleBasedStateMachine):
         self.queue.extend(db.outbox)
         db.outbox = []
         self.db = db
-
-    @rule(name=values, email=values)
-    def local_create(self, name: str, email: str) -> None:
-        rid = self.ids.next()
-        self.db.rows[rid] = Row({"name": name, "email": email}, updated_at=self._tick())
-        self.queue.append(("out", rid))
-
-    @precondition(lambda self: any(not r.deleted for r in self.db.rows.values()))
-    @rule(i=index, name=fields_st, value=values, delete=st.booleans())
-    def local_edit(self, i: int, name: str, value: str, delete: bool) -> None:
-        live = sorted(k for k, r in self.db.rows.items() if not r.deleted)
-        rid = live[i % len(live)]
-        row = self.db.rows[rid]
-        # As customers.service: a change bumps the version and queues a message, in one transaction.
-        if delete:
-            row.deleted = True
-        elif row.fields[name] != value:
-            row.fields[name] = value
-        else:
-            return
-        row.version += 1
-        row.updated_at = self._tick()
-        self.queue.append(("out", rid))
-
-    @rule(name=values, email=values)
-    def remote_create(self, name: str, email: str) -> None:
-        self.stripe.create({"name": name, "email": email}, None)
-
-    @precondition(lambda self: bool(self.stripe.live()))
-    @rule(i=index, name=fields_st, value=values, delete=st.booleans())
-    def remote_edit(self, i: int, name: str, value: str, delete: bool) -> None:
-        live = sorted(self.stripe.live())
-        xid = live[i % len(live)]
-        if delete:
-            self.stripe.delete(xid)
-        elif self.stripe.objs[xid].fields[name] != value:
-            self.stripe.update(xid, {name: value})
 
     # -- webhooks: delivered (into the inbox, with an outbox row), duplicated, dropped, reordered --
 
@@ -423,9 +396,12 @@ class SyncModel(RuleBasedStateMachine):
         known = set(self.stripe.live()) | {link.external_id for link in self.db.links.values()}
         self.queue += [("in", xid) for xid in sorted(known)]
 
+    def _engine(self, db: Db) -> Engine:
+        return Engine(db, self.db, self.stripe, self.ids, self._tick(), down=self.down)
+
     def _run(self, message: tuple[str, object]) -> Db:
         db = copy.deepcopy(self.db)
-        engine = Engine(db, self.db, self.stripe, self.ids, self._tick(), down=self.down)
+        engine = self._engine(db)
         direction, target = message
         if direction == "out":
             engine.outbound(target)  # type: ignore[arg-type]
@@ -444,7 +420,7 @@ class SyncModel(RuleBasedStateMachine):
     # -- properties ------------------------------------------------------------------------------
 
     @invariant()
-    def never_two_stripe_customers_for_one_row(self) -> None:
+    def never_two_stripe_objects_for_one_row(self) -> None:
         claimed = [o.internal_id for o in self.stripe.live().values() if o.internal_id is not None]
         assert len(claimed) == len(set(claimed)), claimed
 
@@ -468,9 +444,60 @@ class SyncModel(RuleBasedStateMachine):
         self.drain()
         if not self.lossy:
             # Nothing was lost, so the queues alone must have converged, without any repair.
-            assert_converged(self.db, self.stripe)
+            self.converged()
         self.reconcile()
         self.drain()
+        self.converged()
+
+    def converged(self) -> None:
+        raise NotImplementedError
+
+
+class SyncModel(Pipes):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stripe = Stripe()
+
+    # -- edits on both sides ---------------------------------------------------------------------
+
+    @rule(name=values, email=values)
+    def local_create(self, name: str, email: str) -> None:
+        rid = self.ids.next()
+        self.db.rows[rid] = Row({"name": name, "email": email}, updated_at=self._tick())
+        self.queue.append(("out", rid))
+
+    @precondition(lambda self: any(not r.deleted for r in self.db.rows.values()))
+    @rule(i=index, name=fields_st, value=values, delete=st.booleans())
+    def local_edit(self, i: int, name: str, value: str, delete: bool) -> None:
+        live = sorted(k for k, r in self.db.rows.items() if not r.deleted)
+        rid = live[i % len(live)]
+        row = self.db.rows[rid]
+        # As customers.service: a change bumps the version and queues a message, in one transaction.
+        if delete:
+            row.deleted = True
+        elif row.fields[name] != value:
+            row.fields[name] = value
+        else:
+            return
+        row.version += 1
+        row.updated_at = self._tick()
+        self.queue.append(("out", rid))
+
+    @rule(name=values, email=values)
+    def remote_create(self, name: str, email: str) -> None:
+        self.stripe.create({"name": name, "email": email}, None)
+
+    @precondition(lambda self: bool(self.stripe.live()))
+    @rule(i=index, name=fields_st, value=values, delete=st.booleans())
+    def remote_edit(self, i: int, name: str, value: str, delete: bool) -> None:
+        live = sorted(self.stripe.live())
+        xid = live[i % len(live)]
+        if delete:
+            self.stripe.delete(xid)
+        elif self.stripe.objs[xid].fields[name] != value:
+            self.stripe.update(xid, {name: value})
+
+    def converged(self) -> None:
         assert_converged(self.db, self.stripe)
 
 

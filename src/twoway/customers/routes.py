@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from pydantic import ValidationError
@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Scope
 
 from twoway.customers import service, writes
+from twoway.customers.models import CUSTOMER
 from twoway.customers.repository import CustomerRepository
 from twoway.customers.schemas import CustomerCreate, CustomerOut, CustomerPage, CustomerUpdate
 from twoway.invoices.service import customer_delete_refusal
@@ -15,6 +16,7 @@ from twoway.kit import idempotency
 from twoway.kit.auth import key_matches
 from twoway.kit.deps import db_session
 from twoway.kit.groupcommit import GroupCommit
+from twoway.sync import record_state
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 Session = Annotated[AsyncSession, Depends(db_session)]
@@ -135,3 +137,10 @@ async def delete_customer(customer_id: CustomerId, session: Session) -> Response
     await service.soft_delete(session, customer)
     await session.commit()
     return Response(status_code=204)
+
+
+@router.get("/{customer_id}/sync")
+async def customer_sync(customer_id: CustomerId, session: Session) -> dict[str, Any]:
+    if await CustomerRepository(session).get(customer_id) is None:
+        raise _not_found(customer_id)
+    return await record_state.of(session, CUSTOMER, customer_id)

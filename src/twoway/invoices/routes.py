@@ -2,19 +2,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twoway.invoices import service, sync_state
+from twoway.invoices import service
+from twoway.invoices.kind import INVOICE
 from twoway.invoices.repository import InvoiceRepository
 from twoway.invoices.schemas import InvoiceCreate, InvoiceOut, InvoicePage, InvoiceUpdate, Status
-from twoway.kit import errors
+from twoway.kit import errors, idempotency
 from twoway.kit.deps import db_session
+from twoway.sync import record_state
 
 router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"])
 Session = Annotated[AsyncSession, Depends(db_session)]
 InvoiceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=idempotency.KEY_MAX,
+    description="Makes a retry safe: a POST repeated with the same key (within 24 h) gets the first "
+                "answer again instead of creating a second invoice. Same key, other body: 400.")]
 Command = Literal["finalize", "void", "mark_uncollectible", "pay"]
 REFUSED = errors.documented(409)
 UNCHANGED: dict[int | str, dict[str, Any]] = {
@@ -30,13 +36,34 @@ def _out(invoice: Any) -> InvoiceOut:
 
 
 @router.post("", status_code=201, response_model=InvoiceOut)
-async def create_invoice(body: InvoiceCreate, session: Session) -> InvoiceOut:
+async def create_invoice(body: InvoiceCreate, request: Request, session: Session,
+                         idempotency_key: IdempotencyKey = None) -> Response:
+    """A draft with its lines. With an `Idempotency-Key`, a retry gets the first answer (as for customers)."""
+    fingerprint = ""
+    if idempotency_key is not None:
+        fingerprint = idempotency.request_hash("POST", request.url.path, body.model_dump_json().encode())
+        if not await idempotency.claim_in(session, idempotency_key, fingerprint, 201):
+            await session.rollback()
+            return await _replay(session, idempotency_key, fingerprint)
     try:
         invoice = await service.create(session, body)
     except service.InvalidInvoice as exc:
-        raise HTTPException(422, str(exc))
+        raise HTTPException(422, str(exc))  # the session is rolled back: the key stays free
+    answer = _out(invoice).model_dump_json()
+    if idempotency_key is not None:
+        await idempotency.answer_in(session, idempotency_key, answer)
     await session.commit()
-    return _out(invoice)
+    return Response(answer, status_code=201, media_type="application/json")
+
+
+async def _replay(session: AsyncSession, key: str, fingerprint: str) -> Response:
+    stored = await idempotency.lookup_in(session, key)
+    if stored is None or not stored.response:  # claimed by a request that has not answered yet
+        raise HTTPException(409, "a request with this Idempotency-Key is still in progress; retry")
+    if stored.request_hash != fingerprint:
+        raise HTTPException(400, "this Idempotency-Key was used with different parameters; use a new key")
+    return Response(stored.response, status_code=stored.status, media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"})
 
 
 @router.get("", response_model=InvoicePage)
@@ -119,7 +146,7 @@ async def invoice_command(invoice_id: InvoiceId, command: Command, request: Requ
 async def invoice_sync(invoice_id: InvoiceId, session: Session) -> dict[str, Any]:
     if await InvoiceRepository(session).get(invoice_id) is None:
         raise _not_found(invoice_id)
-    return await sync_state.of(session, service.KIND, invoice_id)
+    return await record_state.of(session, INVOICE, invoice_id)
 
 
 async def _live(session: AsyncSession, invoice_id: int) -> Any:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from sqlalchemy import DateTime, Integer, String, Text, func
+from sqlalchemy import DateTime, Integer, String, Text, func, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from twoway.kit.db import Base
@@ -71,3 +72,26 @@ async def claim(conn: asyncpg.Connection, keys: list[tuple[str, str]], status: i
 async def answer(conn: asyncpg.Connection, answers: list[tuple[str, str]]) -> None:
     if answers:
         await conn.execute(ANSWER, [k for k, _ in answers], [r for _, r in answers])
+
+
+# The same, in an ORM session's transaction (for writes that go through a session, not a group commit).
+_CLAIM_ONE = text("INSERT INTO idempotency_keys (key, request_hash, status, response) "
+                  "VALUES (:key, :hash, :status, '') ON CONFLICT (key) DO NOTHING RETURNING key")
+_ANSWER_ONE = text("UPDATE idempotency_keys SET response = :response WHERE key = :key")
+_LOOKUP_ONE = text("SELECT request_hash, status, response FROM idempotency_keys WHERE key = :key")
+
+
+async def claim_in(session: AsyncSession, key: str, fingerprint: str, status: int) -> bool:
+    """Own `key` in this transaction (True), or find it used before (False). A concurrent claim of the same
+    key waits here until that transaction ends, so a False is followed by a lookup that sees its answer."""
+    return (await session.execute(_CLAIM_ONE, {"key": key, "hash": fingerprint, "status": status})).first() \
+        is not None
+
+
+async def answer_in(session: AsyncSession, key: str, response: str) -> None:
+    await session.execute(_ANSWER_ONE, {"key": key, "response": response})
+
+
+async def lookup_in(session: AsyncSession, key: str) -> Stored | None:
+    row = (await session.execute(_LOOKUP_ONE, {"key": key})).first()
+    return Stored(row.request_hash, row.status, row.response) if row else None

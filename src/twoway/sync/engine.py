@@ -219,8 +219,7 @@ class SyncEngine:
                 by_iid = {r.internal_id: r for r in links}
                 by_xid = {r.external_id: r for r in links}
                 iids |= {r.internal_id for r in links}
-                found = (await kind.store.read(session, list(iids)) if kind.store is not None
-                         else (await session.execute(sql.select_rows(kind_name), {"ids": list(iids)})).all())
+                found = await sql.read_rows(session, kind, list(iids))
                 rows = {r.id: r for r in found}
                 xids |= {r.external_id for r in links}
                 pending: dict[str, list[plan.Pending]] = defaultdict(list)
@@ -691,8 +690,8 @@ def _link(row: Any) -> plan.LinkState | None:
 def _ours(kind: records.Kind, row: Any) -> plan.Ours | None:
     if row is None:
         return None
-    fields = {f: "" if (v := getattr(row, f)) is None else str(v) for f in kind.fields}
-    return plan.Ours(int(row.id), int(row.version), fields, row.deleted_at is not None, row.updated_at)
+    return plan.Ours(int(row.id), int(row.version), sql.field_values(kind, row), row.deleted_at is not None,
+                     row.updated_at)
 
 
 def _trace(ok: bool, started: Any) -> plan.Trace:

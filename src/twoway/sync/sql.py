@@ -5,11 +5,13 @@ Kind tables and field names come from the kind registry, never from input.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.kit import records
 
@@ -34,6 +36,21 @@ def select_rows(kind_name: str) -> Any:
     cols = ", ".join(kind.fields)
     return text(f"SELECT id, version, updated_at, deleted_at, {cols} FROM {kind.table} "
                 f"WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+async def read_rows(session: AsyncSession, kind: records.Kind, ids: Sequence[int]) -> list[Any]:
+    """A kind's rows by id, each with `id`, `version`, `updated_at`, `deleted_at` and its synced fields:
+    through the kind's own store when it has one, else the set-based select."""
+    if not ids:
+        return []
+    if kind.store is not None:
+        return list(await kind.store.read(session, list(ids)))
+    return list((await session.execute(select_rows(kind.name), {"ids": list(ids)})).all())
+
+
+def field_values(kind: records.Kind, row: Any) -> dict[str, str]:
+    """A row's synced fields as text, the form every comparison and merge works on."""
+    return {f: "" if (v := getattr(row, f)) is None else str(v) for f in kind.fields}
 
 
 @cache

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -15,6 +14,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from twoway.emulators.kit import serve, tls
+from twoway.emulators.kit.app import emulator_app
 from twoway.emulators.salesforce import api, auth, page, records
 from twoway.emulators.salesforce.config import SalesforceConfig
 from twoway.emulators.salesforce.core import Emulator
@@ -27,14 +27,6 @@ _METHODS = ["GET", "POST", "PATCH", "DELETE", "PUT"]
 
 def create_app(config: SalesforceConfig | None = None) -> Starlette:
     emu = Emulator(config or SalesforceConfig())
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await emu.start()
-        try:
-            yield
-        finally:
-            await emu.stop()
 
     async def data(request: Request) -> Response:
         return await api.handle(emu, request)
@@ -59,9 +51,7 @@ def create_app(config: SalesforceConfig | None = None) -> Starlette:
         *_control_routes(emu),
         *_ui_routes(emu),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.emulator = emu
-    return app
+    return emulator_app(emu, routes)
 
 
 def _instance_url(request: Request) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -13,6 +12,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from twoway.emulators.kit import serve
+from twoway.emulators.kit.app import emulator_app
 from twoway.emulators.stripe import api, customers, invoicelists, invoices, page
 from twoway.emulators.stripe.config import EmulatorConfig
 from twoway.emulators.stripe.core import Emulator
@@ -27,14 +27,6 @@ __all__ = ["EmulatorConfig", "create_app", "run"]
 def create_app(config: EmulatorConfig | None = None) -> Starlette:
     emu = Emulator(config or EmulatorConfig())
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await emu.start()
-        try:
-            yield
-        finally:
-            await emu.stop()
-
     async def v1(request: Request) -> Response:
         return await api.handle(emu, request)
 
@@ -43,9 +35,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
         *_admin_routes(emu),
         *_ui_routes(emu),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.emulator = emu
-    return app
+    return emulator_app(emu, routes)
 
 
 def _admin_routes(emu: Emulator) -> list[Route]:

@@ -1,4 +1,5 @@
-"""One record's sync state per system, read from its links and its sync log (as for customers)."""
+"""One record's sync state per system, read from its links and its sync log: the `GET .../{id}/sync` view
+of every kind (each kind's routes check the record exists, then answer with this)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twoway.kit.records import Kind
 from twoway.sync.models import Link, SyncEvent
 
 EVENT_FIELDS = ("id", "kind", "internal_id", "external_id", "system", "direction", "operation", "status",
                 "attempts", "error", "created_at")
 
 
-async def of(session: AsyncSession, kind: str, internal_id: int) -> dict[str, Any]:
+async def of(session: AsyncSession, spec: Kind, internal_id: int) -> dict[str, Any]:
+    kind = spec.name
     links = (await session.execute(select(Link).where(Link.kind == kind, Link.internal_id == internal_id))
              ).scalars().all()
     events = (await session.execute(
@@ -30,7 +33,7 @@ async def of(session: AsyncSession, kind: str, internal_id: int) -> dict[str, An
         if event.status in ("retry", "dead"):
             entry["state"] = "retrying" if event.status == "retry" else "dead"
             entry["last_error"] = event.error
-        elif event.status in ("ok", "conflict"):
+        elif event.status in ("ok", "conflict"):  # a recorded conflict was resolved: both sides agree
             entry["state"] = "synced"
     return {f"{kind}_id": internal_id, "systems": systems,
             "events": [{f: getattr(e, f) for f in EVENT_FIELDS} for e in events[:20]]}
