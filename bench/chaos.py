@@ -268,11 +268,8 @@ async def snapshot(cluster: Cluster, api: httpx.AsyncClient, modules: Sequence[A
     theirs = [{"id": c["id"], "name": c.get("name") or "", "email": c.get("email") or "",
                "internal_id": (c.get("metadata") or {}).get("internal_id")}
               for c in await asyncio.to_thread(cluster.emulator_customers)]
-    invoices = None
-    if invoice_links:
-        invoices = {"ours": await list_invoices(api), "theirs": await asyncio.to_thread(stripe_invoices, cluster),
-                    "links": invoice_links, "stripe_customers": sorted(c["id"] for c in theirs),
-                    "known_customers": sorted(link["external_id"] for link in links)}
+    invoices = {"ours": await list_invoices(api), "theirs": await asyncio.to_thread(stripe_invoices, cluster),
+                "links": invoice_links}
     return Snapshot(sorted(ours, key=lambda c: c["id"]), sorted(theirs, key=lambda c: c["id"]),
                     sorted(links, key=lambda link: link["internal_id"]), backlog, r.json(), invoices, more)
 
@@ -301,8 +298,7 @@ def divergences(snap: Snapshot) -> list[dict[str, Any]]:
               for x, c in theirs.items() if x not in live_linked]
     if snap.invoices is not None:
         i = snap.invoices
-        found += invoice_divergences(i["ours"], i["theirs"], i["links"], set(i["stripe_customers"]),
-                                     set(i["known_customers"]))
+        found += invoice_divergences(i["ours"], i["theirs"], i["links"])
     return found
 
 
@@ -376,6 +372,8 @@ def _verdict(snap: Snapshot | None, converged: bool, waited: float,
         "counts": {"ours_live": sum(c["deleted_at"] is None for c in snap.ours),
                    "ours_deleted": sum(c["deleted_at"] is not None for c in snap.ours),
                    "stripe_live": len(snap.theirs), "links": len(snap.links),
+                   **({"invoices_ours_live": sum(i["deleted_at"] is None for i in snap.invoices["ours"]),
+                       "invoices_stripe": len(snap.invoices["theirs"])} if snap.invoices else {}),
                    **{f"{m.name}_live": len(snap.more[m.name]["accounts"]) for m in modules}},
         "divergences": all_divergences(snap, modules),
         # A dead letter is only explained if the record it names converged anyway; any is reported.
@@ -431,7 +429,7 @@ async def seed_catalog(sides: Sides, count: int) -> None:
 
 
 async def run_chaos(cluster: Cluster, duration: float, seed: int, rate: float,
-                    converge_timeout: float, invoices: bool = False, broker_restart: bool = True) -> dict[str, Any]:
+                    converge_timeout: float, invoices: bool = True, broker_restart: bool = True) -> dict[str, Any]:
     rng = random.Random(seed)
     tally = Tally()
     sides = Sides(cluster, rng, tally, invoices=invoices)
@@ -484,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="restart the broker once at 30-60 %% of the run")
     parser.add_argument("--salesforce", action=argparse.BooleanOptionalAction, default=True,
                         help="run the Salesforce emulator and connector too (edits, faults, checks)")
-    parser.add_argument("--invoices", action="store_true", help="invoice changes on both sides too")
+    parser.add_argument("--invoices", action=argparse.BooleanOptionalAction, default=True,
+                        help="invoice changes on both sides too (edits, commands, deletes; checked)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     kind = chaos_salesforce.SalesforceCluster if args.salesforce else Cluster

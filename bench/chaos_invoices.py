@@ -3,8 +3,9 @@
 Ours through the API (drafts with lines, edits, commands, deletes), theirs through the SDK (invoices and
 items, edits, finalize / pay / void / mark uncollectible, deletes). Converged means: every live invoice
 of ours has exactly one Stripe invoice with our id, the same status, the same lines and total; a
-deleted draft is gone there; every Stripe invoice has a live row here (unless its customer was deleted
-over there before we ever saw it: there is nothing to hang it on).
+deleted draft is gone there; every Stripe invoice has a live row here, no exception (one whose customer
+Stripe deleted before we saw it hangs on a deleted customer row; a draft deleted here that Stripe
+finalized or paid first is back here with Stripe's state).
 """
 
 from __future__ import annotations
@@ -156,8 +157,8 @@ def _lines(lines: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return sorted((line.get("description") or "", int(line["amount"])) for line in lines)
 
 
-def divergences(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], links: dict[int, str],
-                stripe_customers: set[str], known_customers: set[str]) -> list[dict[str, Any]]:
+def divergences(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], links: dict[int, str]
+                ) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     by_id = {i["id"]: i for i in theirs}
     by_internal = collections.defaultdict(list)
@@ -191,7 +192,6 @@ def divergences(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], links:
             found.append({"type": "invoice_item_ids_mismatch", "internal_id": row["id"], "external_id": obj["id"],
                           "ours": [x["id"] for x in row["lines"]], "theirs": item_ids})
     for xid, obj in by_id.items():
-        orphan = obj["customer"] not in stripe_customers and obj["customer"] not in known_customers
-        if xid not in live_linked and not orphan:
+        if xid not in live_linked:
             found.append({"type": "stripe_invoice_without_live_row", "external_id": xid, "status": obj["status"]})
     return found

@@ -172,9 +172,10 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh in place until Ctrl-C")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch")] = 2.0,
 ) -> None:
-    """One row per connector and direction: backlog, consumer lag, breaker, dead letters, last success."""
+    """One row per connector, direction and kind: backlog, consumer lag, breaker, dead letters, last success."""
     from rich.live import Live
 
+    import twoway.models  # noqa: F401  (registers every kind of record: counts per kind)
     from twoway.kit.db import make_engine, make_sessionmaker
     from twoway.ops.status import full_status
     from twoway.ops.status_table import render_status

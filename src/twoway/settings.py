@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 1_000
     kafka_rebalance_timeout_ms: int = 10_000
+    # A consumer that holds no partitions (or whose partitions get no fetch answer) while nothing moves
+    # for this long is closed and replaced (sync/consumer.py, the liveness guard). Keep it above the
+    # rebalance timeout (a join in progress holds no partitions). 0 turns it off.
+    kafka_consumer_stall_seconds: float = 30.0
 
     max_body_bytes: int = 1024 * 1024
     webhook_tolerance_seconds: int = 300

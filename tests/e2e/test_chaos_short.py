@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench import chaos_salesforce
+from bench import chaos_invoices, chaos_salesforce
 from bench.chaos import KNOWN_BUGS, Snapshot, divergences
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,9 @@ def test_short_chaos_run_converges(tmp_path: Path) -> None:
          "--converge-timeout", "75", "--out", str(out),
          # With Salesforce on, a broker restart sometimes leaves the salesforce-outbound group rebalancing
          # for good (bench/README.md, bug 6): `make chaos` keeps the restart; this test cannot yet.
-         "--no-broker-restart"],
+         "--no-broker-restart",
+         # Invoices are in `make chaos`; not yet here (bench/README.md, "Invoices in the chaos run").
+         "--no-invoices"],
         cwd=ROOT, capture_output=True, text=True, timeout=170,
     )
     assert out.exists(), proc.stderr[-3000:]
@@ -108,3 +110,29 @@ def test_short_chaos_run_converges(tmp_path: Path) -> None:
     assert report["faults"].get("salesforce_outage", 0) >= 1
     assert report["counts"]["salesforce_live"] == report["counts"]["ours_live"]
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+def _inv(rid: int, status: str = "draft", deleted: bool = False) -> dict:
+    return {"id": rid, "status": status, "requested_status": None, "total": 500, "deleted_at": "x" if deleted else None,
+            "lines": [{"id": 10 * rid, "description": "a", "amount": 500}]}
+
+
+def _sinv(xid: str, internal_id: int | None, status: str = "draft", customer: str = "cus_gone") -> dict:
+    return {"id": xid, "status": status, "total": 500, "customer": customer,
+            "metadata": {} if internal_id is None else {"internal_id": str(internal_id)},
+            "lines": {"data": [{"description": "a", "amount": 500,
+                                "metadata": {} if internal_id is None else {"internal_id": str(10 * internal_id)}}]}}
+
+
+@pytest.mark.parametrize(("ours", "theirs", "links", "expected"), [
+    ([_inv(1)], [_sinv("in_1", 1)], {1: "in_1"}, []),
+    ([_inv(1, deleted=True)], [], {1: "in_1"}, []),
+    ([_inv(1, status="open")], [_sinv("in_1", 1)], {1: "in_1"}, ["invoice_status_mismatch"]),
+    # Deleted here, kept there (paid first): both sides must hold it.
+    ([_inv(1, deleted=True)], [_sinv("in_1", 1, "paid")], {1: "in_1"},
+     ["invoice_delete_not_propagated", "stripe_invoice_without_live_row"]),
+    # No exception for an invoice whose customer is gone: it must have a row here too.
+    ([], [_sinv("in_2", None)], {}, ["stripe_invoice_without_live_row"]),
+])
+def test_invoice_checker(ours: list[dict], theirs: list[dict], links: dict[int, str], expected: list[str]) -> None:
+    assert sorted(d["type"] for d in chaos_invoices.divergences(ours, theirs, links)) == expected

@@ -18,7 +18,7 @@ from twoway.settings import Settings
 from twoway.sync.worker import outbound_group
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-STRIPE_OUT = {"system": "stripe", "direction": "outbound"}
+STRIPE_OUT = {"system": "stripe", "direction": "outbound", "kind": "customer"}
 
 
 def _lag(settings: Settings) -> tuple[str, dict[str, str]]:

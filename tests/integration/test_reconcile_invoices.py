@@ -46,10 +46,10 @@ async def test_invoice_drift_made_in_stripe_is_found_reported_and_repaired(  # t
         assert (await api.post(f"/api/v1/invoices/{paid}/finalize")).status_code == 202
         theirs = {}
         for iid in (edited, trimmed, paid, unlinked):
-            theirs[iid] = await wait_until(lambda i=iid: stripe_invoice(stripe_client, i), 30)
+            theirs[iid] = await wait_until(lambda i=iid: stripe_invoice(stripe_client, i), 60)
             assert theirs[iid], f"invoice {iid} did not reach Stripe"
-        assert await wait_until(lambda: _where(api, paid, lambda x: x["status"] == "open"), 30)
-        assert await wait_until(lambda: _quiet(db), 30)
+        assert await wait_until(lambda: _where(api, paid, lambda x: x["status"] == "open"), 60)
+        assert await wait_until(lambda: _quiet(db), 60)
 
     # Behind twoway's back: no webhook arrives, no worker runs.
     set_faults(emulator, webhook_drop_rate=1.0)
@@ -93,22 +93,22 @@ async def test_invoice_drift_made_in_stripe_is_found_reported_and_repaired(  # t
         assert set(repair.kinds) == {"customer", "invoice"} and repair.kinds["customer"].scanned_external == 1
 
         async with system(settings, stripe_client) as (api, _):
-            assert await wait_until(lambda: _where(api, edited, lambda x: x["description"] == "edited in Stripe"), 30)
-            assert await wait_until(lambda: _where(api, trimmed, lambda x: len(x["lines"]) == 2), 30)
-            assert await wait_until(lambda: _where(api, paid, lambda x: x["status"] == "paid"), 30)
+            assert await wait_until(lambda: _where(api, edited, lambda x: x["description"] == "edited in Stripe"), 60)
+            assert await wait_until(lambda: _where(api, trimmed, lambda x: len(x["lines"]) == 2), 60)
+            assert await wait_until(lambda: _where(api, paid, lambda x: x["status"] == "paid"), 60)
 
             def adopted() -> str | None:
                 return (stripe_client.v1.invoices.retrieve(stranger.id).to_dict().get("metadata") or {}).get(
                     "internal_id")
-            mine = await wait_until(adopted, 30)
-            assert mine and await wait_until(lambda: _where(api, int(mine), lambda x: x.get("description") == "no row"), 20)
+            mine = await wait_until(adopted, 60)
+            assert mine and await wait_until(lambda: _where(api, int(mine), lambda x: x.get("description") == "no row"), 40)
 
             async def relinked() -> bool:
                 async with db() as s:
                     return (await s.execute(text("SELECT external_id FROM links WHERE kind = 'invoice' "
                                                  "AND internal_id = :i"), {"i": unlinked})).scalar() == sx[unlinked]
-            assert await wait_until(relinked, 30)
-            assert await wait_until(lambda: _quiet(db), 30)
+            assert await wait_until(relinked, 60)
+            assert await wait_until(lambda: _quiet(db), 60)
         # Repaired through the normal path: no duplicate in Stripe, and nothing left to find.
         assert len(list(stripe_client.v1.invoices.list({"limit": 100}).auto_paging_iter())) == 5
         again = await reconcile(engine, connector, dry_run=True)

@@ -480,3 +480,99 @@ InvoiceModel.TestCase.settings = settings(
     max_examples=int(os.environ.get("TWOWAY_INVOICE_MODEL_EXAMPLES", "150")), stateful_step_count=60,
     deadline=None, derandomize=not os.environ.get("TWOWAY_MODEL_RANDOM"))
 TestInvoiceModel = InvoiceModel.TestCase
+
+
+# -- the cases, spelled out (the model above finds them among many others) -------------------
+
+
+def _linked_draft() -> InvoiceModel:
+    model = InvoiceModel()
+    model.local_create(i=0, description="a", lines="a", new_customer=True)
+    model.settle()
+    return model
+
+
+def test_an_invoice_waits_for_its_customer_link_then_syncs() -> None:
+    model = InvoiceModel()
+    model.local_create(i=0, description="a", lines="a", new_customer=True)  # queue: customer, invoice
+    model.handle(i=1, duplicate=False)  # the invoice first: its customer has no link yet
+    assert model.db.links == {} and model.db.failures == 0 and not model.stripe.objs
+    assert ("out", 2) in model.queue  # retried, no attempt used, no dead letter
+    model.settle()
+    assert model.db.failures == 0 and model.db.links[2].external_id == "in_1"
+    assert_invoices_converged(model.db, model.stripe)
+
+
+def test_an_invoice_of_a_stripe_only_customer_imports_both() -> None:
+    model = InvoiceModel()
+    model.remote_create(i=0, description="a", lines="a", new_customer=True)
+    model.settle()
+    assert list(model.db.customers.values()) == ["cus_1"] and len(model.db.rows) == 1
+    assert_invoices_converged(model.db, model.stripe)
+
+
+def test_void_here_while_paid_there_is_a_recorded_conflict_that_stripe_wins() -> None:
+    model = _linked_draft()
+    model.local_command(i=0, name="finalize")
+    model.settle()
+    model.local_command(i=0, name="void")
+    model.remote_command(i=0, to="paid")
+    model.settle()
+    row = model.db.rows[2]
+    assert isinstance(row, Inv) and (row.status, row.requested_status) == ("paid", None)
+    assert (2, "status", "theirs") in model.db.conflicts
+    assert_invoices_converged(model.db, model.stripe)
+
+
+def test_a_stale_open_after_paid_changes_nothing() -> None:
+    model = _linked_draft()
+    model.remote_command(i=0, to="open")
+    stale = list(model.stripe.pipe)  # the invoice.open event, replayed after the payment
+    model.remote_command(i=0, to="paid")
+    model.settle()
+    for event in stale:
+        event.event_id += "_replayed"
+        model._store(event)
+    model.settle()
+    row = model.db.rows[2]
+    assert isinstance(row, Inv) and row.status == "paid" and row.effective == "paid"
+
+
+def test_a_draft_deleted_here_after_stripe_finalized_it_is_voided_there() -> None:
+    model = _linked_draft()
+    model.remote_command(i=0, to="open")  # not yet seen here: our API still deletes the draft
+    model.local_delete(i=0)
+    model.handle(i=len(model.queue) - 1, duplicate=False)
+    assert model.stripe.objs["in_1"].status == "void" and model.db.rows[2].deleted
+    model.settle()
+    assert_invoices_converged(model.db, model.stripe)
+
+
+def test_a_draft_deleted_in_stripe_is_deleted_here() -> None:
+    model = _linked_draft()
+    model.local_edit(i=0, name="description", value="b")  # our edit meets the delete: delete wins
+    model.remote_delete(i=0)
+    model.settle()
+    assert model.db.rows[2].deleted and model.db.failures == 0
+    assert_invoices_converged(model.db, model.stripe)
+
+
+def test_a_draft_edit_here_after_stripe_finalized_takes_stripes_fields_recorded() -> None:
+    model = _linked_draft()
+    model.remote_command(i=0, to="open")  # its webhook not delivered yet
+    model.local_edit(i=0, name="description", value="b")
+    model.handle(i=len(model.queue) - 1, duplicate=False)  # the push is refused: finalized fields stay
+    row = model.db.rows[2]
+    assert isinstance(row, Inv) and row.fields["description"] == "a" and row.status == "open"
+    assert (2, "description", "theirs") in model.db.conflicts
+    model.settle()
+    assert_invoices_converged(model.db, model.stripe)
+
+
+def test_both_sides_edit_a_draft_field_merges_three_way() -> None:
+    model = _linked_draft()
+    model.local_edit(i=0, name="description", value="b")
+    model.remote_edit(i=0, name="lines", value="c")
+    model.settle()
+    row = model.db.rows[2]
+    assert row.fields == {"description": "b", "lines": "c"} == model.stripe.objs["in_1"].fields

@@ -18,6 +18,9 @@ class ExternalRecord:
     deleted: bool = False
     # The answer was an idempotent replay of an earlier request: the object may have changed since.
     replayed: bool = False
+    # The parent as this record carries it (a copy taken over there, e.g. an invoice's customer name and
+    # email): what is left of a parent deleted over there before we ever saw it.
+    parent: ExternalRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,15 @@ class Unavailable(ConnectorError):
 
 
 class NotFound(ConnectorError):
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message, transient=False, status=404, code="resource_missing")
+        self.param = param  # the parameter naming what is missing, when the system says
+
+
+class ParentMissing(NotFound):
+    """The parent the record names does not exist over there (deleted there before the record got there).
+    Not the record's failure: the engine waits for the parent's delete to reach us, then applies the
+    kind's rule for orphans."""
 
 
 class Refused(ConnectorError):

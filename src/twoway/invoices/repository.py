@@ -38,11 +38,11 @@ class InvoiceRepository:
         return invoice
 
     async def unsettled_of(self, customer_id: int) -> dict[str, int]:
-        """Live invoices of a customer that are not paid or void, counted by where they are headed."""
-        effective = func.coalesce(Invoice.requested_status, Invoice.status)
-        stmt = (select(effective, func.count()).where(
+        """Live invoices of a customer not confirmed paid or void (a payment asked for and not yet
+        confirmed is not settled: the invoice may not even exist over there yet), by status."""
+        stmt = (select(Invoice.status, func.count()).where(
             Invoice.customer_id == customer_id, Invoice.deleted_at.is_(None),
-            effective.not_in(("paid", "void"))).group_by(effective))
+            Invoice.status.not_in(("paid", "void"))).group_by(Invoice.status))
         return {str(s): int(n) for s, n in (await self.session.execute(stmt)).all()}
 
 

@@ -61,8 +61,8 @@ class InvoiceStore:
         return await read(session, ids)
 
     async def write(self, session: AsyncSession, record_id: int, expected_version: int,
-                    changes: Mapping[str, str], delete: bool) -> bool:
-        return await write(session, record_id, expected_version, changes, delete)
+                    changes: Mapping[str, str], delete: bool, *, restore: bool = False) -> bool:
+        return await write(session, record_id, expected_version, changes, delete, restore=restore)
 
     async def insert(self, session: AsyncSession, record_id: int, fields: Mapping[str, str]) -> None:
         await insert(session, record_id, fields)
@@ -77,7 +77,7 @@ async def read(session: AsyncSession, ids: Sequence[int]) -> list[SyncRow]:
 
 
 async def write(session: AsyncSession, invoice_id: int, expected_version: int, changes: Mapping[str, str],
-                delete: bool = False) -> bool:
+                delete: bool = False, *, restore: bool = False) -> bool:
     """Apply merged values; False (nothing written) when the row moved past `expected_version`."""
     invoice = (await session.execute(
         select(Invoice).where(Invoice.id == invoice_id).with_for_update(of=Invoice)
@@ -87,6 +87,8 @@ async def write(session: AsyncSession, invoice_id: int, expected_version: int, c
     apply(invoice, changes)
     if delete and invoice.deleted_at is None:
         invoice.deleted_at = func.now()  # type: ignore[assignment]
+    elif restore:
+        invoice.deleted_at = None
     invoice.version += 1
     invoice.updated_at = func.now()  # type: ignore[assignment]
     await session.flush()

@@ -10,17 +10,26 @@ from prometheus_client import Counter, Gauge, Histogram
 
 OUTBOX_BACKLOG = Gauge("twoway_outbox_backlog", "Outbox messages not yet published")
 INBOX_BACKLOG = Gauge("twoway_inbox_backlog", "Inbox events not yet processed")
-DEAD_LETTERS = Gauge("twoway_dead_letters", "Sync items parked as dead", ["system"])
+# The same backlogs split by kind of record (the totals above stay as they were for existing dashboards).
+OUTBOX_BACKLOG_BY_KIND = Gauge("twoway_outbox_backlog_by_kind", "Outbound sync messages not yet published, by kind",
+                               ["kind"])
+INBOX_BACKLOG_BY_KIND = Gauge("twoway_inbox_backlog_by_kind", "Inbox events not yet processed, by system and kind",
+                              ["system", "kind"])
+# Sync series carry the kind of record: `sum without (kind)` gives the totals they had before.
+DEAD_LETTERS = Gauge("twoway_dead_letters", "Sync items parked as dead", ["system", "kind"])
 CONSUMER_LAG = Gauge("twoway_consumer_lag", "Messages behind the end of the topic (absent when it cannot be read)",
                      ["group", "topic"])
 LAG_READ_FAILURES = Counter("twoway_consumer_lag_read_failures_total", "Scrapes that could not read a group's lag",
                             ["group"])
 PUBLISHED = Counter("twoway_messages_published_total", "Outbox messages published to Kafka", ["topic"])
+CONSUMER_REBUILDS = Counter("twoway_consumer_rebuilds_total",
+                            "Consumers closed and replaced after holding no partitions or making no progress",
+                            ["group"])
 CONSUMED = Counter("twoway_messages_consumed_total", "Kafka messages consumed", ["group", "topic"])
-SYNC_RESULTS = Counter("twoway_sync_results_total", "Sync outcomes", ["system", "direction", "status"])
+SYNC_RESULTS = Counter("twoway_sync_results_total", "Sync outcomes", ["system", "direction", "kind", "status"])
 SYNC_LATENCY = Histogram(
     "twoway_sync_latency_seconds", "From our change (or Stripe's event) to both sides agreeing",
-    ["system", "direction"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    ["system", "direction", "kind"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 STRIPE_CALLS = Counter("twoway_stripe_calls_total", "Stripe API calls", ["op", "status"])
 SALESFORCE_CALLS = Counter("twoway_salesforce_calls_total", "Salesforce API calls", ["op", "status"])

@@ -35,8 +35,9 @@ class RecordStore(Protocol):
         ...
 
     async def write(self, session: AsyncSession, record_id: int, expected_version: int,
-                    changes: Mapping[str, str], delete: bool) -> bool:
-        """Apply merged values and bump the version, only if the row is still at `expected_version`."""
+                    changes: Mapping[str, str], delete: bool, *, restore: bool = False) -> bool:
+        """Apply merged values and bump the version, only if the row is still at `expected_version`.
+        `restore`: undelete it (our delete lost to the other side)."""
         ...
 
     async def insert(self, session: AsyncSession, record_id: int, fields: Mapping[str, str]) -> None:

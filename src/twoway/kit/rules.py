@@ -8,10 +8,15 @@ never names a kind. A kind declares its rules where it registers (`records.Kind(
   system's terminal wins: money moved or not over there).
 - `deletion`: delete wins over an edit (always). A system that cannot delete a record in some states
   gets the end state instead (`end_state`, e.g. {"status": "void"}) unless the base's ladder value is
-  one of `deletable_in`.
+  one of `deletable_in`; only from `end_from` (None: from any). `restore`: where our delete could not
+  delete it over there (the end state was taken, or their state stands: money moved), our deleted row
+  comes back with their values, recorded as a conflict, so both sides hold the one record.
 - `parent`: the kind and our field holding the parent's internal id. Outbound waits for the parent's
   link (the parent is enqueued, no attempt is used up); inbound imports an unknown parent first.
-  The connector sees the parent's external id in that field.
+  The connector sees the parent's external id in that field. `orphans="delete"`: a record not yet
+  over there whose parent is gone over there can never get there: ours is deleted, recorded.
+  `tombstone`: an inbound record whose parent was deleted over there before we ever saw it is imported
+  anyway, hung on a deleted row of the parent's kind made from what the record carries of it.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ class Ladder:
 class Deletion:
     end_state: Mapping[str, str] = field(default_factory=dict)
     deletable_in: frozenset[str] = frozenset()
+    end_from: frozenset[str] | None = None
+    restore: bool = False
 
 
 @dataclass(frozen=True)
 class Parent:
     kind: str
     field: str
+    orphans: Literal["wait", "delete"] = "wait"
+    tombstone: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`twoway status` for people: one row per connector and direction, from the same data as `--json`."""
+"""`twoway status` for people: one row per connector, direction and kind, from the same data as `--json`."""
 
 from __future__ import annotations
 
@@ -30,24 +30,35 @@ def _count(n: int | None, bad: str) -> Text:
 
 
 def render_status(status: dict[str, Any]) -> Group:
+    """A row per connector, direction and kind of record it has dealt with. Consumer lag and the breaker belong
+    to the connector and direction, so they are shown once, on its first row."""
     table = Table(title="twoway status", title_justify="left")
-    for name, justify in (("connector", "left"), ("direction", "left"), ("backlog", "right"),
+    for name, justify in (("connector", "left"), ("direction", "left"), ("kind", "left"), ("backlog", "right"),
                           ("consumer lag", "right"), ("retrying", "right"), ("dead letters", "right"),
                           ("breaker", "left"), ("last success", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in status.get("connectors", []):
         breaker = row.get("breaker")
-        table.add_row(row["system"], row["direction"], _count(row["backlog"], "yellow"),
-                      _count(row["consumer_lag"], "yellow"), _count(row["retrying"], "yellow"),
-                      _count(row["dead_letters"], "bold red"),
-                      Text(breaker or "-", style=_BREAKER_STYLE.get(breaker or "", "")),
-                      age(row.get("last_success_age_seconds")))
+        shared = (_count(row["consumer_lag"], "yellow"),
+                  Text(breaker or "-", style=_BREAKER_STYLE.get(breaker or "", "")))
+        kinds = row.get("kinds") or {}
+        if not kinds:  # nothing of any kind yet: the connector's totals
+            table.add_row(row["system"], row["direction"], "-", _count(row["backlog"], "yellow"), shared[0],
+                          _count(row["retrying"], "yellow"), _count(row["dead_letters"], "bold red"), shared[1],
+                          age(row.get("last_success_age_seconds")))
+            continue
+        for n, (kind, part) in enumerate(kinds.items()):
+            lag, brk = shared if n == 0 else (Text(""), Text(""))
+            table.add_row(row["system"], row["direction"], kind, _count(part["backlog"], "yellow"), lag,
+                          _count(part["retrying"], "yellow"), _count(part["dead_letters"], "bold red"), brk,
+                          age(part.get("last_success_age_seconds")), end_section=n == len(kinds) - 1)
     if not status.get("connectors"):
-        table.add_row("(no connector configured)", "", "", "", "", "", "", "")
-    customers = status.get("customers", {})
+        table.add_row("(no connector configured)", "", "", "", "", "", "", "", "")
     links = ", ".join(f"{system} {n}" for system, n in sorted(status.get("links", {}).items())) or "none"
-    summary = Text(f"customers {customers.get('live', 0)} live ({customers.get('total', 0)} with deleted) · "
-                   f"links {links} · outbox {status.get('outbox_backlog', 0)} unpublished · "
+    kinds_line = status.get("records") or {"customer": status.get("customers", {})}
+    counts = " · ".join(f"{kind}s {c.get('live', 0)} live ({c.get('total', 0)} with deleted)"
+                        for kind, c in kinds_line.items())
+    summary = Text(f"{counts} · links {links} · outbox {status.get('outbox_backlog', 0)} unpublished · "
                    f"inbox {status.get('inbox_backlog', 0)} unhandled", style="dim")
     parts: list[Any] = [table, summary]
     lag = status.get("consumer_lag", {})

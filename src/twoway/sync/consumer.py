@@ -4,12 +4,18 @@ Messages become items (one record each); messages about a record already in flig
 pass after it. Each loop turn: fetch what fits, lock+read+plan what is ready (records held elsewhere wait
 a moment, in memory), and write back whatever finished, all in one transaction. A slow record never holds
 up the next batch; its message simply keeps its partition's committed offset below it until it is done.
+
+A liveness guard (`consume_forever`): a consumer that holds no partitions, or whose partitions get no
+fetch answer while nothing else moves, for `stall_seconds` is closed and replaced by a new one (bench/README.md,
+bug 6). Offsets are committed only below work written back, so the new consumer redoes at most what was in
+flight (the handlers are idempotent) and skips nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +50,7 @@ class Pipeline:
     def __init__(self, consumer: AIOKafkaConsumer, group: str, engine: SyncEngine,
                  to_items: Callable[[ConsumerRecord], list[Item]], stop: asyncio.Event, *,
                  max_in_flight: int = 256, on_assigned: Callable[[], None] | None = None,
-                 linger_ms: int = 0, commit_every: float = 0.2) -> None:
+                 linger_ms: int = 0, commit_every: float = 0.2, stall_seconds: float = 0.0) -> None:
         self.consumer = consumer
         self.group = group
         self.engine = engine
@@ -64,10 +70,15 @@ class Pipeline:
         self._writing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_commit = 0.0
+        self.stall_seconds = stall_seconds  # 0: no guard
+        self.stalled = False
+        self.stall_state: dict[str, Any] = {}
+        self._moved_at = 0.0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         fetch: asyncio.Task[Any] | None = None
+        self._moved_at = loop.time()
         try:
             while not self.stop.is_set():
                 if fetch is None and len(self.waiting) + len(self.flying) < self.max_in_flight:
@@ -96,6 +107,10 @@ class Pipeline:
                 await self._flush()
                 await self._admit(loop.time())
                 await self._commit(loop.time())
+                if self._stuck(loop.time()):
+                    self.stalled = True
+                    self.stall_state = self._state()
+                    break
         finally:
             if fetch is not None:
                 fetch.cancel()
@@ -109,10 +124,46 @@ class Pipeline:
         except Exception as exc:
             quiet.warning("consumer poll failed", key=self.group, group=self.group, error=repr(exc)[:200])
             return {}
+        if batch:
+            self._moved_at = asyncio.get_running_loop().time()
         if self.on_assigned is not None and self.consumer.assignment():
             self.on_assigned()
             self.on_assigned = None
         return batch
+
+    def _stuck(self, now: float) -> bool:
+        """True once nothing has moved for `stall_seconds`: no message, no write-back, and the consumer is
+        not a healthy idle member (in the group, every partition of its own answered by a recent fetch)."""
+        if not self.stall_seconds:
+            return False
+        if self._healthy_idle():
+            self._moved_at = now
+        return now - self._moved_at > self.stall_seconds
+
+    def _healthy_idle(self) -> bool:
+        # aiokafka does not say publicly whether the member has joined: an empty assignment may mean
+        # "joined, no partition for us" (more members than partitions: healthy) or "not joined" (stuck).
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return self._joined()
+        recent = time.time() * 1000 - self.stall_seconds * 1000
+        try:
+            return all((self.consumer.last_poll_timestamp(tp) or 0) > recent for tp in assigned)
+        except AssertionError:  # the assignment changed under us (aiokafka asserts it)
+            return False
+
+    def _joined(self) -> bool:
+        subscription = getattr(getattr(self.consumer, "_subscription", None), "subscription", None)
+        return subscription is not None and getattr(subscription, "assignment", None) is not None
+
+    def _state(self) -> dict[str, Any]:
+        """What the stalled consumer looked like, for the log: enough to tell a stuck join from a dead fetch."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return {"assigned": sorted(tp.partition for tp in self.consumer.assignment()),
+                "joined": self._joined(), "waiting": len(self.waiting), "in_flight": len(self.flying),
+                "generation": getattr(coordinator, "generation", None),
+                "coordinator": getattr(coordinator, "coordinator_id", None),
+                "member": str(getattr(coordinator, "member_id", ""))[-12:]}
 
     def _next_due(self, now: float) -> float:
         if not self.waiting:
@@ -206,6 +257,7 @@ class Pipeline:
             return
         finally:
             self._wake.set()
+        self._moved_at = asyncio.get_running_loop().time()
         for entry, _job in done:
             self.flying.pop(entry.item.key, None)
             self._done(entry)
@@ -266,6 +318,50 @@ class Pipeline:
 async def consume(consumer: AIOKafkaConsumer, group: str, engine: SyncEngine,
                   to_items: Callable[[ConsumerRecord], list[Item]], stop: asyncio.Event, **kw: Any) -> None:
     await Pipeline(consumer, group, engine, to_items, stop, **kw).run()
+
+
+async def consume_forever(make: Callable[[], AIOKafkaConsumer], group: str, engine: SyncEngine,
+                          to_items: Callable[[ConsumerRecord], list[Item]], stop: asyncio.Event, *,
+                          stall_seconds: float, on_assigned: Callable[[], None] | None = None,
+                          **kw: Any) -> None:
+    """Run a pipeline on a fresh consumer; if it stalls, close it and start over with a new one.
+
+    Why: after the broker restarted with its memory wiped, a group could stay "rebalancing" for good
+    (bench/README.md, bug 6): the members heartbeat, nobody reads, nothing says so. A new consumer is a
+    new member with no stale generation, coordinator or fetch state.
+    """
+    while not stop.is_set():
+        consumer = make()
+        if not await _start(consumer, group, stop):
+            return
+        pipeline = Pipeline(consumer, group, engine, to_items, stop, on_assigned=on_assigned,
+                            stall_seconds=stall_seconds, **kw)
+        try:
+            await pipeline.run()
+        finally:
+            # Leaving the group may hang on a coordinator in a bad state; the session timeout covers it.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(consumer.stop(), 10)
+        if not pipeline.stalled:
+            return
+        on_assigned = pipeline.on_assigned
+        metrics.CONSUMER_REBUILDS.labels(group=group).inc()
+        log.warning("consumer stalled; rebuilding it", group=group, stalled_seconds=stall_seconds,
+                    **pipeline.stall_state)
+
+
+async def _start(consumer: AIOKafkaConsumer, group: str, stop: asyncio.Event) -> bool:
+    while not stop.is_set():
+        try:
+            await consumer.start()
+            return True
+        except Exception as exc:
+            quiet.warning("consumer start failed; retrying", key=group, group=group, error=repr(exc)[:200])
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1)
+    return False
 
 
 def partitions_of(batch: dict[TopicPartition, Sequence[ConsumerRecord]]) -> list[TopicPartition]:

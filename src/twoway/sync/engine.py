@@ -232,12 +232,18 @@ class SyncEngine:
                     for t in (await session.execute(sql.TRACES, {**params, "iids": unlinked})).all():
                         traces[t.internal_id] = _trace(t.ok, t.started)
                 parent_links: dict[int, str] = {}
+                parents_gone: frozenset[int] = frozenset()
                 if kind.rules.parent is not None:
                     pids = {int(v) for r in rows.values() if (v := getattr(r, kind.rules.parent.field, None))}
                     if pids:
-                        parent_links = {r.internal_id: r.external_id for r in (await session.execute(
-                            sql.PARENT_LINKS, {"kind": kind.rules.parent.kind, "system": system,
-                                               "iids": list(pids)})).all()}
+                        found_parents = (await session.execute(sql.PARENT_LINKS, {
+                            "kind": kind.rules.parent.kind, "system": system, "iids": list(pids)})).all()
+                        parent_links = {r.internal_id: r.external_id for r in found_parents}
+                        # Gone over there, or deleted here before it ever got there: it never will.
+                        unlinked = [p for p in pids if p not in parent_links]
+                        never = {int(r.id) for r in (await session.execute(
+                            sql.deleted_ids(kind.rules.parent.kind), {"ids": unlinked})).all()} if unlinked else set()
+                        parents_gone = frozenset({r.internal_id for r in found_parents if r.gone} | never)
                 for item in group:
                     link_row = by_iid.get(item.internal_id) if item.direction == "outbound" \
                         else by_xid.get(item.external_id)
@@ -255,7 +261,7 @@ class SyncEngine:
                         pending=tuple(pending.get(xid, ())) if xid else (),
                         trace=traces.get(rid, plan.Trace()) if rid is not None else plan.Trace(),
                         rules=kind.rules, policy=self.settings.sync_conflict_policy, claims=item_claims,
-                        parent_links=parent_links)
+                        parent_links=parent_links, parents_gone=parents_gone)
                     jobs.append(Job(item, keys[item], snap))
             await session.rollback()
         return jobs
@@ -294,7 +300,7 @@ class SyncEngine:
             assert item.internal_id is not None
             return await self._marks.submit((item.kind, item.system, item.internal_id, call.key, dict(call.fields)))
         if isinstance(call, plan.NewId):
-            return await self._new_id(item.kind)
+            return await self._new_id(call.kind or item.kind)
         if isinstance(call, plan.FindLink):
             return await self._find.submit((call.kind, item.system, call.external_id))
         connector = self.connectors[item.system]
@@ -315,7 +321,7 @@ class SyncEngine:
 
     async def _external(self, connector: Connector, kind: str, call: plan.Call) -> Any:
         if isinstance(call, plan.Fetch):
-            return await connector.fetch(kind, call.external_id)
+            return await connector.fetch(call.kind or kind, call.external_id)
         if isinstance(call, plan.Search):
             return await connector.find_by_internal_id(kind, call.internal_id)
         if isinstance(call, plan.Create):
@@ -392,19 +398,19 @@ class SyncEngine:
         assert out is not None
         item = job.item
         if out.failure is not None:
-            metrics.SYNC_RESULTS.labels(system=item.system, direction=item.direction,
+            metrics.SYNC_RESULTS.labels(system=item.system, direction=item.direction, kind=item.kind,
                                         status=job.attempts_seen.get("status", "retry")).inc()
             return
         if not out.synced or id(job) not in written:
             return
-        metrics.SYNC_RESULTS.labels(system=item.system, direction=out.direction, status="ok").inc()
+        metrics.SYNC_RESULTS.labels(system=item.system, direction=out.direction, kind=item.kind, status="ok").inc()
         now = _now()
         if out.direction == "outbound" and job.snapshot.ours and job.snapshot.ours.changed_at:
-            metrics.SYNC_LATENCY.labels(system=item.system, direction="outbound").observe(
+            metrics.SYNC_LATENCY.labels(system=item.system, direction="outbound", kind=item.kind).observe(
                 max(0.0, (now - job.snapshot.ours.changed_at).total_seconds()))
         for e in job.snapshot.pending:
             if e.id in out.processed and e.received_at:
-                metrics.SYNC_LATENCY.labels(system=item.system, direction="inbound").observe(
+                metrics.SYNC_LATENCY.labels(system=item.system, direction="inbound", kind=item.kind).observe(
                     max(0.0, (now - e.received_at).total_seconds()))
 
     # -- breaker ---------------------------------------------------------------------------------
@@ -438,6 +444,7 @@ class _WriteBack:
                          | {f"{w[0]}:{w[1]}" for j in self.jobs if (w := j.outcome.waiting_for)})  # type: ignore[union-attr]
         if parents:
             await self.session.execute(sql.LOCK_PARENTS, {"parents": parents})
+        await self._tombstones()
         conflicted = await self._rows()
         written = {id(j) for j in self.jobs if id(j) not in conflicted}
         await self._links(conflicted)
@@ -489,11 +496,11 @@ class _WriteBack:
                     row = job.outcome.row  # type: ignore[union-attr]
                     assert row is not None and job.snapshot.ours is not None
                     if not await store.write(self.session, job.snapshot.ours.id, row.expected_version, row.changes,
-                                             row.delete):
+                                             row.delete, restore=row.restore):
                         conflicted.add(id(job))
                 continue
             fields = records.kind(kind_name).fields
-            params: dict[str, Any] = {"ids": [], "expected": [], "del": []}
+            params: dict[str, Any] = {"ids": [], "expected": [], "del": [], "restore": []}
             for f in fields:
                 params[f"v_{f}"], params[f"s_{f}"] = [], []
             for job in group:
@@ -502,6 +509,7 @@ class _WriteBack:
                 params["ids"].append(job.snapshot.ours.id)
                 params["expected"].append(row.expected_version)
                 params["del"].append(row.delete)
+                params["restore"].append(row.restore)
                 for f in fields:
                     params[f"v_{f}"].append(row.changes.get(f))
                     params[f"s_{f}"].append(f in row.changes)
@@ -519,6 +527,41 @@ class _WriteBack:
                 params[f"v_{f}"] = [j.outcome.insert[1].get(f, "") for j in group]  # type: ignore[union-attr,index]
             await self.session.execute(sql.insert_rows(kind_name), params)
         return conflicted
+
+    async def _tombstones(self) -> None:
+        """Parents deleted over there before we saw them: one deleted row and its link per external object.
+        A parent another transaction (or job) linked first is used instead: the child is hung on it."""
+        made: dict[tuple[str, str, str], int] = {}
+        for job in self.jobs:
+            out = job.outcome
+            assert out is not None
+            t = out.tombstone
+            if t is None or out.insert is None:
+                continue
+            system = job.item.system
+            pid = made.get((t.kind, system, t.external_id))
+            if pid is None:
+                kind = records.kind(t.kind)
+                version = 2 if kind.store is not None else 1  # a store's insert, then its delete
+                linked = (await self.session.execute(sql.INSERT_LINKS, {
+                    "kinds": [t.kind], "iids": [t.internal_id], "systems": [system], "xids": [t.external_id],
+                    "bases": [json.dumps(plan.DELETED)], "lpvs": [version]})).first()
+                if linked is not None:
+                    pid = t.internal_id
+                    if kind.store is not None:
+                        await kind.store.insert(self.session, pid, t.fields)
+                        await kind.store.write(self.session, pid, 1, {}, True)
+                    else:
+                        await self.session.execute(sql.insert_rows(t.kind), {
+                            "ids": [pid], **{f"v_{f}": [t.fields.get(f, "")] for f in kind.fields}})
+                        await self.session.execute(sql.mark_deleted(t.kind), {"ids": [pid]})
+                else:
+                    pid = int((await self.session.execute(sql.FIND_LINKS, {
+                        "kind": t.kind, "system": system, "xids": [t.external_id]})).one().internal_id)
+                made[(t.kind, system, t.external_id)] = pid
+            parent = records.kind(job.item.kind).rules.parent
+            if parent is not None:
+                out.insert[1][parent.field] = str(pid)
 
     async def _links(self, conflicted: set[int]) -> None:
         new: list[tuple[Job, plan.LinkState]] = []

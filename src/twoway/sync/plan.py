@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, Refused
+from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, ParentMissing, Refused
 from twoway.kit.rules import DEFAULT, Ladder, Rules
 from twoway.sync.merge import Conflict, Policy, merge
 
@@ -35,6 +35,7 @@ IDEMPOTENCY_WINDOW = timedelta(hours=23)
 @dataclass(frozen=True)
 class Fetch:
     external_id: str
+    kind: str | None = None  # None: the record's own kind (another: its parent)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,9 @@ class MarkStarted:
 
 @dataclass(frozen=True)
 class NewId:
-    """Engine: reserve an id of our kind for an import."""
+    """Engine: reserve an id of our kind (or of `kind`) for an import."""
+
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ class Snapshot:
     claims: Mapping[int, Claim] = field(default_factory=dict)
     # parent: our parent id -> its external id in this system (only the linked ones)
     parent_links: Mapping[int, str] = field(default_factory=dict)
+    # parents whose link says they are deleted over there, or deleted here and never linked
+    parents_gone: frozenset[int] = frozenset()
 
 
 # -- what a plan returns ------------------------------------------------------------------------
@@ -226,6 +231,18 @@ class RowWrite:
     expected_version: int
     changes: dict[str, str] = field(default_factory=dict)
     delete: bool = False
+    restore: bool = False  # undelete (our delete lost: the other side kept the record)
+
+
+@dataclass
+class Tombstone:
+    """A parent deleted over there before we saw it: a deleted row of `kind` with these fields, linked to
+    `external_id` (the engine hangs the record on the existing row instead if one got linked first)."""
+
+    kind: str
+    internal_id: int
+    external_id: str
+    fields: dict[str, str]
 
 
 @dataclass
@@ -238,6 +255,7 @@ class Outcome:
     link_dirty: bool = False
     row: RowWrite | None = None
     insert: tuple[int, dict[str, str]] | None = None
+    tombstone: Tombstone | None = None
     processed: list[int] = field(default_factory=list)
     logs: list[LogRow] = field(default_factory=list)
     close: list[Close] = field(default_factory=list)
@@ -288,6 +306,14 @@ class _Work:
         assert self.out.row is not None
         self.out.row.delete = True
         self.row = replace(row, deleted=True)
+
+    def restore_row(self, changes: dict[str, str]) -> None:
+        assert self.row is not None
+        row = self._bumped()
+        assert self.out.row is not None
+        self.out.row.changes.update(changes)
+        self.out.row.delete, self.out.row.restore = False, True
+        self.row = replace(row, fields={**row.fields, **changes}, deleted=False)
 
     def set_link(self, link: LinkState) -> None:
         self.link = link
@@ -403,6 +429,8 @@ def _push(w: _Work) -> Generator[Call, Any, str]:
     parent = w.s.rules.parent
     if parent is not None:
         pid = row.fields.get(parent.field, "")
+        if pid and w.link is None and int(pid) in w.s.parents_gone and parent.orphans == "delete":
+            return _orphaned(w, f"{parent.kind}:{pid}")
         if pid and int(pid) not in w.s.parent_links:
             # Not a failure and no attempt used: the parent goes first; its link wakes this record.
             w.out.follow.append(Follow("outbound", parent.kind, int(pid), reason="parent"))
@@ -410,7 +438,13 @@ def _push(w: _Work) -> Generator[Call, Any, str]:
             return "waiting"
     operation = "update"
     if w.link is None:
-        yield from _create_or_adopt(w)
+        try:
+            yield from _create_or_adopt(w)
+        except ParentMissing:
+            pid = row.fields.get(parent.field, "") if parent is not None else ""
+            if not pid or int(pid) in w.s.parents_gone or int(pid) not in w.s.parent_links:
+                raise
+            return _parent_missing(w)
         operation = "create"
     assert w.link is not None
     if w.link.base.get("deleted"):
@@ -433,6 +467,28 @@ def _push(w: _Work) -> Generator[Call, Any, str]:
         return "noop"
     _succeeded(w, operation)
     return operation
+
+
+def _parent_missing(w: _Work) -> str:
+    """The system says our parent is gone while its link here says it is not (its delete has not reached
+    us yet): not a failure. Read the parent now, and come back; once its delete lands, `_orphaned`."""
+    parent = w.s.rules.parent
+    assert parent is not None and w.row is not None
+    pid = int(w.row.fields[parent.field])
+    w.out.follow.append(Follow("inbound", parent.kind, external_id=w.s.parent_links[pid], reason="parent"))
+    w.out.defer_seconds = 1.0
+    return "waiting"
+
+
+def _orphaned(w: _Work, parent: str) -> str:
+    """Its parent was deleted over there (or here, never having got there) before this record got there: it
+    never can. Ours goes (recorded); a create that may have landed meanwhile is found and deleted by the
+    delete's own pass."""
+    w.soft_delete()
+    w.log("outbound", "create", "conflict", {"parent": parent, "resolution": "parent deleted before this record "
+                                              "got to the external system; deleted here"})
+    w.close("outbound")
+    return "orphaned"
 
 
 def _ladder(ladder: Ladder, b: str | None, o: str, t: str, conflicts: list[Conflict]) -> str:
@@ -499,13 +555,16 @@ def _push_delete(w: _Work) -> Generator[Call, Any, str]:
     if w.link is None:
         found: ExternalRecord | None = None
         again = w.s.trace.replayable(w.s.now)
-        if again is not None and again.fields is not None:
-            # A create we sent may have landed: re-send it to learn its id (search may lag behind).
-            found = yield Create(row.id, dict(again.fields), again.key)
-            if found is not None and found.deleted:
-                found = None
-        elif w.s.trace.exists:
-            found = yield Search(row.id)
+        try:
+            if again is not None and again.fields is not None:
+                # A create we sent may have landed: re-send it to learn its id (search may lag behind).
+                found = yield Create(row.id, dict(again.fields), again.key)
+                if found is not None and found.deleted:
+                    found = None
+            elif w.s.trace.exists:
+                found = yield Search(row.id)
+        except NotFound:
+            found = None  # the create never landed (its parent is gone over there)
         if found is None:
             w.close("outbound")
             return "noop"
@@ -517,16 +576,69 @@ def _push_delete(w: _Work) -> Generator[Call, Any, str]:
     deletion = w.s.rules.deletion
     ladder = w.s.rules.ladder
     state = w.link.base.get(ladder.field) if ladder else None
+    current: ExternalRecord | None = None
     if deletion.end_state and state not in deletion.deletable_in:
         # The system cannot delete it in this state: its end state instead (a finalized invoice is voided).
-        end = dict(deletion.end_state)
-        if any(w.link.base.get(k) != v for k, v in end.items()):
-            yield Update(w.link.external_id, end, w.key(row.id, "end", digest(end)))
+        current = yield from _undeletable(w, state, None)
     else:
-        yield Delete(w.link.external_id, w.key(row.id, "delete"))
+        try:
+            yield Delete(w.link.external_id, w.key(row.id, "delete"))
+        except Refused as exc:
+            # It moved on over there first (a draft finalized or paid meanwhile).
+            if not deletion.end_state:
+                raise
+            current = yield from _undeletable(w, exc.current.fields.get(ladder.field) if ladder else None,
+                                              exc.current)
+    if current is not None and deletion.restore:
+        return _restore(w, current)
     w.patch_link(base=dict(DELETED))
     _succeeded(w, "delete")
     return "delete"
+
+
+def _undeletable(w: _Work, state: str | None, current: ExternalRecord | None
+                 ) -> Generator[Call, Any, ExternalRecord | None]:
+    """Our delete where the system cannot delete: the end state, from where it is reachable; from elsewhere
+    (money moved) their state stands. Returns their record as it stands after (None: gone over there)."""
+    assert w.row is not None and w.link is not None
+    deletion = w.s.rules.deletion
+    if deletion.end_from is None or state in deletion.end_from:
+        end = dict(deletion.end_state)
+        basis = current.fields if current is not None else w.link.base
+        if any(basis.get(k) != v for k, v in end.items()):
+            try:
+                yield Update(w.link.external_id, end, w.key(w.row.id, "end", digest(end)))
+                current = None  # moved: read it whole below, when it is wanted
+            except Refused as exc:
+                current = exc.current  # it moved on meanwhile (paid): theirs stands
+            except NotFound:
+                return None
+    if deletion.restore and current is None:
+        current = yield Fetch(w.link.external_id)
+        if current.deleted:
+            return None
+    return current
+
+
+def _restore(w: _Work, current: ExternalRecord) -> str:
+    """Our delete lost: the system keeps the record in a state it cannot leave (money moved, or voided as
+    the end state of our delete). Our row comes back with their values, recorded; both sides hold one."""
+    assert w.row is not None and w.link is not None
+    theirs = dict(current.fields)
+    parent = w.s.rules.parent
+    if parent is not None:
+        theirs.pop(parent.field, None)  # the parent does not change; ours names it in our terms
+    ladder = w.s.rules.ladder
+    w.restore_row({k: v for k, v in theirs.items() if w.row.fields.get(k) != v})
+    w.patch_link(base=dict(current.fields))
+    w.log("outbound", "delete", "conflict", {
+        "ours": "deleted", "theirs": current.fields.get(ladder.field) if ladder else None, "winner": "theirs",
+        "resolution": "the external system kept it (it cannot delete it in this state): restored here"})
+    assert w.row is not None
+    w.patch_link(last_pushed_version=w.row.version)
+    w.close("outbound")
+    w.out.synced = True
+    return "restored"
 
 
 def _refused(w: _Work, exc: Refused) -> str:
@@ -625,7 +737,15 @@ def _incoming(w: _Work, theirs: ExternalRecord) -> Generator[Call, Any, dict[str
     fields = dict(theirs.fields)
     parent = w.s.rules.parent
     if parent is not None and fields.get(parent.field):
-        ours = yield FindLink(parent.kind, fields[parent.field])
+        xid = fields[parent.field]
+        ours = yield FindLink(parent.kind, xid)
+        if ours is None and parent.tombstone and theirs.parent is not None and w.link is None:
+            seen = yield Fetch(xid, kind=parent.kind)
+            if seen.deleted:
+                # Deleted over there before we ever saw it: it cannot be imported, so what the record
+                # carries of it becomes a deleted row of ours, and the record hangs on that.
+                ours = yield NewId(parent.kind)
+                w.out.tombstone = Tombstone(parent.kind, ours, xid, dict(theirs.parent.fields))
         if ours is None:
             # Import the parent first; this record follows it.
             w.out.follow.append(Follow("inbound", parent.kind, external_id=fields[parent.field], reason="parent"))
@@ -703,7 +823,9 @@ def _inbound_unlinked(w: _Work, theirs: ExternalRecord) -> Generator[Call, Any, 
     w.out.insert = (new_id, fields)
     w.out.follow.append(Follow("outbound", w.s.kind, new_id, reason="change"))
     w.set_link(LinkState(new_id, theirs.external_id, dict(theirs.fields), last_pushed_version=1))
-    w.log("inbound", "create")
+    t = w.out.tombstone
+    w.log("inbound", "create", detail={"parent": f"{t.kind}:{t.external_id}", "resolution": "parent deleted in "
+                                        "external system before we saw it: imported on a deleted row"} if t else None)
     # If this write-back fails, the import still commits with a retry; the linked path writes it then.
     yield SetInternalId(theirs.external_id, new_id, w.key(new_id, "adopt", theirs.external_id))
     return "created"

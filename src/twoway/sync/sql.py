@@ -63,10 +63,12 @@ def update_rows(kind_name: str) -> Any:
     names = ", ".join(f"v_{f}, s_{f}" for f in kind.fields)
     return text(f"""
         UPDATE {kind.table} AS t SET {sets},
-            deleted_at = CASE WHEN v.del AND t.deleted_at IS NULL THEN now() ELSE t.deleted_at END,
+            deleted_at = CASE WHEN v.del AND t.deleted_at IS NULL THEN now() WHEN v.restore THEN NULL
+                              ELSE t.deleted_at END,
             version = t.version + 1, updated_at = now()
-        FROM unnest(CAST(:ids AS bigint[]), CAST(:expected AS int[]), CAST(:del AS boolean[]), {arrays})
-             AS v(id, expected, del, {names})
+        FROM unnest(CAST(:ids AS bigint[]), CAST(:expected AS int[]), CAST(:del AS boolean[]),
+                    CAST(:restore AS boolean[]), {arrays})
+             AS v(id, expected, del, restore, {names})
         WHERE t.id = v.id AND t.version = v.expected
         RETURNING t.id""")
 
@@ -81,6 +83,19 @@ def insert_rows(kind_name: str) -> Any:
     return text(f"""
         INSERT INTO {kind.table} (id, {cols}, version)
         SELECT v.id, {values}, 1 FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS v(id, {names})""")
+
+
+@cache
+def mark_deleted(kind_name: str) -> Any:
+    """A row imported as deleted (a tombstone), at its version."""
+    table = records.kind(kind_name).table
+    return text(f"UPDATE {table} SET deleted_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+@cache
+def deleted_ids(kind_name: str) -> Any:
+    table = records.kind(kind_name).table
+    return text(f"SELECT id FROM {table} WHERE id = ANY(CAST(:ids AS bigint[])) AND deleted_at IS NOT NULL")
 
 
 @cache
@@ -117,7 +132,7 @@ TRACES = text("""
       AND (status = 'ok' OR (status = 'started' AND operation = 'create'))
     GROUP BY internal_id""")
 PARENT_LINKS = text("""
-    SELECT internal_id, external_id FROM links
+    SELECT internal_id, external_id, COALESCE(base ->> 'deleted', '') = 'true' AS gone FROM links
     WHERE kind = :kind AND system = :system AND internal_id = ANY(CAST(:iids AS bigint[]))""")
 FIND_LINKS = text("""
     SELECT external_id, internal_id FROM links

@@ -23,7 +23,7 @@ from twoway.kit.relay import Relay
 from twoway.logs import get_logger
 from twoway.settings import Settings
 from twoway.sync.breaker import Breaker, save_state
-from twoway.sync.consumer import consume
+from twoway.sync.consumer import consume_forever
 from twoway.sync.engine import Item, SyncEngine
 from twoway.sync.quiet import Quiet
 from twoway.webhooks.service import store_event
@@ -149,20 +149,10 @@ class Worker:
 
     async def _consume(self, topic: str, group: str, to_items: Callable[[ConsumerRecord], list[Item]],
                        on_assigned: Callable[[], None] | None = None) -> None:
-        consumer = make_consumer(self.settings, topic, group)
-        while not self.stop.is_set():
-            try:
-                await consumer.start()
-                break
-            except Exception as exc:
-                quiet.warning("consumer start failed; retrying", key=group, group=group, error=repr(exc)[:200])
-                await asyncio.sleep(1)
-        try:
-            await consume(consumer, group, self.sync, to_items, self.stop, on_assigned=on_assigned,
-                          linger_ms=self.settings.sync_linger_ms, max_in_flight=self.settings.sync_max_in_flight)
-        finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+        await consume_forever(functools.partial(make_consumer, self.settings, topic, group), group, self.sync,
+                              to_items, self.stop, on_assigned=on_assigned,
+                              stall_seconds=self.settings.kafka_consumer_stall_seconds,
+                              linger_ms=self.settings.sync_linger_ms, max_in_flight=self.settings.sync_max_in_flight)
 
     async def _every(self, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
         while not self.stop.is_set():

@@ -336,6 +336,6 @@ def _translate(exc: stripe.StripeError) -> ConnectorError:
     if isinstance(exc, stripe.APIConnectionError):
         return ConnectorError(f"stripe connection error: {type(exc).__name__}", transient=True)
     if status == 404:
-        return NotFound(message)
+        return NotFound(message, param=getattr(exc, "param", None))
     transient = status is None or status >= 500 or status in (409, 429)
     return ConnectorError(message, transient=transient, status=status, code=code, retry_after=_retry_after(exc))

@@ -23,7 +23,15 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, Refused, WebhookRejected
+from twoway.connectors.base import (
+    ConnectorError,
+    ExternalRecord,
+    InboundEvent,
+    NotFound,
+    ParentMissing,
+    Refused,
+    WebhookRejected,
+)
 from twoway.invoices import wire
 
 KIND = "invoice"
@@ -132,7 +140,17 @@ def record(invoice: Mapping[str, Any], lines: list[Mapping[str, Any]] | None = N
         return ExternalRecord(str(invoice["id"]), {}, internal_id=internal_id_of(invoice), deleted=True)
     if lines is None:
         lines = list((invoice.get("lines") or {}).get("data") or [])
-    return ExternalRecord(str(invoice["id"]), from_stripe(invoice, lines), internal_id=internal_id_of(invoice))
+    return ExternalRecord(str(invoice["id"]), from_stripe(invoice, lines), internal_id=internal_id_of(invoice),
+                          parent=_customer_copy(invoice))
+
+
+def _customer_copy(invoice: Mapping[str, Any]) -> ExternalRecord | None:
+    """The customer as the invoice carries it (Stripe's snapshot of its name and email)."""
+    customer = _customer_id(invoice)
+    if not customer:
+        return None
+    return ExternalRecord(customer, {"name": invoice.get("customer_name") or "",
+                                     "email": invoice.get("customer_email") or ""})
 
 
 def embedded_lines(invoice: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
@@ -203,7 +221,12 @@ async def create(conn: Caller, internal_id: int, fields: Mapping[str, str], key:
     after creation moves it."""
     params = {"customer": fields["customer_id"], "currency": fields["currency"], "auto_advance": False,
               **draft_params(fields), "metadata": {INTERNAL_ID_KEY: str(internal_id)}}
-    obj = await conn._call("create", conn.client.v1.invoices.create_async, params, {"idempotency_key": key})
+    try:
+        obj = await conn._call("create", conn.client.v1.invoices.create_async, params, {"idempotency_key": key})
+    except NotFound as exc:
+        if exc.param == "customer":
+            raise ParentMissing(str(exc), param="customer") from exc
+        raise
     response = getattr(obj, "last_response", None)
     replayed = bool(response and response.headers.get("idempotent-replayed", "").lower() == "true")
     invoice = _data(obj)
@@ -239,7 +262,18 @@ async def update(conn: Caller, external_id: str, changes: Mapping[str, str], key
             raise Refused(f"stripe invoice {external_id} is {current.fields['status']}: finalized invoices "
                           "keep their fields", fields=frozen, current=current) from exc
     if "lines" in changes:
-        invoice = await _sync_lines(conn, external_id, wire.decode_lines(changes["lines"]), key)
+        try:
+            invoice = await _sync_lines(conn, external_id, wire.decode_lines(changes["lines"]), key)
+        except NotFound as exc:
+            if exc.param != "customer":
+                raise
+            # Its customer was deleted in Stripe: the draft stays, but takes no new items. Its lines are
+            # frozen as they are (Stripe's, recorded), like a finalized invoice's.
+            current = await fetch(conn, external_id)
+            if current.deleted:
+                raise
+            raise Refused(f"stripe invoice {external_id}: its customer is deleted; its lines stay as they are",
+                          fields=["lines"], current=current) from exc
     if changes.get("status"):
         invoice = await _move(conn, external_id, changes["status"], key)
     if invoice is None:
@@ -334,8 +368,8 @@ async def _command(conn: Caller, external_id: str, target: str, key: str) -> dic
 
 
 async def delete(conn: Caller, external_id: str, key: str) -> None:
-    """Only a draft can be deleted. One finalized over there meanwhile is voided instead (a finalized
-    invoice cannot be deleted; void is its end state); a paid or void one stays as it is."""
+    """Only a draft can be deleted. One Stripe finalized (or paid, voided, wrote off) meanwhile is
+    `Refused` with its state: the kind's deletion rules say what our delete becomes then."""
     try:
         await conn._call("delete", conn.client.v1.invoices.delete_async, external_id, None,
                          {"idempotency_key": key})
@@ -344,9 +378,13 @@ async def delete(conn: Caller, external_id: str, key: str) -> None:
     except ConnectorError as exc:
         if exc.status != 400:
             raise
-        current = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
-        if current.get("status") in ("open", "uncollectible"):
-            await _command(conn, external_id, "void", key)
+        current = await fetch(conn, external_id)
+        if current.deleted:
+            return
+        if current.fields.get("status") == "draft":
+            raise
+        raise Refused(f"stripe invoice {external_id} is {current.fields.get('status')}: only drafts can be "
+                      "deleted", fields=["status"], current=current) from exc
 
 
 async def set_internal_id(conn: Caller, external_id: str, internal_id: int, key: str) -> ExternalRecord:
