@@ -25,6 +25,7 @@ from twoway.kit.db import make_engine, make_pool, make_sessionmaker
 from twoway.kit.hotpath import HotPaths
 from twoway.kit.kafka import broker_reachable
 from twoway.kit.limits import BodyLimitMiddleware
+from twoway.ops.lag import LagReader
 from twoway.settings import Settings
 from twoway.webhooks.ingest import inbox_writer
 from twoway.webhooks.rejections import RejectionLog
@@ -48,6 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
             pool, sample_max=settings.webhook_rejection_sample_max,
             samples_per_second=settings.webhook_rejection_samples_per_second,
             delay=settings.webhook_rejection_delay_ms / 1000)
+        # One broker connection for lag, kept across /metrics scrapes and status reads.
+        app.state.lag_reader = LagReader()
         stop = asyncio.Event()
         chores = [asyncio.create_task(app.state.webhook_rejections.run(stop)),
                   asyncio.create_task(_purge_idempotency_keys(pool, settings, stop))]
@@ -58,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.gather(*chores, return_exceptions=True)
             await app.state.inbox_writer.close()
             await app.state.customer_writer.close()
+            await app.state.lag_reader.close()
             await pool.close()
             await engine.dispose()
 

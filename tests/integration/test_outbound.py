@@ -10,6 +10,7 @@ from sqlalchemy import text
 from tests.conftest import emulator_call, wait_until
 from tests.helpers import running_worker, set_faults, settled, stripe_writes
 from twoway.connectors.stripe.connector import StripeConnector
+from twoway.kit.outbox import enqueue_outbound
 from twoway.sync.engine import SyncEngine
 
 
@@ -190,7 +191,7 @@ async def test_rate_limit_is_absorbed(client, settings, emulator) -> None:
     assert (await client.get("/api/v1/sync/failures")).json() == []
 
 
-async def test_permanent_error_is_dead_then_replay_converges(client, settings, emulator) -> None:
+async def test_permanent_error_is_dead_then_replay_converges(client, settings, emulator, db) -> None:  # type: ignore[no-untyped-def]
     set_faults(emulator, reject_pattern="reject-me")
     async with running_worker(settings):
         cid = await _create(client, "Refused", "reject-me@example.com")
@@ -198,30 +199,35 @@ async def test_permanent_error_is_dead_then_replay_converges(client, settings, e
         assert failures and failures[0]["internal_id"] == cid and failures[0]["status"] == "dead"
         assert "400" in failures[0]["error"]
         assert str(cid) not in by_internal_id(emulator)
-        set_faults(emulator, reject_pattern=None)
-        # Delivery is at-least-once: a second message (the sweeper's, on a loaded machine) can fail the same
-        # way and re-record the dead letter under a new id. Replay whichever one stands now.
-        replayed: list[int] = []
+        dead_id, seen = failures[0]["id"], failures[0]["attempts"]
+        # Delivery is at-least-once (here, ours; on a loaded machine, the sweeper's too): a redelivery that
+        # fails the same way keeps the same dead letter, its attempts counting up, so an operator's id holds.
+        async with db() as session, session.begin():
+            await enqueue_outbound(session, "customer", cid, reason="redelivery")
 
-        async def replay_current() -> bool:
+        async def failed_again() -> list[dict] | None:
             dead = await _failures(client)
-            if not dead:
-                return False
-            assert dead[0]["internal_id"] == cid and dead[0]["status"] == "dead"
-            if (await client.post(f"/api/v1/sync/failures/{dead[0]['id']}/replay")).status_code != 200:
-                return False
-            replayed.append(dead[0]["id"])
-            return True
+            return dead if dead and dead[0]["attempts"] > seen else None
 
-        assert await wait_until(replay_current)
+        again = await wait_until(failed_again, timeout=20)
+        assert again and [(f["id"], f["status"]) for f in again] == [(dead_id, "dead")]
+        set_faults(emulator, reject_pattern=None)
+        r = await client.post(f"/api/v1/sync/failures/{dead_id}/replay")
+        assert r.status_code == 200
         assert await wait_until(lambda: _converged(client, emulator, [cid]))
-        assert (await client.get("/api/v1/sync/failures")).json() == []
-        r = await client.post(f"/api/v1/sync/failures/{replayed[-1]}/replay")
+        # Stripe has it before the success commits; and a message that failed just before the fault was
+        # lifted may record a fresh dead letter that this success then supersedes: wait for the end state.
+        assert await wait_until(lambda: _no_failures(client))
+        r = await client.post(f"/api/v1/sync/failures/{dead_id}/replay")
         assert r.status_code == 404
 
 
 async def _failures(client: httpx.AsyncClient) -> list[dict]:
     return (await client.get("/api/v1/sync/failures")).json()
+
+
+async def _no_failures(client: httpx.AsyncClient) -> bool:
+    return await _failures(client) == []
 
 
 async def test_two_workers_split_partitions_and_converge(client, settings, emulator) -> None:

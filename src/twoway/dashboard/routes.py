@@ -121,7 +121,7 @@ def _kind(name: str) -> records.Kind | None:
 async def _context(request: Request, spec: records.Kind, q: str, page: int) -> dict[str, Any]:
     settings = request.app.state.settings
     systems = registry.enabled_systems(settings)
-    status = await full_status(request.app.state.sessions, settings)
+    status = await full_status(request.app.state.sessions, settings, getattr(request.app.state, "lag_reader", None))
     async with request.app.state.sessions() as session:
         listing = await data.records_page(session, spec, systems, q=q, page=page)
         events = await data.recent_events(session)

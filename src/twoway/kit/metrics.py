@@ -25,6 +25,9 @@ PUBLISHED = Counter("twoway_messages_published_total", "Outbox messages publishe
 CONSUMER_REBUILDS = Counter("twoway_consumer_rebuilds_total",
                             "Consumers closed and replaced after holding no partitions or making no progress",
                             ["group"])
+CONSUMER_RESETS = Counter("twoway_consumer_offset_resets_total",
+                          "Partitions read again from the beginning: the consumer's position was past their end "
+                          "(the broker lost its log)", ["group"])
 CONSUMED = Counter("twoway_messages_consumed_total", "Kafka messages consumed", ["group", "topic"])
 SYNC_RESULTS = Counter("twoway_sync_results_total", "Sync outcomes", ["system", "direction", "kind", "status"])
 SYNC_LATENCY = Histogram(

@@ -6,33 +6,22 @@ last success, breaker state) and from the broker (each consumer group's lag), re
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors import registry
 from twoway.kit import metrics, records
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC
+from twoway.ops.lag import LagReader, LagReading
 from twoway.settings import Settings
 from twoway.sync.breaker import GAUGE_VALUE
 
 DIRECTIONS = ("outbound", "inbound")
-
-
-@dataclass(frozen=True)
-class LagReading:
-    """One consumer group's distance from the end of its topic; `behind` is None when it could not be read."""
-
-    group: str
-    topic: str
-    behind: int | None
-    error: str | None = None
 
 
 @dataclass
@@ -140,18 +129,16 @@ def lag_groups(settings: Settings) -> dict[tuple[str, str], tuple[str, str]]:
     return groups
 
 
-async def read_lag(settings: Settings, timeout: float = 5.0) -> list[LagReading]:
-    """Every group at once, each on its own: one group that cannot be read does not hide the others."""
+async def read_lag(settings: Settings, timeout: float = 5.0, reader: LagReader | None = None) -> list[LagReading]:
+    """Every group's lag, read now; with no long-lived `reader`, over a connection made for this read."""
     pairs = sorted(set(lag_groups(settings).values()))
-    results = await asyncio.gather(*(_group_lag(settings.require_kafka(), group, topic, timeout)
-                                     for group, topic in pairs), return_exceptions=True)
-    readings = []
-    for (group, topic), result in zip(pairs, results, strict=True):
-        if isinstance(result, BaseException):
-            readings.append(LagReading(group, topic, None, f"{type(result).__name__}: {result}"[:200]))
-        else:
-            readings.append(LagReading(group, topic, result))
-    return readings
+    if reader is not None:
+        return await reader.read(settings.require_kafka(), pairs)
+    once = LagReader(timeout)
+    try:
+        return await once.read(settings.require_kafka(), pairs)
+    finally:
+        await once.close()
 
 
 class BrokerUnreachable(Exception):
@@ -171,29 +158,6 @@ def _by_group(readings: list[LagReading]) -> dict[str, dict[str, int]]:
         if r.behind is not None:
             lag.setdefault(r.group, {})[r.topic] = r.behind
     return lag
-
-
-async def _group_lag(bootstrap: str, group: str, topic: str, timeout: float) -> int:
-    # A consumer that never subscribes reads the group's offsets without joining it. (The admin client's
-    # OffsetFetch is not understood by the dev broker, Tansu; the consumer's is, and by Kafka too.)
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                             request_timeout_ms=int(timeout * 1000))
-    try:
-        async with asyncio.timeout(timeout):
-            await probe.start()
-            partitions = probe.partitions_for_topic(topic)
-            if not partitions:  # bootstrap metadata can predate a topic created a moment ago: ask once more
-                await probe.topics()
-                partitions = probe.partitions_for_topic(topic)
-            if not partitions:
-                raise LookupError(f"topic {topic} not found")
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            ends = await probe.end_offsets(tps)
-            committed = [await probe.committed(tp) for tp in tps]
-        return int(sum(max(0, ends[tp] - (c or 0)) for tp, c in zip(tps, committed, strict=True)))
-    finally:
-        with contextlib.suppress(Exception):
-            await probe.stop()
 
 
 @dataclass(frozen=True)
@@ -288,13 +252,14 @@ def connector_rows(settings: Settings, db: DatabaseStatus, lag: list[LagReading]
     return rows
 
 
-async def full_status(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> dict[str, Any]:
+async def full_status(sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                      lag_reader: LagReader | None = None) -> dict[str, Any]:
     async with sessions() as session:
         db = await read_database(session)
     status = dict(db.summary)
     readings: list[LagReading] | None = None
     try:
-        readings = await read_lag(settings)
+        readings = await read_lag(settings, reader=lag_reader)
         status["consumer_lag"] = _by_group(readings)
     except Exception as exc:
         status["consumer_lag"] = {"error": f"broker unreachable: {type(exc).__name__}"}
@@ -302,7 +267,8 @@ async def full_status(sessions: async_sessionmaker[AsyncSession], settings: Sett
     return status
 
 
-async def refresh_gauges(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+async def refresh_gauges(sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                         lag_reader: LagReader | None = None) -> None:
     """Set the database- and broker-backed gauges, at scrape time.
 
     A lag that cannot be read is removed, not left at its last value: a stale number that looks current
@@ -328,7 +294,7 @@ async def refresh_gauges(sessions: async_sessionmaker[AsyncSession], settings: S
             metrics.INBOX_BACKLOG_BY_KIND.labels(system=system, kind=kind).set(db.inbox_by_kind.get((system, kind), 0))
     for system, breaker in db.breakers.items():
         metrics.CONNECTOR_BREAKER.labels(system=system).set(GAUGE_VALUE.get(breaker["state"], 2))
-    for reading in await read_lag(settings):
+    for reading in await read_lag(settings, reader=lag_reader):
         if reading.behind is not None:
             metrics.CONSUMER_LAG.labels(group=reading.group, topic=reading.topic).set(reading.behind)
         else:

@@ -45,7 +45,7 @@ def render_status(status: dict[str, Any]) -> Group:
         if not kinds:  # nothing of any kind yet: the connector's totals
             table.add_row(row["system"], row["direction"], "-", _count(row["backlog"], "yellow"), shared[0],
                           _count(row["retrying"], "yellow"), _count(row["dead_letters"], "bold red"), shared[1],
-                          age(row.get("last_success_age_seconds")))
+                          age(row.get("last_success_age_seconds")), end_section=True)
             continue
         for n, (kind, part) in enumerate(kinds.items()):
             lag, brk = shared if n == 0 else (Text(""), Text(""))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from twoway.kit import metrics
@@ -35,13 +35,14 @@ BUSY_RETRY_SECONDS = 0.1
 # this: every try reads its keys and pending events again (payloads included), and while a backlog of
 # invoices drained, hundreds of their echoes were retried ten times a second (bench/README.md, "invoices").
 BUSY_RETRY_MAX_SECONDS = 0.8
+Where = tuple[TopicPartition, int, int]  # partition, offset, the partition's epoch when the message came
 
 
 @dataclass
 class _Entry:
     item: Item
-    offsets: list[tuple[TopicPartition, int]] = field(default_factory=list)
-    again: list[tuple[TopicPartition, int]] | None = None  # messages that came while in flight
+    offsets: list[Where] = field(default_factory=list)
+    again: list[Where] | None = None  # messages that came while in flight
     not_before: float = 0.0
     busy: int = 0  # tries that found the record held elsewhere
 
@@ -66,6 +67,10 @@ class Pipeline:
         self.outstanding: dict[TopicPartition, dict[int, int]] = {}  # offset -> items not yet done
         self.seen: dict[TopicPartition, int] = {}  # next offset after the last message seen
         self.committed: dict[TopicPartition, int] = {}
+        # Bumped when a partition's offsets start over (assigned anew, or its log was wiped): work accepted
+        # under an older epoch no longer counts towards what is committed.
+        self.epochs: dict[TopicPartition, int] = {}
+        self._checked_ends = 0.0
         self._wake = asyncio.Event()
         self._writing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -74,6 +79,7 @@ class Pipeline:
         self.stalled = False
         self.stall_state: dict[str, Any] = {}
         self._moved_at = 0.0
+        self._rejoin_since = 0.0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,6 +112,7 @@ class Pipeline:
                     self._accept(batch)
                 await self._flush()
                 await self._admit(loop.time())
+                await self._past_the_end(loop.time())
                 await self._commit(loop.time())
                 if self._stuck(loop.time()):
                     self.stalled = True
@@ -131,14 +138,65 @@ class Pipeline:
             self.on_assigned = None
         return batch
 
+    def restart_offsets(self, partitions: Sequence[TopicPartition] | set[TopicPartition]) -> None:
+        """These partitions' positions start over from the group's committed offset (a rebalance) or from
+        the beginning (a wiped log): forget what we saw and committed of them before.
+
+        Why: after the broker lost its memory the group rejoined and got the same partitions back, and we
+        committed the offset we had seen before the restart (say 500) to a topic that holds 10 messages.
+        The broker accepted it, and the next owner waited at 500 for good (bug 6)."""
+        for tp in partitions:
+            self.epochs[tp] = self.epochs.get(tp, 0) + 1
+            self.seen.pop(tp, None)
+            self.outstanding.pop(tp, None)
+            self.committed.pop(tp, None)
+
+    async def _past_the_end(self, now: float) -> None:
+        """A position beyond the partition's end means its log was wiped (a broker that keeps topics in
+        memory restarted). Kafka would answer OFFSET_OUT_OF_RANGE and reset the position; the dev broker
+        answers nothing, forever. Start over from the beginning, as `auto_offset_reset` says."""
+        if now - self._checked_ends < 1.0:
+            return
+        self._checked_ends = now
+        for tp in self.consumer.assignment():
+            try:
+                end = self.consumer.highwater(tp)
+                if end is None:
+                    continue
+                position = await asyncio.wait_for(self.consumer.position(tp), 0.5)
+                if position <= end:
+                    continue
+                log.warning("consumer position past the end of its partition; reading it from the beginning",
+                            group=self.group, partition=tp.partition, position=position, end=end)
+                self.restart_offsets([tp])
+                await asyncio.wait_for(self.consumer.seek_to_beginning(tp), 5)
+                metrics.CONSUMER_RESETS.labels(group=self.group).inc()
+            except (TimeoutError, AssertionError):
+                continue  # no valid position yet, or the assignment moved: next turn
+            except Exception as exc:
+                quiet.warning("consumer end check failed", key=self.group, group=self.group, error=repr(exc)[:200])
+
     def _stuck(self, now: float) -> bool:
         """True once nothing has moved for `stall_seconds`: no message, no write-back, and the consumer is
         not a healthy idle member (in the group, every partition of its own answered by a recent fetch)."""
         if not self.stall_seconds:
             return False
+        # A member asked to rejoin that never does keeps its old partitions (and may well read them) while
+        # the group waits for it: the "rebalancing" heartbeats of bug 6. A healthy rejoin takes at most the
+        # rebalance timeout.
+        if self._rejoin_pending():
+            self._rejoin_since = self._rejoin_since or now
+            if now - self._rejoin_since > self.stall_seconds:
+                return True
+        else:
+            self._rejoin_since = 0.0
         if self._healthy_idle():
             self._moved_at = now
         return now - self._moved_at > self.stall_seconds
+
+    def _rejoin_pending(self) -> bool:
+        wanted = getattr(getattr(self.consumer, "_coordinator", None), "_rejoin_needed_fut", None)
+        return isinstance(wanted, asyncio.Future) and wanted.done()
 
     def _healthy_idle(self) -> bool:
         # aiokafka does not say publicly whether the member has joined: an empty assignment may mean
@@ -160,7 +218,8 @@ class Pipeline:
         """What the stalled consumer looked like, for the log: enough to tell a stuck join from a dead fetch."""
         coordinator = getattr(self.consumer, "_coordinator", None)
         return {"assigned": sorted(tp.partition for tp in self.consumer.assignment()),
-                "joined": self._joined(), "waiting": len(self.waiting), "in_flight": len(self.flying),
+                "joined": self._joined(), "rejoin_pending": self._rejoin_pending(),
+                "waiting": len(self.waiting), "in_flight": len(self.flying),
                 "generation": getattr(coordinator, "generation", None),
                 "coordinator": getattr(coordinator, "coordinator_id", None),
                 "member": str(getattr(coordinator, "member_id", ""))[-12:]}
@@ -182,7 +241,7 @@ class Pipeline:
                     continue
                 pending[msg.offset] = len(items)
                 for item in items:
-                    where = (tp, msg.offset)
+                    where = (tp, msg.offset, self.epochs.get(tp, 0))
                     if item.key in self.flying:
                         entry = self.flying[item.key]
                         entry.again = (entry.again or []) + [where]
@@ -266,7 +325,9 @@ class Pipeline:
                 self.waiting[entry.item.key] = _Entry(entry.item, entry.again)
 
     def _done(self, entry: _Entry) -> None:
-        for tp, offset in entry.offsets:
+        for tp, offset, epoch in entry.offsets:
+            if epoch != self.epochs.get(tp, 0):
+                continue
             pending = self.outstanding.get(tp, {})
             if offset in pending:
                 pending[offset] -= 1
@@ -332,10 +393,11 @@ async def consume_forever(make: Callable[[], AIOKafkaConsumer], group: str, engi
     """
     while not stop.is_set():
         consumer = make()
-        if not await _start(consumer, group, stop):
-            return
         pipeline = Pipeline(consumer, group, engine, to_items, stop, on_assigned=on_assigned,
                             stall_seconds=stall_seconds, **kw)
+        consumer.subscribe(topics=sorted(consumer.subscription()), listener=_Rebalance(pipeline))
+        if not await _start(consumer, group, stop):
+            return
         try:
             await pipeline.run()
         finally:
@@ -348,6 +410,17 @@ async def consume_forever(make: Callable[[], AIOKafkaConsumer], group: str, engi
         metrics.CONSUMER_REBUILDS.labels(group=group).inc()
         log.warning("consumer stalled; rebuilding it", group=group, stalled_seconds=stall_seconds,
                     **pipeline.stall_state)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.pipeline.restart_offsets(assigned)
 
 
 async def _start(consumer: AIOKafkaConsumer, group: str, stop: asyncio.Event) -> bool:

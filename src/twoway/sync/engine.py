@@ -594,15 +594,17 @@ class _WriteBack:
                 await self.session.execute(sql.WAKE_CHILDREN, {"parents": sorted({f"{k}:{i}" for k, i, _ in made})})
 
     async def _close(self, conflicted: set[int]) -> None:
-        closes = [(j, c) for j in self.jobs if id(j) not in conflicted for c in j.outcome.close]  # type: ignore[union-attr]
+        closes = [(j, c, False) for j in self.jobs if id(j) not in conflicted for c in j.outcome.close]  # type: ignore[union-attr]
+        # A failure leaves the dead letter for _failures to settle (kept as it is, or superseded).
         closes += [(j, plan.Close(j.item.direction, j.outcome.internal_id if j.item.direction == "outbound"  # type: ignore[union-attr]
-                                  else None, j.item.external_id, keep_started=True))
+                                  else None, j.item.external_id, keep_started=True), True)
                    for j in self.jobs if id(j) not in conflicted and _owes(j)]
         if closes:
             await self.session.execute(sql.CLOSE_OPEN, {
-                "kinds": [j.item.kind for j, _ in closes], "systems": [j.item.system for j, _ in closes],
-                "dirs": [c.direction for _, c in closes], "iids": [c.internal_id for _, c in closes],
-                "xids": [c.external_id for _, c in closes], "keep": [c.keep_started for _, c in closes]})
+                "kinds": [j.item.kind for j, _, _ in closes], "systems": [j.item.system for j, _, _ in closes],
+                "dirs": [c.direction for _, c, _ in closes], "iids": [c.internal_id for _, c, _ in closes],
+                "xids": [c.external_id for _, c, _ in closes], "keep": [c.keep_started for _, c, _ in closes],
+                "keep_dead": [k for _, _, k in closes]})
 
     async def _failures(self, conflicted: set[int]) -> None:
         owing = [j for j in self.jobs if id(j) not in conflicted and _owes(j)]
@@ -616,6 +618,7 @@ class _WriteBack:
         for r in rows:
             previous[r.n] = r
         now = _now()
+        judged: list[dict[str, Any]] = []
         for n, job in enumerate(owing):
             out = job.outcome
             assert out is not None
@@ -624,16 +627,30 @@ class _WriteBack:
             since: datetime = prev.since if prev and prev.since else now
             status, delay, operation, detail = self._judge(job, attempts, tries, since, now)
             job.attempts_seen["status"] = status
-            self.events.append(dict(kind=job.item.kind, system=job.item.system, dir=job.item.direction,
-                                    op=operation, status=status, iid=_iid(job), xid=_xid(job),
-                                    attempts=detail.pop("attempts"), error=str(out.failure)[:1000] if out.failure
-                                    else None, delay=delay, detail=detail))
+            judged.append(dict(kind=job.item.kind, system=job.item.system, dir=job.item.direction,
+                               op=operation, status=status, iid=_iid(job), xid=_xid(job),
+                               attempts=detail.pop("attempts"), error=str(out.failure)[:1000] if out.failure
+                               else None, delay=delay, detail=detail))
             if out.failure is not None:
                 quiet.warning("sync failed", key=(job.item.system, job.item.direction, type(out.failure).__name__,
                                                   out.failure.status, status),
                               kind=job.item.kind, system=job.item.system, direction=job.item.direction,
                               internal_id=_iid(job), external_id=_xid(job), status=status,
                               error=str(out.failure)[:300])
+        kept = await self._settle_dead(owing, judged)
+        self.events.extend(e for n, e in enumerate(judged) if n not in kept)
+
+    async def _settle_dead(self, owing: list[Job], judged: list[dict[str, Any]]) -> set[int]:
+        """Settle the dead letters that _close left standing; the numbers (in `owing`) whose row was kept."""
+        rows = await self.session.execute(sql.SETTLE_DEAD, {
+            "ns": list(range(len(owing))), "kinds": [j.item.kind for j in owing],
+            "systems": [j.item.system for j in owing], "dirs": [j.item.direction for j in owing],
+            "iids": [j.outcome.internal_id if j.item.direction == "outbound" else None  # type: ignore[union-attr]
+                     for j in owing],
+            "xids": [j.item.external_id for j in owing], "statuses": [e["status"] for e in judged],
+            "versions": [None if (v := e["detail"].get("version")) is None else str(v) for e in judged],
+            "errors": [e["error"] for e in judged], "details": [json.dumps(e["detail"]) for e in judged]})
+        return {int(r.n) for r in rows if r.same}
 
     def _judge(self, job: Job, attempts: int, tries: int, since: datetime, now: datetime
                ) -> tuple[str, float | None, str, dict[str, Any]]:

@@ -37,7 +37,8 @@ class FailureOut(BaseModel):
 
 @router.get("/sync/status")
 async def sync_status(request: Request) -> dict[str, Any]:
-    return await full_status(request.app.state.sessions, request.app.state.settings)
+    return await full_status(request.app.state.sessions, request.app.state.settings,
+                             getattr(request.app.state, "lag_reader", None))
 
 
 @router.get("/sync/failures", response_model=list[FailureOut])

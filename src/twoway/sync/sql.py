@@ -156,19 +156,50 @@ MARK_PROCESSED = text(
 # an index (with the OR every open row met every record of the batch: 41 ms a batch at 5,000 open rows).
 CLOSE_OPEN = text("""
     WITH v AS (SELECT * FROM unnest(CAST(:kinds AS text[]), CAST(:systems AS text[]), CAST(:dirs AS text[]),
-                                    CAST(:iids AS bigint[]), CAST(:xids AS text[]), CAST(:keep AS boolean[]))
-                             AS v(kind, system, dir, iid, xid, keep))
+                                    CAST(:iids AS bigint[]), CAST(:xids AS text[]), CAST(:keep AS boolean[]),
+                                    CAST(:keep_dead AS boolean[]))
+                             AS v(kind, system, dir, iid, xid, keep, keep_dead))
     UPDATE sync_events AS s SET status = 'superseded', updated_at = now()
     WHERE s.status IN ('retry', 'requeued', 'started', 'dead') AND s.id IN (
         SELECT e.id FROM v JOIN sync_events e ON e.kind = v.kind AND e.system = v.system AND e.direction = v.dir
                                               AND e.internal_id = v.iid
         WHERE v.iid IS NOT NULL AND e.status IN ('retry', 'requeued', 'started', 'dead')
-          AND NOT (v.keep AND e.status = 'started')
+          AND NOT (v.keep AND e.status = 'started') AND NOT (v.keep_dead AND e.status = 'dead')
         UNION ALL
         SELECT e.id FROM v JOIN sync_events e ON e.kind = v.kind AND e.system = v.system AND e.direction = v.dir
                                               AND e.external_id = v.xid
         WHERE v.iid IS NULL AND e.status IN ('retry', 'requeued', 'started', 'dead')
-          AND NOT (v.keep AND e.status = 'started'))""")
+          AND NOT (v.keep AND e.status = 'started') AND NOT (v.keep_dead AND e.status = 'dead'))""")
+# A failing record's dead letter (left standing by CLOSE_OPEN): failing for good again at the same version, it
+# stays the same row, refreshed (an operator's or a test's id still names it); anything else supersedes it.
+SETTLE_DEAD = text("""
+    WITH v AS (SELECT * FROM unnest(CAST(:ns AS int[]), CAST(:kinds AS text[]), CAST(:systems AS text[]),
+                                    CAST(:dirs AS text[]), CAST(:iids AS bigint[]), CAST(:xids AS text[]),
+                                    CAST(:statuses AS text[]), CAST(:versions AS text[]), CAST(:errors AS text[]),
+                                    CAST(:details AS text[]))
+                             AS v(n, kind, system, dir, iid, xid, status, version, error, detail)),
+    hit AS (
+        SELECT e.id, v.n, v.status = 'dead' AND e.detail ->> 'version' IS NOT DISTINCT FROM v.version AS same,
+               v.error, v.detail
+        FROM v JOIN sync_events e ON e.kind = v.kind AND e.system = v.system AND e.direction = v.dir
+                                 AND e.internal_id = v.iid
+        WHERE v.iid IS NOT NULL AND e.status = 'dead'
+        UNION ALL
+        SELECT e.id, v.n, v.status = 'dead' AND e.detail ->> 'version' IS NOT DISTINCT FROM v.version,
+               v.error, v.detail
+        FROM v JOIN sync_events e ON e.kind = v.kind AND e.system = v.system AND e.direction = v.dir
+                                 AND e.external_id = v.xid
+        WHERE v.iid IS NULL AND e.status = 'dead')
+    UPDATE sync_events AS s SET
+        status = CASE WHEN hit.same THEN 'dead' ELSE 'superseded' END,
+        attempts = CASE WHEN hit.same THEN s.attempts + 1 ELSE s.attempts END,
+        error = CASE WHEN hit.same THEN hit.error ELSE s.error END,
+        detail = CASE WHEN hit.same
+                      THEN CAST(hit.detail AS jsonb) || jsonb_build_object('since', s.detail -> 'since')
+                      ELSE s.detail END,
+        updated_at = now()
+    FROM hit WHERE s.id = hit.id AND s.status = 'dead'  -- rechecked under the row lock: a replay won the race
+    RETURNING hit.n, hit.same""")
 # What earlier failures of these records left: attempts used, when the streak began, tries made.
 PREVIOUS = text("""
     WITH v AS (SELECT * FROM unnest(CAST(:ns AS int[]), CAST(:kinds AS text[]), CAST(:systems AS text[]),
