@@ -31,10 +31,6 @@ from twoway.sync.quiet import Quiet
 log = get_logger(__name__)
 quiet = Quiet(log)
 BUSY_RETRY_SECONDS = 0.1
-# A record held elsewhere for long (an invoice's create, lines and finalize) is tried less often, up to
-# this: every try reads its keys and pending events again (payloads included), and while a backlog of
-# invoices drained, hundreds of their echoes were retried ten times a second (bench/README.md, "invoices").
-BUSY_RETRY_MAX_SECONDS = 0.8
 Where = tuple[TopicPartition, int, int]  # partition, offset, the partition's epoch when the message came
 
 
@@ -44,7 +40,6 @@ class _Entry:
     offsets: list[Where] = field(default_factory=list)
     again: list[Where] | None = None  # messages that came while in flight
     not_before: float = 0.0
-    busy: int = 0  # tries that found the record held elsewhere
 
 
 class Pipeline:
@@ -265,9 +260,7 @@ class Pipeline:
         by_item = {e.item: e for e in ready}
         for item in busy:
             # Held by another worker (or the API): try again in a moment; its offsets wait for it.
-            entry = by_item[item]
-            entry.not_before = now + min(BUSY_RETRY_MAX_SECONDS, BUSY_RETRY_SECONDS * 2 ** entry.busy)
-            entry.busy += 1
+            by_item[item].not_before = now + BUSY_RETRY_SECONDS
         started = {j.item for j in jobs}
         for e in ready:
             if e.item not in started and e.item not in busy:
