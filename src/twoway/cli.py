@@ -177,6 +177,7 @@ def status(
 
     import twoway.models  # noqa: F401  (registers every kind of record: counts per kind)
     from twoway.kit.db import make_engine, make_sessionmaker
+    from twoway.ops.lag import LagReader
     from twoway.ops.status import full_status
     from twoway.ops.status_table import render_status
 
@@ -187,15 +188,17 @@ def status(
     async def main() -> dict[str, object] | None:
         engine = make_engine(settings.require_database_url(), pool_size=2)
         sessions = make_sessionmaker(engine)
+        lag = LagReader()  # one broker connection for every refresh
         try:
             if not watch:
-                return await full_status(sessions, settings)
-            with Live(render_status(await full_status(sessions, settings)), console=console,
+                return await full_status(sessions, settings, lag)
+            with Live(render_status(await full_status(sessions, settings, lag)), console=console,
                       auto_refresh=False) as live:
                 while True:
                     await asyncio.sleep(interval)
-                    live.update(render_status(await full_status(sessions, settings)), refresh=True)
+                    live.update(render_status(await full_status(sessions, settings, lag)), refresh=True)
         finally:
+            await lag.close()
             await engine.dispose()
 
     try:

@@ -85,9 +85,6 @@ def test_short_chaos_run_converges(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.chaos", "--duration", "35", "--seed", "7", "--rate", "20",
          "--converge-timeout", "75", "--out", str(out),
-         # With Salesforce on, a broker restart sometimes leaves the salesforce-outbound group rebalancing
-         # for good (bench/README.md, bug 6): `make chaos` keeps the restart; this test cannot yet.
-         "--no-broker-restart",
          # Invoices are in `make chaos`; not yet here (bench/README.md, "Invoices in the chaos run").
          "--no-invoices"],
         cwd=ROOT, capture_output=True, text=True, timeout=170,

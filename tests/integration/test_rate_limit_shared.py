@@ -13,7 +13,7 @@ from tests.conftest import emulator_call, wait_until
 from tests.e2e.test_processes import worker_env
 from tests.helpers import set_faults
 from twoway.kit.db import asyncpg_dsn
-from twoway.kit.ratelimit import SHRINK_FACTOR, SharedLimiter
+from twoway.kit.ratelimit import PRIORITY, SHRINK_FACTOR, SharedLimiter
 from twoway.settings import Settings
 
 
@@ -141,3 +141,21 @@ async def test_a_high_limit_costs_few_statements(db, settings: Settings) -> None
     assert calls == 2000
     print(f"{limiter.leases} leases for {calls} calls")
     assert limiter.leases <= calls / 10, limiter.leases
+
+
+async def test_waiters_are_served_oldest_work_first(db, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """A caller's PRIORITY (when its work began) orders the queue: a record's next step goes before
+    records whose work began later, whatever order the calls arrive in."""
+    limiter = SharedLimiter(asyncpg_dsn(settings.require_database_url()), "test:priority", 20.0)
+    served: list[float] = []
+    base = asyncio.get_running_loop().time()
+
+    async def call(age: float) -> None:
+        PRIORITY.set(base + age)  # this task's own context
+        await limiter.acquire()
+        served.append(age)
+    try:
+        await asyncio.gather(*(call(age) for age in (3.0, 1.0, 4.0, 0.5, 2.0, 5.0)))
+    finally:
+        await limiter.close()
+    assert served == sorted(served), served

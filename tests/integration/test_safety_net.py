@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -78,12 +78,19 @@ async def test_cli_replay_sends_dead_letters_back(settings, client, emulator, db
         set_faults(emulator, reject_pattern=None)
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DATABASE_URL": settings.require_database_url(),
                "TWOWAY_API_KEYS": API_KEY}
-        out = subprocess.run([sys.executable, "-m", "twoway", "replay", "--all"], env=env, capture_output=True,
-                             text=True, timeout=60)
-        assert out.returncode == 0 and "replayed 1" in out.stdout
+        # Run without blocking this event loop: the worker lives in it, and frozen mid-transaction it would hold
+        # the very rows the CLI waits to lock (the CLI then timed out after 60 s on a loaded machine).
+        code, stdout, stderr = await _cli(env, "replay", "--all")
+        assert code == 0 and "replayed 1" in stdout, stderr
         assert await wait_until(lambda: _scalar(db, "SELECT count(*) FROM links WHERE internal_id = :i", i=cid))
-        status = subprocess.run([sys.executable, "-m", "twoway", "status", "--json"], env={
-            **env, "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(), "STRIPE_SECRET_KEY": "sk_test_x"},
-            capture_output=True, text=True, timeout=60)
-        assert status.returncode == 0, status.stderr
-        assert json.loads(status.stdout)["dead_letters"] == 0
+        code, stdout, stderr = await _cli({**env, "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(),
+                                           "STRIPE_SECRET_KEY": "sk_test_x"}, "status", "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["dead_letters"] == 0
+
+
+async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "twoway", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return int(proc.returncode or 0), out.decode(), err.decode()

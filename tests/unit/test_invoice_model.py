@@ -6,8 +6,10 @@ messages, crashes between the calls and the write-back, and outages.
 Properties: the status climbs the ladder (draft < open < uncollectible < paid | void) and never goes down;
 a terminal status stays, unless both sides reached different terminals (Stripe's wins, recorded as a
 conflict); draft fields merge 3-way; a draft deleted on either side is deleted on the other and a
-finalized one is voided instead; an invoice whose customer has no link waits (no attempt used, no dead
-letter) and syncs once the link exists; at the end both sides agree.
+finalized one is voided instead; a draft deleted here that Stripe moved on first comes back with Stripe's
+state, recorded; a draft whose customer Stripe deleted first is deleted here, recorded; an invoice whose
+customer has no link waits (no attempt used, no dead letter) and syncs once the link exists; at the end
+both sides agree.
 
 Our row is kept as the invoice store keeps it (a confirmed status and a requested one, applied by the
 store's own `_apply_status`); our API's commands follow `invoices.service` (`ALLOWED_FROM`). Customers,
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
 from tests.unit.test_sync_model import Db, Engine, Event, Pipes, Row, _at, index
-from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, Refused
+from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, ParentMissing, Refused
 from twoway.invoices.kind import RULES
 from twoway.invoices.models import RANK, TERMINAL
 from twoway.invoices.service import ALLOWED_FROM, COMMANDS
@@ -67,6 +69,8 @@ class Inv(Row):
 @dataclass
 class InvDb(Db):
     customers: dict[int, str | None] = field(default_factory=dict)  # our customer -> its Stripe id, once linked
+    gone: set[int] = field(default_factory=set)  # customers whose link says deleted in Stripe
+    deleted_here: set[int] = field(default_factory=set)  # invoices deleted through our API
     conflicts: list[tuple[int, str, str]] = field(default_factory=list)  # (invoice, field, winner), logged
     failures: int = 0  # passes that used up an attempt
 
@@ -88,6 +92,7 @@ class InvoiceStripe:
     def __init__(self) -> None:
         self.objs: dict[str, SInv] = {}
         self.customers: set[str] = set()
+        self.deleted_customers: set[str] = set()
         self.first: dict[str, ExternalRecord] = {}  # what a replayed create answers
         self.created: dict[str, str] = {}  # create key -> the invoice it made
         self.keys: set[str] = set()
@@ -101,7 +106,9 @@ class InvoiceStripe:
             return ExternalRecord(xid, {}, internal_id=inv.internal_id, deleted=True)
         fields = {"customer_id": inv.customer, **inv.fields, "status": inv.status, "confirmed_status": inv.status,
                   "number": inv.number}
-        return ExternalRecord(xid, fields, internal_id=inv.internal_id)
+        # The invoice carries a copy of its customer (what is left of it once deleted).
+        return ExternalRecord(xid, fields, internal_id=inv.internal_id,
+                              parent=ExternalRecord(inv.customer, {"name": inv.customer, "email": ""}))
 
     def _event(self, type_: str, xid: str) -> None:
         self.serial += 1
@@ -119,14 +126,15 @@ class InvoiceStripe:
         return True
 
     def new_customer(self) -> str:
-        xid = f"cus_{len(self.customers) + 1}"
+        xid = f"cus_{len(self.customers) + len(self.deleted_customers) + 1}"
         self.customers.add(xid)
         return xid
 
     def create(self, customer: str, fields: dict[str, str], internal_id: int | None, key: str | None = None) -> str:
         if key is not None and key in self.created:
             return self.created[key]
-        assert customer in self.customers, "customer required (404 otherwise)"
+        if customer not in self.customers:
+            raise ParentMissing("No such customer", param="customer")
         xid = f"in_{len(self.objs) + 1}"
         self.objs[xid] = SInv(customer, {k: fields[k] for k in DRAFT}, internal_id)
         if key is not None:
@@ -158,6 +166,11 @@ class InvoiceStripe:
         inv.status = target
         self._event(f"invoice.{target}", xid)
         return True
+
+    def delete_customer(self, xid: str) -> None:
+        """Its invoices stay as they are (as the emulator does)."""
+        self.customers.discard(xid)
+        self.deleted_customers.add(xid)
 
     def delete(self, xid: str) -> bool:
         """A draft only; False: a 400 ("You can only delete draft invoices.")."""
@@ -199,7 +212,8 @@ class InvoiceEngine(Engine):
         claims = {cid: plan.Claim(self._ours(cid), c.linked) for cid, c in s.claims.items()}
         links = {cid: xid for cid, xid in self.db.customers.items() if xid is not None}
         return plan.Snapshot(kind="invoice", system="stripe", now=s.now, ours=ours, link=s.link, pending=s.pending,
-                             trace=s.trace, claims=claims, rules=RULES, parent_links=links)
+                             trace=s.trace, claims=claims, rules=RULES, parent_links=links,
+                             parents_gone=frozenset(self.db.gone))
 
     def _ours(self, rid: int) -> plan.Ours | None:
         row = self.db.rows.get(rid)
@@ -215,6 +229,9 @@ class InvoiceEngine(Engine):
         if self.down:
             raise ConnectorError("stripe 503", transient=True, status=503)
         s = self.stripe
+        if isinstance(call, plan.Fetch) and call.kind == "customer":
+            gone = call.external_id not in s.customers
+            return ExternalRecord(call.external_id, {} if gone else {"name": call.external_id}, deleted=gone)
         if isinstance(call, plan.Fetch):
             return s.record(call.external_id) if call.external_id in s.objs else \
                 ExternalRecord(call.external_id, {}, deleted=True)
@@ -263,10 +280,10 @@ class InvoiceEngine(Engine):
         raise Refused(f"invoice is {status}", fields=["status"], current=s.record(xid))
 
     def _delete(self, call: plan.Delete) -> None:
-        """As `connectors.stripe.invoices.delete`: a finalized one is voided instead; paid or void stays."""
+        """As `connectors.stripe.invoices.delete`: only a draft; one moved on is `Refused` with its state."""
         s = self.stripe
-        if not s.delete(call.external_id) and s.objs[call.external_id].status in ("open", "uncollectible"):
-            s.move(call.external_id, "void", key=f"{call.key}:void")
+        if not s.delete(call.external_id):
+            raise Refused("only drafts can be deleted", fields=["status"], current=s.record(call.external_id))
         return None
 
     def _write_back(self, out: plan.Outcome, message: tuple[str, object]) -> None:
@@ -280,12 +297,30 @@ class InvoiceEngine(Engine):
             if log.status == "conflict" and log.detail and "field" in log.detail:
                 assert log.internal_id is not None
                 self.db.conflicts.append((log.internal_id, log.detail["field"], log.detail["winner"]))
+            if log.status == "conflict" and log.detail and log.detail.get("ours") == "deleted":
+                assert log.internal_id is not None  # (b) our delete lost to money that moved: restored
+                self.db.conflicts.append((log.internal_id, "deleted", log.detail["winner"]))
+            if log.status == "conflict" and log.detail and "parent" in log.detail:
+                assert log.internal_id is not None  # (a) its customer was deleted in Stripe first
+                self.db.conflicts.append((log.internal_id, "orphaned", "theirs"))
         super()._write_back(out, message)
+        t = out.tombstone
+        if t is not None and out.insert is not None and out.link is not None and out.link.internal_id in self.db.rows:
+            # A deleted customer row linked to the Stripe id (or the one linked first: the invoice hangs on it).
+            cid = next((c for c, x in self.db.customers.items() if x == t.external_id), None)
+            if cid is None:
+                cid = t.internal_id
+                self.db.customers[cid] = t.external_id
+                self.db.gone.add(cid)
+            row = self.db.rows[out.link.internal_id]
+            assert isinstance(row, Inv)
+            row.customer = cid
 
     def _write_row(self, row: Row, write: plan.RowWrite) -> None:
         assert isinstance(row, Inv)
         row.apply(write.changes)
-        row.deleted = row.deleted or write.delete
+        row.deleted = (row.deleted or write.delete) and not write.restore
+
 
     def _insert(self, new_id: int, fields: dict[str, str]) -> None:
         row = Inv({k: fields[k] for k in DRAFT}, customer=int(fields["customer_id"]), updated_at=self.now)
@@ -324,8 +359,10 @@ class InvoiceModel(Pipes):
         db = self.db
         if direction == "cust_out":
             assert isinstance(target, int)
-            if db.customers.get(target) is None and not self.down:
+            if db.customers.get(target) is None and not self.down and target not in db.gone:
                 db.customers[target] = self.stripe.new_customer()
+        elif target in self.stripe.deleted_customers:
+            db.gone.update(c for c, x in db.customers.items() if x == target)  # read: it is gone
         elif isinstance(target, str) and target not in db.customers.values():
             db.customers[self.ids.next()] = target  # imported: a customer of ours, linked
         return db
@@ -389,6 +426,7 @@ class InvoiceModel(Pipes):
             return
         if row.effective == "draft":
             row.deleted = True
+            self.db.deleted_here.add(next(k for k, r in self.db.rows.items() if r is row))
         else:
             row.requested_status = "void"
         self._bump(row)
@@ -408,6 +446,14 @@ class InvoiceModel(Pipes):
         return live[i % len(live)] if live else None
 
     @precondition(lambda self: bool(self.stripe.live()))
+    @precondition(lambda self: bool(self.stripe.customers))
+    @rule(i=index)
+    def remote_delete_customer(self, i: int) -> None:
+        """Someone deletes a customer in Stripe; its customer.deleted reaches us some time later."""
+        xid = sorted(self.stripe.customers)[i % len(self.stripe.customers)]
+        self.stripe.delete_customer(xid)
+        self.queue.append(("cust_in", xid))
+
     @rule(i=index, name=draft_field, value=values)
     def remote_edit(self, i: int, name: str, value: str) -> None:
         xid = self._remote(i, "draft")
@@ -461,10 +507,11 @@ def assert_invoices_converged(db: InvDb, stripe: InvoiceStripe) -> None:
         link = db.links.get(rid)
         obj = live.get(link.external_id) if link else None
         if row.deleted:
-            # A draft deleted here is gone there; a finalized one cannot be deleted: it ends void (or paid,
-            # when it was paid over there first).
-            assert obj is None or obj.status in TERMINAL, f"row {rid} deleted, Stripe holds it {obj.status}"
+            # Deleted on both sides: where Stripe kept it (it moved on first), ours came back instead.
+            assert obj is None, f"row {rid} deleted, Stripe holds it {obj.status}"
             assert link is not None or stripe.search(rid) is None, f"row {rid} deleted, unlinked, found by search"
+            # Never there and not deleted by us: its customer was deleted in Stripe first, recorded.
+            assert link is not None or rid in db.deleted_here or (rid, "orphaned", "theirs") in db.conflicts, rid
             continue
         assert link is not None and obj is not None, f"live invoice {rid}: link {link}, Stripe {obj}"
         assert db.customers.get(row.customer) == obj.customer, (rid, row.customer, obj.customer)
@@ -538,13 +585,39 @@ def test_a_stale_open_after_paid_changes_nothing() -> None:
     assert isinstance(row, Inv) and row.status == "paid" and row.effective == "paid"
 
 
-def test_a_draft_deleted_here_after_stripe_finalized_it_is_voided_there() -> None:
+def test_a_draft_deleted_here_after_stripe_finalized_it_is_voided_there_and_comes_back_void() -> None:
     model = _linked_draft()
     model.remote_command(i=0, to="open")  # not yet seen here: our API still deletes the draft
     model.local_delete(i=0)
-    model.handle(i=len(model.queue) - 1, duplicate=False)
-    assert model.stripe.objs["in_1"].status == "void" and model.db.rows[2].deleted
     model.settle()
+    row = model.db.rows[2]
+    assert model.stripe.objs["in_1"].status == "void" and not row.deleted and row.status == "void"
+    assert (2, "deleted", "theirs") in model.db.conflicts
+    assert_invoices_converged(model.db, model.stripe)
+
+
+def test_a_draft_deleted_here_while_stripe_paid_it_comes_back_paid() -> None:
+    """Decision (b): money moved over there; our delete loses, recorded."""
+    model = _linked_draft()
+    model.remote_command(i=0, to="paid")
+    model.local_delete(i=0)
+    model.settle()
+    row = model.db.rows[2]
+    assert isinstance(row, Inv) and not row.deleted and (row.status, row.effective) == ("paid", "paid")
+    assert (2, "deleted", "theirs") in model.db.conflicts
+    assert_invoices_converged(model.db, model.stripe)
+
+
+def test_a_draft_whose_customer_stripe_deleted_first_is_deleted_here() -> None:
+    """Decision (a): it can never get there; ours is deleted, recorded."""
+    model = InvoiceModel()
+    model.local_customer()
+    model.handle(i=0, duplicate=False)  # the customer is linked: cus_1
+    model.remote_delete_customer(i=0)
+    model.local_create(i=0, description="a", lines="a", new_customer=False)
+    model.settle()
+    assert model.db.rows[2].deleted and 2 not in model.db.links and not model.stripe.objs
+    assert (2, "orphaned", "theirs") in model.db.conflicts and model.db.failures == 0
     assert_invoices_converged(model.db, model.stripe)
 
 

@@ -9,15 +9,24 @@ floor) and push the bucket into debt for the Retry-After; it recovers additively
 
 `TokenBucket` is the same thing in one process, for a process with no database (and as the fallback
 while the database cannot be reached).
+
+Within a process, `SharedLimiter` serves its waiting callers oldest work first: a caller may set
+`PRIORITY` (a `loop.time()`, lower goes first) for the work it calls for; by default a caller is as old
+as its call. The sync engine sets it to when a record's pass began, so a record's next step (an
+invoice's lines, then its finalize) goes before other records' first steps: records finish one after
+another while the limit stays full, instead of all of them finishing together at the end of a drain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import math
 import time
 from collections import deque
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -35,6 +44,8 @@ FLOOR_SHARE = 0.1
 SHRINK_INTERVAL = 1.0  # a burst of 429s from many workers is one signal, not many
 DEFAULT_PENALTY = 0.25  # seconds of debt after a 429 without Retry-After
 DB_RETRY_SECONDS = 5.0
+# When the caller's work began (`loop.time()`); None: now. Lower is served first (see the module doc).
+PRIORITY: ContextVar[float | None] = ContextVar("ratelimit_priority", default=None)
 
 
 class RateLimitBucket(Base):
@@ -153,7 +164,8 @@ class SharedLimiter:
         self.max_block = max_block if max_block is not None else max(1, int(rate / 20))
         self.leases = 0
         self._conn: Any = None
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []  # a heap: oldest work first
+        self._seq = itertools.count()
         self._tokens: deque[float] = deque()  # leased tokens not yet handed out: when each may be spent
         self._recent: deque[float] = deque()  # acquire() times over the last second: this process's demand
         self._pump: asyncio.Task[None] | None = None
@@ -171,7 +183,8 @@ class SharedLimiter:
             self._tokens.popleft()  # a token already leased and due: no queue, no statement
             return
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(fut)
+        priority = PRIORITY.get()
+        heapq.heappush(self._waiters, (now if priority is None else priority, next(self._seq), fut))
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._serve())
         await fut
@@ -183,8 +196,8 @@ class SharedLimiter:
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while self._waiters and self._waiters[0].done():
-                self._waiters.popleft()  # cancelled callers
+            while self._waiters and self._waiters[0][2].done():
+                heapq.heappop(self._waiters)  # cancelled callers
             if not self._waiters:
                 return
             now = loop.time()
@@ -196,7 +209,7 @@ class SharedLimiter:
                 self._tokens.popleft()
                 self._release_one()
                 continue
-            waiting = sum(1 for w in self._waiters if not w.done())
+            waiting = sum(1 for w in self._waiters if not w[2].done())
             want = min(self.max_block, max(waiting, math.ceil(len(self._recent) * self.PREFETCH_SECONDS)))
             leased = await self._lease(want)
             if leased is None:  # no database: this process's own bucket, until it is back
@@ -210,7 +223,7 @@ class SharedLimiter:
 
     def _release_one(self) -> None:
         while self._waiters:
-            fut = self._waiters.popleft()
+            fut = heapq.heappop(self._waiters)[2]
             if not fut.done():
                 fut.set_result(None)
                 return
@@ -265,7 +278,7 @@ class SharedLimiter:
     async def close(self) -> None:
         if self._pump is not None:
             self._pump.cancel()
-        for fut in self._waiters:
+        for _, _, fut in self._waiters:
             fut.cancel()
         self._waiters.clear()
         await self._drop_connection()

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors.base import BatchWrites, Connector, ConnectorError, CreateItem, Unavailable, UpdateItem
-from twoway.kit import metrics, records
+from twoway.kit import metrics, ratelimit, records
 from twoway.kit.backoff import backoff_seconds
 from twoway.kit.db import RecordLocks
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, record_key
@@ -275,6 +275,9 @@ class SyncEngine:
             plan.inbound(s, item.external_id or "", hint_only=item.hint_only)
         value: Any = None
         error: ConnectorError | None = None
+        # Every call of this pass waits for the rate limit as old as the pass: a record's next step goes
+        # before later records' first steps, so records finish while the limit stays full (ratelimit.py).
+        priority = ratelimit.PRIORITY.set(asyncio.get_running_loop().time())
         try:
             while True:
                 try:
@@ -289,6 +292,8 @@ class SyncEngine:
                     error = exc
         except Exception as exc:  # a bug or a crash in a connector: this record is retried, the batch goes on
             job.error = exc
+        finally:
+            ratelimit.PRIORITY.reset(priority)
 
     async def _call(self, item: Item, call: plan.Call) -> Any:
         if isinstance(call, plan.MarkStarted):
