@@ -816,6 +816,10 @@ def _inbound_unlinked(w: _Work, theirs: ExternalRecord) -> Generator[Call, Any, 
     if claim is not None and claim.row is not None and not claim.linked:
         w.set_link(LinkState(claim.row.id, theirs.external_id, dict(theirs.fields)))
         w.out.follow.append(Follow("outbound", w.s.kind, claim.row.id, reason="adopted"))
+        if any(owner == "theirs" for owner in w.s.rules.owned.values()):
+            # What they own (a status they confirmed, their number) is not in our row yet, and the events
+            # that said so are handled now: a linked pass reads it and merges it in.
+            w.out.follow.append(Follow("inbound", w.s.kind, external_id=theirs.external_id, reason="adopted"))
         w.log("inbound", "adopt")
         return "adopted"
     # Unknown here (or it claims a row another object holds): import it as its own record.
