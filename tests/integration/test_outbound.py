@@ -88,9 +88,14 @@ async def test_rapid_updates_coalesce_and_end_in_our_state(client, settings, emu
         cid = await _create(client, "Start", "rapid@example.com")
         assert await wait_until(lambda: by_internal_id(emulator).get(str(cid)))
         before = stripe_writes(emulator)
+        # Stripe answers slowly (2 s a call), as when coalescing matters: the updates that come while a
+        # write is in flight fold into the next one. Without the delay the count would measure how fast
+        # this machine sends 50 requests against how fast the worker turns around, not the coalescing.
+        set_faults(emulator, response_delay_ms=2000)
         for i in range(50):
             await client.patch(f"/api/v1/customers/{cid}", json={"name": f"Name {i}"})
-        assert await wait_until(lambda: _converged(client, emulator, [cid]))
+        assert await wait_until(lambda: _converged(client, emulator, [cid]), timeout=60)
+        set_faults(emulator, response_delay_ms=0)
         assert await wait_until(lambda: settled(settings, db, emulator), timeout=30, step=0.3)  # no write trails
     final = by_internal_id(emulator)[str(cid)][0]
     assert final["name"] == "Name 49"
