@@ -54,3 +54,17 @@ async def test_calls_made_together_become_one_bulk_call() -> None:
     c: Coalescer[int, int] = Coalescer(bulk)
     assert await asyncio.gather(*(c.submit(i) for i in range(5))) == [0, 2, 4, 6, 8]
     assert batches == [[0, 1, 2, 3, 4]]
+
+
+def test_a_folded_message_keeps_what_either_asks() -> None:
+    """A repair (no event: must read) folded behind a redelivered event (handled: may cost nothing) still
+    reads; two handled events stay cheap; a claim hint survives the fold."""
+    from twoway.sync.consumer import _fold
+    from twoway.sync.engine import Item
+    handled = Item("inbound", "invoice", "stripe", external_id="in_1", hint_only=True)
+    repair = Item("inbound", "invoice", "stripe", external_id="in_1")
+    claim = Item("inbound", "invoice", "stripe", external_id="in_1", hint=4)
+    assert _fold(handled, repair).hint_only is False
+    assert _fold(repair, handled).hint_only is False
+    assert _fold(handled, handled).hint_only is True
+    assert _fold(handled, claim).hint == 4 and _fold(claim, handled).hint == 4

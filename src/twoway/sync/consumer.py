@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -39,6 +39,7 @@ class _Entry:
     item: Item
     offsets: list[Where] = field(default_factory=list)
     again: list[Where] | None = None  # messages that came while in flight
+    again_item: Item | None = None  # what those messages ask, folded (see _fold)
     not_before: float = 0.0
 
 
@@ -240,8 +241,11 @@ class Pipeline:
                     if item.key in self.flying:
                         entry = self.flying[item.key]
                         entry.again = (entry.again or []) + [where]
+                        entry.again_item = item if entry.again_item is None else _fold(entry.again_item, item)
                     elif item.key in self.waiting:
-                        self.waiting[item.key].offsets.append(where)
+                        waiting = self.waiting[item.key]
+                        waiting.offsets.append(where)
+                        waiting.item = _fold(waiting.item, item)
                     else:
                         self.waiting[item.key] = _Entry(item, [where])
 
@@ -303,7 +307,9 @@ class Pipeline:
             for entry, _job in done:
                 self.flying.pop(entry.item.key, None)
                 entry.offsets += entry.again or []
-                entry.again = None
+                if entry.again_item is not None:
+                    entry.item = _fold(entry.item, entry.again_item)
+                entry.again, entry.again_item = None, None
                 entry.not_before = asyncio.get_running_loop().time() + 1.0
                 self.waiting[entry.item.key] = entry
             return
@@ -315,7 +321,7 @@ class Pipeline:
             self._done(entry)
             if entry.again:
                 # Changed again while we worked: one more pass over the new state.
-                self.waiting[entry.item.key] = _Entry(entry.item, entry.again)
+                self.waiting[entry.item.key] = _Entry(entry.again_item or entry.item, entry.again)
 
     def _done(self, entry: _Entry) -> None:
         for tp, offset, epoch in entry.offsets:
@@ -403,6 +409,14 @@ async def consume_forever(make: Callable[[], AIOKafkaConsumer], group: str, engi
         metrics.CONSUMER_REBUILDS.labels(group=group).inc()
         log.warning("consumer stalled; rebuilding it", group=group, stalled_seconds=stall_seconds,
                     **pipeline.stall_state)
+
+
+def _fold(a: Item, b: Item) -> Item:
+    """Two messages for one record, done in one pass: the pass must do what either asks. A message that
+    names an event someone already handled may cost nothing (`hint_only`); one without an event (a
+    reconcile's repair, a retry, a sweep) must read the object. Kept as the first message's item alone,
+    a repair folded behind a redelivered event was dropped: the pass saw only "handled"."""
+    return replace(a, hint_only=a.hint_only and b.hint_only, hint=a.hint if a.hint is not None else b.hint)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
