@@ -4,6 +4,8 @@ held back (or a webhook lost) while both sides move, then started. Real API, bro
 1. Our draft's customer was deleted in Stripe before the draft got there: ours is deleted (recorded).
 2. A draft deleted here while Stripe paid (or finalized) it: ours comes back with Stripe's state (recorded).
 3. A Stripe invoice whose customer Stripe deleted before we saw either: imported on a deleted customer row.
+4. A line removed here while Stripe finalized the draft: Stripe's lines win, and the line comes back
+   under the id Stripe's item still carries.
 """
 
 from __future__ import annotations
@@ -142,3 +144,28 @@ async def test_lines_added_to_a_draft_whose_customer_stripe_deleted_stay_stripes
         assert len(stripe_items(stripe_client, si["id"])) == 3
         await _nothing_failed(db, api)
         assert (await ours(api, iid))["deleted_at"] is None
+
+
+async def test_line_removed_here_while_stripe_finalized_comes_back_under_its_id(settings, stripe_client,  # type: ignore[no-untyped-def]
+                                                                                emulator, db) -> None:
+    """Found by the chaos run: the line came back here under a new id while Stripe's item kept the old
+    one in its metadata. Same content, so no later pass saw a difference; the tags disagreed for good."""
+    async with system(settings, stripe_client) as (api, _):
+        iid = (await _invoice(api, await _customer(api, "race5")))["id"]
+        si = await wait_until(lambda: stripe_invoice(stripe_client, iid), 30)
+        assert si and await wait_until(lambda: len(stripe_items(stripe_client, si["id"])) == 3, 20)
+        assert await wait_until(lambda: _quiet(db), 20)
+        before = [x["id"] for x in (await ours(api, iid))["lines"]]
+    async with system(settings, stripe_client, worker=False) as (api, live):
+        stripe_client.v1.invoices.finalize_invoice(si["id"], {"auto_advance": False})
+        kept = [{k: x[k] for k in ("id", "description", "quantity", "unit_amount")}
+                for x in (await ours(api, iid))["lines"]][:2]
+        assert (await api.patch(f"/api/v1/invoices/{iid}", json={"lines": kept})).status_code == 200
+        async with running_worker(live):
+            row = await wait_until(lambda: _where(api, iid, lambda x: x["status"] == "open"
+                                                  and len(x["lines"]) == 3), 30)
+            assert row, await ours(api, iid)
+            assert await wait_until(lambda: _conflicts(db, iid), 10)
+            await _nothing_failed(db, api)
+            tags = sorted(int(i["metadata"]["internal_id"]) for i in stripe_items(stripe_client, si["id"]))
+            assert sorted(x["id"] for x in (await ours(api, iid))["lines"]) == tags == sorted(before)

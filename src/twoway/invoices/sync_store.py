@@ -84,7 +84,7 @@ async def write(session: AsyncSession, invoice_id: int, expected_version: int, c
         .execution_options(populate_existing=True))).scalar_one_or_none()
     if invoice is None or invoice.version != expected_version:
         return False
-    apply(invoice, changes)
+    apply(invoice, changes, free=await _free_line_ids(session, invoice, changes))
     if delete and invoice.deleted_at is None:
         invoice.deleted_at = func.now()  # type: ignore[assignment]
     elif restore:
@@ -100,12 +100,27 @@ async def insert(session: AsyncSession, invoice_id: int, fields: Mapping[str, st
     invoice = Invoice(id=invoice_id, customer_id=int(fields["customer_id"]), currency=fields.get("currency", ""),
                       collection_method=fields.get("collection_method") or "charge_automatically",
                       description=fields.get("description", ""), status="draft", version=1, lines=[])
-    apply(invoice, {k: v for k, v in fields.items() if k not in ("customer_id",)}, fresh=True)
+    apply(invoice, {k: v for k, v in fields.items() if k not in ("customer_id",)}, fresh=True,
+          free=await _free_line_ids(session, invoice, fields))
     session.add(invoice)
     await session.flush()
 
 
-def apply(invoice: Invoice, changes: Mapping[str, str], *, fresh: bool = False) -> None:
+async def _free_line_ids(session: AsyncSession, invoice: Invoice, changes: Mapping[str, str]) -> set[int]:
+    """Ids of ours on the other side's lines that no line holds now: a line of ours removed here that is
+    still there (Stripe froze the invoice before our removal got to it) comes back under its own id."""
+    if "lines" not in changes:
+        return set()
+    mine = {line.id for line in invoice.lines}
+    wanted = {e["id"] for e in wire.decode_lines(changes["lines"]) if e["id"] is not None} - mine
+    if not wanted:
+        return set()
+    held = (await session.execute(select(InvoiceLine.id).where(InvoiceLine.id.in_(wanted)))).scalars().all()
+    return wanted - set(held)
+
+
+def apply(invoice: Invoice, changes: Mapping[str, str], *, fresh: bool = False,
+          free: set[int] | frozenset[int] = frozenset()) -> None:
     for name in ("currency", "collection_method", "description"):
         if name in changes:
             setattr(invoice, name, changes[name])
@@ -117,7 +132,7 @@ def apply(invoice: Invoice, changes: Mapping[str, str], *, fresh: bool = False) 
             invoice.due_date = due
             invoice.days_until_due = None  # the term we were given no longer describes the date
     if "lines" in changes:
-        _apply_lines(invoice, wire.decode_lines(changes["lines"]), fresh=fresh)
+        _apply_lines(invoice, wire.decode_lines(changes["lines"]), fresh=fresh, free=free)
     for name in wire.AMOUNTS:
         if name in changes:
             setattr(invoice, name, int(changes[name] or 0))
@@ -139,9 +154,12 @@ def _apply_status(invoice: Invoice, confirmed: str | None, merged: str | None) -
         invoice.requested_status = None
 
 
-def _apply_lines(invoice: Invoice, entries: list[dict[str, Any]], *, fresh: bool) -> None:
-    """The other side's lines. Ours by id keep their place; a line without our id (made over there) is
-    matched to an untagged line of ours by content, else by order, else it is new; missing ones go."""
+def _apply_lines(invoice: Invoice, entries: list[dict[str, Any]], *, fresh: bool,
+                 free: set[int] | frozenset[int] = frozenset()) -> None:
+    """The other side's lines. Ours by id keep their place; one with an id of ours that no line holds
+    (`free`: removed here meanwhile) is made again under that id, so both sides keep naming it alike; a
+    line without our id (made over there) is matched to an untagged line of ours by content, else by
+    order, else it is new; missing ones go."""
     current = [] if fresh else list(invoice.lines)
     by_id = {line.id: line for line in current if line.tagged}
     untagged = [line for line in current if not line.tagged]
@@ -153,6 +171,10 @@ def _apply_lines(invoice: Invoice, entries: list[dict[str, Any]], *, fresh: bool
         if line is not None:
             _set_line(line, entry)
             kept.append(line)
+        elif entry["id"] in free:
+            line = InvoiceLine(id=entry["id"], tagged=True)
+            _set_line(line, entry)
+            added.append(line)
         else:
             loose.append(entry)
     unmatched = []
