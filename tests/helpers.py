@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 
 import twoway.models  # noqa: F401  (registers every kind, as the worker's entry point does)
-from tests.conftest import emulator_call
+from tests.conftest import ROOT, emulator_call
 from twoway.settings import Settings
 from twoway.sync.worker import COMPONENTS, Worker
 
@@ -74,3 +77,17 @@ def register_webhook(stripe_client, port: int) -> str:  # type: ignore[no-untype
     endpoint = stripe_client.v1.webhook_endpoints.create(
         {"url": f"http://127.0.0.1:{port}/api/v1/webhooks/stripe", "enabled_events": ["*"]})
     return str(endpoint.secret)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """What a `twoway` command run as its own process needs to reach this test's system (wide, no colour)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "250", "NO_COLOR": "1",
+            "LOG_LEVEL": "warning", "DATABASE_URL": settings.require_database_url(),
+            "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(), "KAFKA_GROUP_PREFIX": settings.kafka_group_prefix,
+            "STRIPE_SECRET_KEY": settings.stripe_key(), "STRIPE_API_BASE": settings.stripe_api_base or ""}
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`twoway <args>` as a process of its own (as an operator runs it), its output captured."""
+    return subprocess.run([sys.executable, "-m", "twoway", *args], env=cli_env(settings), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from tests.conftest import ROOT, wait_until
-from tests.helpers import running_worker
+from tests.conftest import wait_until
+from tests.helpers import run_cli, running_worker
 from twoway.connectors.stripe.connector import event_from_payload
 from twoway.kit.db import unit_of_work
-from twoway.settings import Settings
 from twoway.webhooks.service import store_event
 
 BODY = {"customer_id": 0, "currency": "usd", "description": "Once", "collection_method": "send_invoice",
@@ -111,15 +107,6 @@ async def test_sweeper_pushes_an_invoice_whose_message_was_lost(  # type: ignore
     assert await _scalar(db, "SELECT count(*) FROM links WHERE kind = 'invoice' AND internal_id = :i", i=iid) == 1
 
 
-def _status(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200", "NO_COLOR": "1",
-           "DATABASE_URL": settings.require_database_url(), "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(),
-           "KAFKA_GROUP_PREFIX": settings.kafka_group_prefix, "STRIPE_SECRET_KEY": settings.stripe_key(),
-           "STRIPE_API_BASE": settings.stripe_api_base or ""}
-    return subprocess.run([sys.executable, "-m", "twoway", "status", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-
-
 async def _scrape(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     r = await client.get("/metrics", headers={"Authorization": ""})
     assert r.status_code == 200
@@ -146,7 +133,7 @@ async def test_status_and_metrics_count_each_kind(client: httpx.AsyncClient, set
                         {"i": iid, "c": cid})
         await s.commit()
 
-    result = _status(settings, "--json")
+    result = run_cli(settings, "status", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     # Every key scripts read is still there with its old shape; the split by kind is added.
@@ -163,7 +150,7 @@ async def test_status_and_metrics_count_each_kind(client: httpx.AsyncClient, set
     assert out["kinds"]["invoice"]["dead_letters"] == 1 and out["kinds"]["invoice"]["retrying"] == 0
     assert out["kinds"]["customer"]["retrying"] == 1 and out["kinds"]["invoice"]["last_success"]
 
-    table = _status(settings)
+    table = run_cli(settings, "status")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     invoice_out = next(line for line in lines if "outbound" in line and "invoice" in line)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -15,8 +12,8 @@ import stripe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import ROOT, emulator_call, wait_until
-from tests.helpers import running_worker, set_faults
+from tests.conftest import emulator_call, wait_until
+from tests.helpers import run_cli, running_worker, set_faults
 from twoway.connectors import registry
 from twoway.connectors.base import Connector, ExternalRecord
 from twoway.kit.db import make_engine
@@ -54,14 +51,6 @@ def _by_problem(report: Report) -> dict[str, list[tuple[int | None, str | None, 
     return out
 
 
-def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DATABASE_URL": settings.require_database_url(),
-           "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(), "STRIPE_SECRET_KEY": settings.stripe_key(),
-           "STRIPE_API_BASE": settings.stripe_api_base or "", "LOG_LEVEL": "warning", "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "twoway", "reconcile", *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
-
-
 async def _create_synced(client: httpx.AsyncClient, settings: Settings, db, n: int) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
     ids = []
     for i in range(n):
@@ -93,7 +82,7 @@ async def test_hand_made_drift_is_reported_repaired_and_gone(
         await s.commit()
     outbox_before = await _scalar(db, "SELECT count(*) FROM outbox")
 
-    dry = _cli(settings, "stripe", "--dry-run", "--json")
+    dry = run_cli(settings, "reconcile", "stripe", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
     assert report["dry_run"] is True and report["enqueued"] == {"outbound": 0, "inbound": 0}
@@ -101,7 +90,7 @@ async def test_hand_made_drift_is_reported_repaired_and_gone(
     drifted = next(d for d in report["drifts"] if d["problem"] == "drifted")
     assert (drifted["internal_id"], drifted["external_id"], drifted["repair"]) == (edited, edited_x, OUTBOUND)
     assert drifted["fields"] == {"name": {"base": "Person 1", "ours": "Edited Behind", "theirs": "Person 1"}}
-    table = _cli(settings, "stripe", "--dry-run")
+    table = run_cli(settings, "reconcile", "stripe", "--dry-run")
     assert "Drifted" in table.stdout and "Link lost" in table.stdout and edited_x in table.stdout
     assert "Deleted in Stripe, live here" in table.stdout and "peak RSS" in table.stdout
     # A dry run changes nothing.

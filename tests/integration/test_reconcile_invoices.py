@@ -5,15 +5,12 @@ and repaired through the normal sync path; a second run finds nothing."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import stripe
 from sqlalchemy import text
 
-from tests.conftest import ROOT, wait_until
-from tests.helpers import set_faults
+from tests.conftest import wait_until
+from tests.helpers import run_cli, set_faults
 from tests.integration.test_invoices_sync import (
     _customer,
     _invoice,
@@ -26,15 +23,6 @@ from tests.integration.test_invoices_sync import (
 from twoway.connectors import registry
 from twoway.kit.db import make_engine
 from twoway.ops.reconcile import INBOUND, reconcile
-from twoway.settings import Settings
-
-
-def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "DATABASE_URL": settings.require_database_url(),
-           "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(), "STRIPE_SECRET_KEY": settings.stripe_key(),
-           "STRIPE_API_BASE": settings.stripe_api_base or "", "LOG_LEVEL": "warning", "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "twoway", "reconcile", *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
 
 
 async def test_invoice_drift_made_in_stripe_is_found_reported_and_repaired(  # type: ignore[no-untyped-def]
@@ -65,7 +53,7 @@ async def test_invoice_drift_made_in_stripe_is_found_reported_and_repaired(  # t
         await s.execute(text("DELETE FROM links WHERE kind = 'invoice' AND internal_id = :i"), {"i": unlinked})
         await s.commit()
 
-    dry = _cli(settings, "stripe", "--kind", "invoices", "--dry-run", "--json")
+    dry = run_cli(settings, "reconcile", "stripe", "--kind", "invoices", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     report = json.loads(dry.stdout)
     assert list(report["kinds"]) == ["invoice"] and report["enqueued"] == {"outbound": 0, "inbound": 0}
@@ -79,9 +67,9 @@ async def test_invoice_drift_made_in_stripe_is_found_reported_and_repaired(  # t
     missing = next(d for d in report["drifts"] if d["problem"] == "missing_internal")
     assert missing["external_id"] == stranger.id
     assert all(d["repair"] == INBOUND for d in report["drifts"])
-    table = _cli(settings, "stripe", "--kind", "invoice", "--dry-run")
+    table = run_cli(settings, "reconcile", "stripe", "--kind", "invoice", "--dry-run")
     assert table.returncode == 0 and "invoice" in table.stdout and "Missing here" in table.stdout
-    bad = _cli(settings, "stripe", "--kind", "nothing")
+    bad = run_cli(settings, "reconcile", "stripe", "--kind", "nothing")
     assert bad.returncode == 2 and "nothing" in bad.stderr
 
     engine = make_engine(settings.require_database_url(), pool_size=2)

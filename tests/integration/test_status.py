@@ -16,22 +16,10 @@ import httpx
 from sqlalchemy import text
 
 from tests.conftest import ROOT, wait_until
-from tests.helpers import running_worker
+from tests.helpers import cli_env, run_cli, running_worker
 from twoway.kit.db import unit_of_work
 from twoway.settings import Settings
 from twoway.sync.breaker import Breaker, save_state
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "160", "NO_COLOR": "1",
-            "DATABASE_URL": settings.require_database_url(), "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(),
-            "KAFKA_GROUP_PREFIX": settings.kafka_group_prefix, "STRIPE_SECRET_KEY": settings.stripe_key(),
-            "STRIPE_API_BASE": settings.stripe_api_base or ""}
-
-
-def _status(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "twoway", "status", *args], env=_env(settings), cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
 
 
 async def _synced_customer(client: httpx.AsyncClient, settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
@@ -52,7 +40,7 @@ async def test_one_row_per_connector_and_direction(client: httpx.AsyncClient, se
     async with unit_of_work(db) as session:
         await save_state(session, "stripe", breaker)
 
-    result = _status(settings, "--json")
+    result = run_cli(settings, "status", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     # The keys scripts already read are still there, with their old shapes.
@@ -65,7 +53,7 @@ async def test_one_row_per_connector_and_direction(client: httpx.AsyncClient, se
     assert out["breaker"] == "open" and out["dead_letters"] == 0 and isinstance(out["consumer_lag"], int)
     assert out["last_success"] and 0 <= out["last_success_age_seconds"] < 120
 
-    table = _status(settings)
+    table = run_cli(settings, "status")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     outbound = next(line for line in lines if "stripe" in line and "outbound" in line)
@@ -76,9 +64,9 @@ async def test_one_row_per_connector_and_direction(client: httpx.AsyncClient, se
 
 
 async def test_breaker_column_is_a_dash_without_state(client: httpx.AsyncClient, settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
-    data = json.loads(_status(settings, "--json").stdout)
+    data = json.loads(run_cli(settings, "status", "--json").stdout)
     assert [r["breaker"] for r in data["connectors"]] == [None, None]
-    row = next(line for line in _status(settings).stdout.splitlines() if "outbound" in line)
+    row = next(line for line in run_cli(settings, "status").stdout.splitlines() if "outbound" in line)
     assert " - " in row
 
 
@@ -86,7 +74,7 @@ def test_watch_redraws_in_place_until_interrupted(settings: Settings, db) -> Non
     """In a terminal (a pty here): the table is drawn, then redrawn over itself (cursor up), until Ctrl-C."""
     controller, terminal = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "twoway", "status", "--watch", "--interval", "0.2"],
-                            env={**_env(settings), "TERM": "xterm"}, cwd=ROOT, stdin=terminal, stdout=terminal,
+                            env={**cli_env(settings), "TERM": "xterm"}, cwd=ROOT, stdin=terminal, stdout=terminal,
                             stderr=terminal, close_fds=True)
     os.close(terminal)
     seen = b""
