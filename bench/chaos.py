@@ -24,7 +24,7 @@ import httpx
 import stripe
 
 from bench import chaos_salesforce
-from bench.chaos_invoices import InvoiceSides, list_invoices, stripe_invoices
+from bench.chaos_invoices import InvoiceSides, list_invoices, list_pages, stripe_invoices
 from bench.chaos_invoices import divergences as invoice_divergences
 from bench.cluster import Cluster, ClusterConfig
 from twoway.kit.db import asyncpg_dsn
@@ -155,19 +155,7 @@ def _forget(ids: list[Any], victim: Any) -> None:
 
 
 async def list_ours(api: httpx.AsyncClient) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 500, "include_deleted": "true"}
-        if cursor:
-            params["cursor"] = cursor
-        r = await api.get("/api/v1/customers", params=params)
-        r.raise_for_status()
-        page = r.json()
-        out.extend(page["data"])
-        if not page["has_more"]:
-            return out
-        cursor = page["next_cursor"]
+    return await list_pages(api, "/api/v1/customers", 500)
 
 
 # -- faults ----------------------------------------------------------------------------------------

@@ -134,11 +134,16 @@ class InvoiceSides:
 
 
 async def list_invoices(api: httpx.AsyncClient) -> list[dict[str, Any]]:
+    return await list_pages(api, "/api/v1/invoices", 100)
+
+
+async def list_pages(api: httpx.AsyncClient, path: str, limit: int) -> list[dict[str, Any]]:
+    """Every row of one of our list endpoints, deleted ones included, page by page."""
     out: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
-        params: dict[str, Any] = {"limit": 100, "include_deleted": "true", **({"cursor": cursor} if cursor else {})}
-        r = await api.get("/api/v1/invoices", params=params)
+        params: dict[str, Any] = {"limit": limit, "include_deleted": "true", **({"cursor": cursor} if cursor else {})}
+        r = await api.get(path, params=params)
         r.raise_for_status()
         page = r.json()
         out.extend(page["data"])
