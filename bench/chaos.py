@@ -12,6 +12,7 @@ import collections
 import json
 import platform
 import random
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -475,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     kind = chaos_salesforce.SalesforceCluster if args.salesforce else Cluster
+    # A caller's timeout ends us with SIGTERM: unwind (the `finally` below stops the cluster's processes)
+    # instead of dying at once and leaving its workers, emulators, broker and database running.
+    signal.signal(signal.SIGTERM, _exit_on_term)
     cluster = kind(ClusterConfig(workers=args.workers)).start()
     try:
         report = asyncio.run(run_chaos(cluster, args.duration, seed, args.rate, args.converge_timeout,
@@ -489,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=2, default=str))
     _print_summary(report, args.out)
     return 0 if report["converged"] and not report["divergences"] and not report["dead_letters"] else 1
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _print_summary(report: dict[str, Any], out: Path) -> None:

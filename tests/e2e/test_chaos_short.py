@@ -78,16 +78,33 @@ def test_salesforce_checker_reports_each_kind_of_divergence(ours: list[dict], ac
     assert _sf_types(ours, accounts, links) == expected
 
 
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """subprocess.run, except that a run which overstays gets SIGTERM first: bench.chaos then stops its
+    cluster, where a SIGKILL would leave its workers, emulators, broker and database loading the rest
+    of the suite."""
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(250)
 def test_short_chaos_run_converges(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"
-    proc = subprocess.run(
+    proc = _run(
         [sys.executable, "-m", "bench.chaos", "--duration", "35", "--seed", "7", "--rate", "20",
          "--converge-timeout", "75", "--out", str(out),
          # Invoices are in `make chaos`; not yet here: 3 of 4 runs with them passed (bench/README.md).
          "--no-invoices"],
-        cwd=ROOT, capture_output=True, text=True, timeout=170,
+        timeout=170,
     )
     assert out.exists(), proc.stderr[-3000:]
     report = json.loads(out.read_text())
