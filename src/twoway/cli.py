@@ -192,11 +192,16 @@ def status(
         try:
             if not watch:
                 return await full_status(sessions, settings, lag)
+            # Ctrl-C sets a flag the loop reads, instead of cancelling whatever await it lands in: on
+            # Python 3.11 such a cancel can be lost (`wait_for` returns the result of an inner wait that
+            # finished as the cancel came), and a watch that outlived Ctrl-C was seen in the suite under load.
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
             with Live(render_status(await full_status(sessions, settings, lag)), console=console,
                       auto_refresh=False) as live:
-                while True:
-                    await asyncio.sleep(interval)
+                while not await _stopped(stop, interval):
                     live.update(render_status(await full_status(sessions, settings, lag)), refresh=True)
+                return None
         finally:
             await lag.close()
             await engine.dispose()
@@ -209,6 +214,15 @@ def status(
         print(json.dumps(result, default=str, indent=2))
     elif result is not None:
         console.print(render_status(result))
+
+
+async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True when `stop` was set meanwhile (or before)."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+    return stop.is_set()
 
 
 @app.command()

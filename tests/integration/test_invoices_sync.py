@@ -258,7 +258,7 @@ async def test_many_invoices_converge_under_faults(settings, stripe_client, emul
     lines = [{"description": f"line {n}", "quantity": n + 1, "unit_amount": 100 * (n + 1)} for n in range(5)]
     async with system(settings, stripe_client, worker=False) as (api, live):
         customers = [await _customer(api, f"f{n}") for n in range(10)]
-        ids = [(await _invoice(api, customers[n % 10], lines))["id"] for n in range(200)]
+        ids = [(await _invoice(api, customers[n % 10], lines))["id"] for n in range(120)]
         set_faults(emulator, error_rate=0.3, webhook_duplicate_rate=0.3, webhook_reorder=5)
         async with running_worker(live):
             async def converged() -> bool:
@@ -277,7 +277,7 @@ async def test_many_invoices_converge_under_faults(settings, stripe_client, emul
                 set_faults(emulator, error_rate=0, webhook_duplicate_rate=0, webhook_reorder=0)
         items = [i for i in stripe_client.v1.invoice_items.list({"limit": 100}).auto_paging_iter()]
         keys = [(i.invoice, (i.to_dict().get("metadata") or {}).get("internal_id")) for i in items]
-        assert len(keys) == len(set(keys)) == 200 * 5, "duplicate or missing invoice items"
+        assert len(keys) == len(set(keys)) == len(ids) * len(lines), "duplicate or missing invoice items"
         assert await _count(db, "SELECT count(*) FROM sync_events WHERE status = 'dead'") == 0
 
 

@@ -189,8 +189,10 @@ async def test_daily_limit_pauses_salesforce_while_stripe_goes_on(client, sf_set
         sf_emulator.call("/_emulator/limits", {"daily_api_requests": used})
         cids = [await create(client, f"Limited {i}", f"limited{i}@example.com") for i in range(3)]
         assert await wait_until(lambda: all(stripe_by_internal_id(emulator, c) for c in cids), 30)
-        refused = sf_emulator.stats()["responses"]
-        assert any(v.get("403") for v in refused.values()), refused
+
+        def refused() -> bool:  # Salesforce's turn may come after Stripe's: wait for its refusal
+            return any(v.get("403") for v in sf_emulator.stats()["responses"].values())
+        assert await wait_until(refused, 30), sf_emulator.stats()["responses"]
         assert sf_emulator.stats()["api_usage"] == used  # nothing got through
         assert await scalar(db, "SELECT count(*) FROM sync_events WHERE status = 'dead'") == 0
         sf_emulator.call("/_emulator/limits", {"daily_api_requests": used + 1000})

@@ -91,8 +91,9 @@ def test_watch_redraws_in_place_until_interrupted(settings: Settings, db) -> Non
                     break
     finally:
         proc.send_signal(signal.SIGINT)
-        # Keep reading, as a terminal does: its last frame, unread, fills the pty and blocks its exit (seen
-        # once on a fresh clone: the write was retried after the signal, and nobody read).
+        # Keep reading, as a terminal does: a process whose frames nobody reads blocks writing them once the
+        # pty is full, and cannot exit (shown by pausing this reader for 8 s).
+        signals: list[str] = []
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
             if select.select([controller], [], [], 0.2)[0]:
@@ -100,7 +101,11 @@ def test_watch_redraws_in_place_until_interrupted(settings: Settings, db) -> Non
                     os.read(controller, 65536)
                 except OSError:
                     break
+        if proc.poll() is None:  # say how it stood: a signal ignored or blocked, or a process still busy
+            with open(f"/proc/{proc.pid}/status") as status:
+                signals = [line.strip() for line in status if line.startswith(("Sig", "State"))]
+            proc.kill()
         code = proc.wait(10)
         os.close(controller)
-    assert code == 0
+        assert code == 0, signals
     assert seen.count(b"outbound") >= 2, seen.decode(errors="replace")[-2000:]
