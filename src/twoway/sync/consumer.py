@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata
 
 from twoway.kit import metrics
+from twoway.kit.kafka import stop_consumer
 from twoway.logs import get_logger
 from twoway.sync.engine import Item, Job, SyncEngine
 from twoway.sync.quiet import Quiet
@@ -402,7 +403,7 @@ async def consume_forever(make: Callable[[], AIOKafkaConsumer], group: str, engi
         finally:
             # Leaving the group may hang on a coordinator in a bad state; the session timeout covers it.
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(consumer.stop(), 10)
+                await asyncio.wait_for(stop_consumer(consumer), 10)
         if not pipeline.stalled:
             return
         on_assigned = pipeline.on_assigned
