@@ -130,7 +130,9 @@ async def settings(pg_url: str, kafka: str, emulator: str) -> Settings:
         kafka_group_prefix=f"twoway-test-{uuid.uuid4().hex[:8]}",
         database_url=pg_url, kafka_bootstrap_servers=kafka, stripe_secret_key=STRIPE_KEY,
         stripe_api_base=emulator, stripe_webhook_secret=WEBHOOK_SECRET, twoway_api_keys=API_KEY,
-        kafka_enable_idempotence=False, kafka_session_timeout_ms=6000, kafka_rebalance_timeout_ms=6000,
+        # Tansu holds a group's first join for half the session (3 s at 6 s, 2 s at 4 s): each worker a test
+        # starts pays it. Four heartbeats (1 s) still fit in a session.
+        kafka_enable_idempotence=False, kafka_session_timeout_ms=4000, kafka_rebalance_timeout_ms=4000,
         sweeper_grace_seconds=3, sweeper_interval_seconds=1, sync_backoff_base_seconds=0.2,
         sync_backoff_max_seconds=2, stripe_rate_limit_per_second=500, poll_interval_seconds=0.5,
         # A record that met 5xx retries on a delay growing to this (30 s in production): under injected

@@ -27,7 +27,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DATABASE_URL": settings.require_database_url(), "KAFKA_BOOTSTRAP_SERVERS": settings.require_kafka(),
         "STRIPE_SECRET_KEY": settings.stripe_key(), "STRIPE_API_BASE": settings.stripe_api_base or "",
         "STRIPE_WEBHOOK_SECRET": "whsec_unused", "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_REBALANCE_TIMEOUT_MS": "6000", "SWEEPER_GRACE_SECONDS": "60",
+        "KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "KAFKA_REBALANCE_TIMEOUT_MS": str(settings.kafka_rebalance_timeout_ms), "SWEEPER_GRACE_SECONDS": "60",
     }
 
 

@@ -92,6 +92,8 @@ async def test_cli_replay_sends_dead_letters_back(settings, client, emulator, db
 
 
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """`twoway <args>` awaited, not run blocking like `tests.helpers.run_cli`: a worker lives in this
+    test's event loop while the CLI runs, and a blocking call would stop it for that time."""
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "twoway", *args, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
