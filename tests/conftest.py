@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -30,6 +31,32 @@ WEBHOOK_SECRET = "whsec_test_secret"
 STRIPE_KEY = "sk_test_twoway"
 TABLES = ("invoice_lines, invoices, customers, outbox, links, inbox, sync_events, cursors, webhook_rejections, "
           "connector_state, rate_limits, webhook_rejection_counts, idempotency_keys")
+
+
+SHARED_NODE_ID = pytest.StashKey[bool]()
+
+# Tests that load the whole machine (clusters of processes, a minute of faults) run one after another on
+# one pytest-xdist worker (`make test` runs two); the other tests spread over both.
+HEAVY = ("tests/e2e/", "test_three_workers_share_one_stripe_limit", "test_many_invoices_converge_under_faults",
+         "test_outage_dead_letters_nothing_and_converges_after")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(part in item.nodeid for part in HEAVY):
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+    if hasattr(config, "workerinput"):
+        # xdist's loadgroup schedules by node id: of several tests sharing one it ran one and dropped the
+        # others without a word (schemathesis's cases: 1 of 19). `make test` runs those in a run of their own.
+        counts = Counter(item.nodeid for item in items)
+        for item in items:
+            if counts[item.nodeid] > 1:
+                item.stash[SHARED_NODE_ID] = True
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.stash.get(SHARED_NODE_ID, False):
+        pytest.fail(f"{item.nodeid} shares its node id with other tests: run it without -n (see Makefile)")
 
 
 @pytest.fixture(scope="session")

