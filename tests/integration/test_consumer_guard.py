@@ -137,3 +137,46 @@ async def _consuming(settings: Settings, group: str, seen: list[str]) -> AsyncIt
         await producer.stop()
         await sync.close()
         await engine.dispose()
+
+
+async def test_a_consumer_whose_start_failed_is_replaced_by_a_new_one(settings: Settings,
+                                                                     broker: EmbeddedBroker) -> None:
+    """aiokafka does not restart a stopped consumer: one whose start failed (the broker was away) and was
+    started again reported ConsumerStoppedError on every poll, for good (seen in a chaos run: a worker
+    restarted into a broker restart). Each try must be a new consumer, and it must then read."""
+    group = f"{settings.kafka_group_prefix}-start"
+    made: list[AIOKafkaConsumer] = []
+    seen: list[str] = []
+
+    def make() -> AIOKafkaConsumer:
+        made.append(make_consumer(settings, OUTBOUND_TOPIC, group))
+        return made[-1]
+
+    def to_items(record: ConsumerRecord) -> list[Item]:
+        seen.append(json.loads(record.value)["tag"])
+        return []
+
+    engine = make_engine(settings.require_database_url(), pool_size=1)
+    sync = SyncEngine(make_sessionmaker(engine), {}, settings)
+    stop = asyncio.Event()
+    broker.stop(hard=True)
+    task = asyncio.create_task(consume_forever(make, group, sync, to_items, stop, stall_seconds=30.0))
+    try:
+        assert await wait_until(lambda: len(made) >= 2, timeout=30), "a failed start was retried on the same consumer"
+        broker.start()  # same port, empty memory
+        await ensure_topics(broker.bootstrap, settings.kafka_topic_partitions)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.require_kafka())
+        await producer.start()
+        try:
+            await _send(producer, "after the start failed")
+            assert await wait_until(lambda: "after the start failed" in seen, timeout=60)
+        finally:
+            await producer.stop()
+    finally:
+        if broker.proc is None or broker.proc.poll() is not None:
+            broker.start()  # the next tests need it
+        stop.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(task, 30)
+        await sync.close()
+        await engine.dispose()

@@ -84,3 +84,14 @@ async def test_no_partitions_is_healthy_only_when_the_member_joined() -> None:
 
 async def test_no_guard_when_no_bound_is_set() -> None:
     assert not _pipeline(Member(set(), joined=False), stall=0.0)._stuck(1e6)
+
+
+async def test_a_consumer_stopped_under_the_pipeline_is_stuck_at_once() -> None:
+    """Polling a stopped consumer fails at once, every time: waiting out the bound spun the loop."""
+    from aiokafka.errors import ConsumerStoppedError
+
+    pipe = _pipeline(Member({TP}))
+    fetch: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fetch.set_exception(ConsumerStoppedError())
+    assert pipe._take(fetch) == {}  # type: ignore[arg-type]
+    assert pipe._stuck(0.1)
