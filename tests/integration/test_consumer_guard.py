@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -27,8 +27,10 @@ def _rebuilds(group: str) -> float:
     return metrics.CONSUMER_REBUILDS.labels(group=group)._value.get()
 
 
-async def test_a_consumer_left_without_partitions_is_rebuilt_and_reads_again(settings: Settings) -> None:
-    group = f"{settings.kafka_group_prefix}-guard"
+def _recording(settings: Settings, group: str) -> tuple[list[AIOKafkaConsumer], list[str],
+                                                       Callable[[], AIOKafkaConsumer],
+                                                       Callable[[ConsumerRecord], list[Item]]]:
+    """Consumers made for `consume_forever`, kept to look at, and the tags of the messages they read."""
     made: list[AIOKafkaConsumer] = []
     seen: list[str] = []
 
@@ -38,8 +40,14 @@ async def test_a_consumer_left_without_partitions_is_rebuilt_and_reads_again(set
 
     def to_items(record: ConsumerRecord) -> list[Item]:
         seen.append(json.loads(record.value)["tag"])
-        return []  # nothing for the engine: the test watches the consumer only
+        return []  # nothing for the engine: the tests watch the consumer only
 
+    return made, seen, make, to_items
+
+
+async def test_a_consumer_left_without_partitions_is_rebuilt_and_reads_again(settings: Settings) -> None:
+    group = f"{settings.kafka_group_prefix}-guard"
+    made, seen, make, to_items = _recording(settings, group)
     engine = make_engine(settings.require_database_url(), pool_size=1)
     sync = SyncEngine(make_sessionmaker(engine), {}, settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.require_kafka())
@@ -145,17 +153,7 @@ async def test_a_consumer_whose_start_failed_is_replaced_by_a_new_one(settings: 
     started again reported ConsumerStoppedError on every poll, for good (seen in a chaos run: a worker
     restarted into a broker restart). Each try must be a new consumer, and it must then read."""
     group = f"{settings.kafka_group_prefix}-start"
-    made: list[AIOKafkaConsumer] = []
-    seen: list[str] = []
-
-    def make() -> AIOKafkaConsumer:
-        made.append(make_consumer(settings, OUTBOUND_TOPIC, group))
-        return made[-1]
-
-    def to_items(record: ConsumerRecord) -> list[Item]:
-        seen.append(json.loads(record.value)["tag"])
-        return []
-
+    made, seen, make, to_items = _recording(settings, group)
     engine = make_engine(settings.require_database_url(), pool_size=1)
     sync = SyncEngine(make_sessionmaker(engine), {}, settings)
     stop = asyncio.Event()
