@@ -53,3 +53,15 @@ def test_mapping_null_is_empty_and_back() -> None:
 def test_secrets_are_redacted(secret: str) -> None:
     assert secret.split("_")[-1] not in redact_value(f"connecting with {secret} now") or "pw" not in secret
     assert "[redacted]" in redact_value(f"connecting with {secret} now")
+
+
+def test_a_connection_left_mid_operation_counts_as_the_database_away() -> None:
+    import asyncpg
+    from sqlalchemy import exc as sa_exc
+
+    from twoway.kit.outage import is_connection_error
+
+    busy = asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+    assert is_connection_error(busy)
+    assert is_connection_error(sa_exc.DBAPIError("INSERT", {}, busy))
+    assert not is_connection_error(asyncpg.InternalClientError("some other client bug"))

@@ -24,6 +24,11 @@ def is_connection_error(exc: BaseException) -> bool:
         if isinstance(current, (OSError, TimeoutError, ConnectionError, asyncpg.InterfaceError,
                                 asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)):
             return True
+        # A connection left mid-operation when the server went away: asyncpg refuses the next one with
+        # "cannot switch to state …; another operation … is in progress". The API answered it 500 while
+        # PostgreSQL was stopped (test_postgres_stopped_15s_under_writes_is_503_and_loses_nothing).
+        if isinstance(current, asyncpg.InternalClientError) and "another operation" in str(current):
+            return True
         if isinstance(current, asyncpg.PostgresError) and str(getattr(current, "sqlstate", "")).startswith(
                 _AWAY_STATES):
             return True
@@ -31,7 +36,8 @@ def is_connection_error(exc: BaseException) -> bool:
             return True
         if isinstance(current, (sa_exc.InterfaceError, sa_exc.TimeoutError)):
             return True
-        current = current.__cause__ or current.__context__
+        # SQLAlchemy keeps the driver's exception as `orig` (also when it was not raised `from` it).
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
     return False
 
 
