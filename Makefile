@@ -22,13 +22,13 @@ system-deps:
 run: install
 	$(BIN)/twoway dev
 
-# Two pytest-xdist workers (the machine-loading tests take turns on one; tests/conftest.py, HEAVY), then
-# the API fuzz test alone: its schemathesis cases share one node id, and xdist would run one of them.
+# The API fuzz test alone (its schemathesis cases share one node id, and xdist would run one of them),
+# then the rest on two pytest-xdist workers (tests marked heavy take turns on one; tests/conftest.py).
 FUZZ := tests/integration/test_fuzz_api.py
 
 test: install system-deps
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --ignore=$(FUZZ) $(PYTEST_ARGS)
 	$(BIN)/pytest -q -p no:cacheprovider $(FUZZ)
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --ignore=$(FUZZ) $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/pytest -q tests/unit

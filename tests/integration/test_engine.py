@@ -10,6 +10,7 @@ import random
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.conftest import emulator_call, wait_until
@@ -138,6 +139,7 @@ async def _stats(base: str) -> dict[str, int]:
     return dict(emulator_call(base, "/_emulator/stats")["requests"])
 
 
+@pytest.mark.heavy
 async def test_outage_dead_letters_nothing_and_converges_after(client, settings, emulator, db) -> None:
     """Stripe answers 500/503 to everything for over twice the old retry budget (8 attempts of 0.2..2 s,
     ~11 s) while changes keep coming: nothing dies, searches stay few, all converges soon after. (The

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import stripe
 from pydantic import SecretStr
 from sqlalchemy import text
@@ -254,6 +255,7 @@ async def test_deletes_cross_and_a_finalized_delete_voids(settings, stripe_clien
         assert await wait_until(lambda: _where(api, ids[2], lambda x: x["status"] == "void"), 20)
 
 
+@pytest.mark.heavy
 async def test_many_invoices_converge_under_faults(settings, stripe_client, emulator, db) -> None:  # type: ignore[no-untyped-def]
     lines = [{"description": f"line {n}", "quantity": n + 1, "unit_amount": 100 * (n + 1)} for n in range(5)]
     async with system(settings, stripe_client, worker=False) as (api, live):

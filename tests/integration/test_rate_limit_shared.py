@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from sqlalchemy import text
 
 from tests.conftest import emulator_call, wait_until
@@ -68,6 +69,7 @@ async def test_a_429_shrinks_the_rate_for_everyone_then_it_recovers(db, settings
         await b.close()
 
 
+@pytest.mark.heavy
 async def test_three_workers_share_one_stripe_limit(client, settings, emulator, db, workdir) -> None:  # type: ignore[no-untyped-def]
     """Three `twoway worker` processes, each told the account's limit (30/s), against a Stripe that 429s
     above 30/s: together they use >= 90 % of it, with few 429s, and nothing ends dead.

@@ -130,3 +130,20 @@ async def test_save_state_upserts(pg_url: str) -> None:
         assert rows[0][2] == b.since
     finally:
         await engine.dispose()
+
+
+def test_a_probe_back_without_a_verdict_lets_the_next_caller_probe() -> None:
+    b, clock, _ = make(failure_threshold=1, open_seconds=1.0, probe_timeout_seconds=60.0)
+    b.record_failure()
+    clock.now += 1.0
+    assert b.allow() and b.state == "half_open"
+    assert not b.allow() and b.retry_after() == pytest.approx(1.0)
+    b.release_probe()  # a 429 or a cancel: nothing learnt about the system
+    assert b.state == "half_open" and b.retry_after() == 0
+    assert b.allow()  # the next caller probes at once, not 60 s later
+    assert not b.allow()
+    b.release_probe()
+    b.record_failure()
+    assert b.state == "open"
+    b.release_probe()  # only a probe out can be released
+    assert not b.allow()

@@ -10,6 +10,7 @@ twice as long, up to `max_open_seconds`. Pure logic with an injectable clock; th
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ class Breaker:
         self._probe_sent = 0.0  # half-open: when the probe went out
         metrics.CONNECTOR_BREAKER.labels(system=system).set(0)
 
-    # -- the three calls the engine makes ------------------------------------------------
+    # -- the calls the engine makes --------------------------------------------------------
 
     def allow(self) -> bool:
         """May a call go now? Open turns half-open at the probe time, for exactly one caller."""
@@ -70,6 +71,14 @@ class Breaker:
             self._open_for = self.open_seconds
             self._change("closed")
         # A success while open came from a call sent before the breaker opened: the probe decides.
+
+    def release_probe(self) -> None:
+        """The probe came back with no verdict (a 429, a cancel, a bug in the caller): the next caller probes.
+
+        Without this the breaker would hold every call to the system for `probe_timeout_seconds`.
+        """
+        if self.state == "half_open":
+            self._probe_sent = -math.inf
 
     def record_failure(self) -> None:
         """An outage error (never a record's own error). Opens at the threshold or on a failed probe."""

@@ -307,16 +307,25 @@ class SyncEngine:
         breaker = self.breakers[item.system]
         if not breaker.allow():
             raise Unavailable(item.system, breaker.retry_after())
+        probe = breaker.state == "half_open"  # allow() let this call through as the one probe
+        verdict = False
         try:
             async with self._in_flight[item.system]:
                 result = await self._external(connector, item.kind, call)
         except ConnectorError as exc:
             if exc.outage:
                 breaker.record_failure()
+                verdict = True
             elif not exc.rate_limited:
                 breaker.record_success()  # the system answered: it is up
+                verdict = True
             raise
-        breaker.record_success()
+        else:
+            breaker.record_success()
+            verdict = True
+        finally:
+            if probe and not verdict:
+                breaker.release_probe()  # a 429, a cancel or a bug says nothing: the next call probes
         return result
 
     async def _external(self, connector: Connector, kind: str, call: plan.Call) -> Any:
