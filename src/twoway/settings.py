@@ -68,7 +68,12 @@ class Settings(BaseSettings):
     sync_dead_after_seconds: float = 24 * 3600
     sync_outage_retry_max_seconds: float = 30.0
     sync_parent_wait_seconds: float = 30.0
+    # The breaker opens when, of the calls answered in the last BREAKER_WINDOW_SECONDS, at least
+    # BREAKER_FAILURE_THRESHOLD and at least BREAKER_FAILURE_RATE failed with an outage error
+    # (src/twoway/sync/breaker.py says why a rate, and why over time).
     breaker_failure_threshold: int = 5
+    breaker_failure_rate: float = Field(default=0.8, gt=0, le=1)
+    breaker_window_seconds: float = Field(default=5.0, gt=0)
     breaker_open_seconds: float = 1.0
     breaker_max_open_seconds: float = 30.0
     # The sweeper re-enqueues a lagging record at most once per this many seconds.

@@ -35,7 +35,9 @@ async def _synced_customer(client: httpx.AsyncClient, settings: Settings, db) ->
 
 async def test_one_row_per_connector_and_direction(client: httpx.AsyncClient, settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
     await _synced_customer(client, settings, db)
-    breaker = Breaker("stripe", failure_threshold=1)
+    now = [0.0]
+    breaker = Breaker("stripe", failure_threshold=1, clock=lambda: now[0])
+    now[0] += breaker.window_seconds  # closed a whole window: it judges
     breaker.record_failure()  # one outage error opens it
     async with unit_of_work(db) as session:
         await save_state(session, "stripe", breaker)

@@ -49,6 +49,7 @@ def _engine(connector: Answers) -> tuple[SyncEngine, Breaker, Clock]:
     breaker = Breaker("ext", failure_threshold=1, open_seconds=1.0, clock=clock, probe_timeout_seconds=60.0)
     sessions = make_sessionmaker(make_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none"))
     engine = SyncEngine(sessions, {"ext": connector}, Settings(), breakers={"ext": breaker})  # type: ignore[dict-item]
+    clock.now += breaker.window_seconds  # closed a whole window: it judges
     breaker.record_failure()  # open
     clock.now += 1.0  # the probe time
     return engine, breaker, clock

@@ -86,9 +86,7 @@ class SyncEngine:
         self.locks = locks or RecordLocks(_url(sessions), application_name="twoway-locks")
         self.breakers: dict[str, Breaker] = dict(breakers or {})
         for system in connectors:
-            self.breakers.setdefault(system, Breaker(
-                system, failure_threshold=settings.breaker_failure_threshold,
-                open_seconds=settings.breaker_open_seconds, max_open_seconds=settings.breaker_max_open_seconds))
+            self.breakers.setdefault(system, Breaker.from_settings(system, settings))
         self._in_flight = {s: asyncio.Semaphore(int(getattr(c, "max_in_flight", 0) or settings.sync_max_in_flight))
                            for s, c in connectors.items()}
         self._marks = Coalescer(self._mark_started_many)

@@ -55,9 +55,7 @@ class Worker:
             name: registry.build(name, settings) for name in registry.enabled_systems(settings)}
         self.locks = RecordLocks(settings.require_database_url(), application_name=settings.db_application_name)
         self._closed_again: set[str] = set()
-        breakers = {system: Breaker(system, failure_threshold=settings.breaker_failure_threshold,
-                                    open_seconds=settings.breaker_open_seconds,
-                                    max_open_seconds=settings.breaker_max_open_seconds, on_change=self._breaker_moved)
+        breakers = {system: Breaker.from_settings(system, settings, on_change=self._breaker_moved)
                     for system in self.connectors}
         self.sync = SyncEngine(self.sessions, self.connectors, settings, locks=self.locks, breakers=breakers)
         self.stop = asyncio.Event()
