@@ -109,7 +109,8 @@ class Breaker:
             self._probe_sent = -math.inf
 
     def record_failure(self) -> None:
-        """An outage error (never a record's own error). Opens at the threshold or on a failed probe."""
+        """An outage error (never a record's own error). Opens when the window fails across the board (see
+        the module's docstring), or on a failed probe."""
         self.consecutive_failures += 1
         if self.state == "half_open":
             self._open_for = min(self._open_for * 2, self.max_open_seconds)

@@ -306,24 +306,22 @@ class SyncEngine:
         if not breaker.allow():
             raise Unavailable(item.system, breaker.retry_after())
         probe = breaker.state == "half_open"  # allow() let this call through as the one probe
-        verdict = False
         try:
             async with self._in_flight[item.system]:
                 result = await self._external(connector, item.kind, call)
         except ConnectorError as exc:
             if exc.outage:
                 breaker.record_failure()
-                verdict = True
             elif not exc.rate_limited:
                 breaker.record_success()  # the system answered: it is up
-                verdict = True
+            elif probe:
+                breaker.release_probe()  # a 429 says nothing about an outage: the next call probes
             raise
-        else:
-            breaker.record_success()
-            verdict = True
-        finally:
-            if probe and not verdict:
-                breaker.release_probe()  # a 429, a cancel or a bug says nothing: the next call probes
+        except BaseException:
+            if probe:
+                breaker.release_probe()  # a cancel or a bug in a connector says nothing either
+            raise
+        breaker.record_success()
         return result
 
     async def _external(self, connector: Connector, kind: str, call: plan.Call) -> Any:
