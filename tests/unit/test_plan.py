@@ -69,6 +69,22 @@ def test_retry_after_our_row_moved_replays_the_first_create_then_updates() -> No
     assert out.link is not None and out.link.last_pushed_version == 3
 
 
+@pytest.mark.parametrize(("window", "replayed"), [(None, True), (timedelta(hours=23), False), (timedelta(days=60), True)])
+def test_a_create_is_replayed_only_while_the_system_keeps_its_key(window: timedelta | None, replayed: bool) -> None:
+    """The idempotency window is the connector's (None: keys kept for ever); past it, search first."""
+    trace = plan.Trace(started=(plan.Started("twoway:stripe:customer:7:create:v1", {"name": "A", "email": "a@x"},
+                                             NOW - timedelta(days=30)),))
+    out, calls = drive(plan.outbound(snap(ours=ours(), trace=trace, idempotency_window=window)),
+                       {plan.Create: created, plan.Search: None})
+    if replayed:
+        assert [type(c) for c in calls] == [plan.Create]  # the very same request: no search, no new trace
+        assert calls[0].key.endswith("create:v1")  # type: ignore[union-attr]
+    else:
+        assert [type(c) for c in calls] == [plan.Search, plan.MarkStarted, plan.Create]
+    assert out.result == "create"
+    assert (trace.replayable(NOW, window) is not None) == replayed
+
+
 def test_a_lost_link_after_success_is_searched_for() -> None:
     found = ExternalRecord("cus_9", {"name": "A", "email": "a@x"}, internal_id=7)
     out, calls = drive(plan.outbound(snap(ours=ours(), trace=plan.Trace(had_success=True))), {plan.Search: found})

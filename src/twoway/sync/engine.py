@@ -605,7 +605,8 @@ class _WriteBack:
     async def _close(self, conflicted: set[int]) -> None:
         closes = [(j, c, False) for j in self.jobs if id(j) not in conflicted for c in j.outcome.close]  # type: ignore[union-attr]
         # A failure leaves the dead letter for _failures to settle (kept as it is, or superseded).
-        closes += [(j, plan.Close(j.item.direction, j.outcome.internal_id if j.item.direction == "outbound"  # type: ignore[union-attr]
+        closes += [(j, plan.Close(plan.Direction(j.item.direction),
+                                  j.outcome.internal_id if j.item.direction == "outbound"  # type: ignore[union-attr]
                                   else None, j.item.external_id, keep_started=True), True)
                    for j in self.jobs if id(j) not in conflicted and _owes(j)]
         if closes:
@@ -704,9 +705,9 @@ class _WriteBack:
 
     def _message(self, item: Item, reason: str) -> None:
         if item.direction == "outbound":
-            self._follow(item.system, plan.Follow("outbound", item.kind, item.internal_id, reason=reason))
+            self._follow(item.system, plan.Follow(plan.Direction.OUTBOUND, item.kind, item.internal_id, reason=reason))
         else:
-            self._follow(item.system, plan.Follow("inbound", item.kind, external_id=item.external_id,
+            self._follow(item.system, plan.Follow(plan.Direction.INBOUND, item.kind, external_id=item.external_id,
                                                   reason=reason, hint=item.hint))
 
 
@@ -731,8 +732,8 @@ def _xid(job: Job) -> str | None:
 def _crashed(job: Job) -> plan.Outcome:
     """A plan that raised something other than a connector error: retried like a transient failure."""
     error = ConnectorError(f"internal error: {type(job.error).__name__}: {str(job.error)[:200]}", transient=True)
-    return plan.Outcome(result="failed", direction=job.item.direction, internal_id=job.item.internal_id,
-                        external_id=job.item.external_id, failure=error)
+    return plan.Outcome(result=plan.Result.FAILED, direction=plan.Direction(job.item.direction),
+                        internal_id=job.item.internal_id, external_id=job.item.external_id, failure=error)
 
 
 def _events_params(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,109 @@
+"""What a plan reads: one record's state on both sides, read by the engine in one short transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from twoway.connectors.base import ExternalRecord
+from twoway.kit.rules import DEFAULT, Rules
+from twoway.sync.merge import Policy
+
+DELETED: dict[str, Any] = {"deleted": True}  # a link's base once the object is deleted over there
+# Stripe keeps idempotency keys for 24 hours; stay clear of the edge. The default of every snapshot's
+# window until each connector declares its own.
+IDEMPOTENCY_WINDOW = timedelta(hours=23)
+
+
+@dataclass(frozen=True)
+class Ours:
+    id: int
+    version: int
+    fields: Mapping[str, str]
+    deleted: bool = False
+    changed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LinkState:
+    internal_id: int
+    external_id: str
+    base: Mapping[str, Any]
+    last_pushed_version: int = 0
+    id: int | None = None  # None: a link this plan made
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An unprocessed inbox event: what it carried, and when."""
+
+    id: int
+    record: ExternalRecord | None
+    created: datetime | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    key: str
+    fields: Mapping[str, str] | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What the sync log says about earlier creates of this record in this system."""
+
+    had_success: bool = False
+    started: tuple[Started, ...] = ()
+
+    @property
+    def exists(self) -> bool:
+        return self.had_success or bool(self.started)
+
+    def replayable(self, now: datetime, window: timedelta | None) -> Started | None:
+        """The earliest create we sent, if re-sending it (same key, same fields) is a safe replay.
+
+        Safe while the system still remembers the key (for `window`; None: for ever) and nothing else may
+        have created the object: then retries of a create (even after our row moved on) replay it instead
+        of searching first.
+        """
+        if self.had_success or not self.started:
+            return None
+        first = min(self.started, key=lambda s: s.at)
+        if first.fields is None or (window is not None and now - first.at >= window):
+            return None
+        return first
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A row an external object names as ours (metadata.internal_id), read under its lock."""
+
+    row: Ours | None
+    linked: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a plan may look at, read in the batch's one short read transaction."""
+
+    kind: str
+    system: str
+    now: datetime
+    ours: Ours | None = None
+    link: LinkState | None = None
+    pending: tuple[Pending, ...] = ()
+    trace: Trace = Trace()
+    rules: Rules = DEFAULT
+    policy: Policy = "newer_wins"
+    # how long the system keeps an idempotency key (None: for ever): how long a create can be replayed
+    idempotency_window: timedelta | None = IDEMPOTENCY_WINDOW
+    # inbound, unlinked: rows the external object may claim (by id), read under their lock
+    claims: Mapping[int, Claim] = field(default_factory=dict)
+    # parent: our parent id -> its external id in this system (only the linked ones)
+    parent_links: Mapping[int, str] = field(default_factory=dict)
+    # parents whose link says they are deleted over there, or deleted here and never linked
+    parents_gone: frozenset[int] = frozenset()
