@@ -42,6 +42,21 @@ def test_relative_links_resolve_inside_the_repository(doc: Path) -> None:
     assert broken == []
 
 
-def test_the_readme_links_the_architecture() -> None:
-    assert "docs/architecture.md" in _links(ROOT / "README.md")
+# The README is a quick start; these carry the rest, and each must be reachable from it.
+LINKED_FROM_README = ("docs/architecture.md", "docs/decisions.md", "docs/settings.md", "docs/api.md",
+                      "docs/operating.md", "docs/contributing.md")
+
+
+def test_the_readme_links_every_doc() -> None:
+    links = _links(ROOT / "README.md")
+    assert [doc for doc in LINKED_FROM_README if doc not in links] == []
+    assert [doc for doc in LINKED_FROM_README if not (ROOT / doc).exists()] == []
     assert "../shared" not in (ROOT / "README.md").read_text()
+
+
+def test_the_readme_stays_a_quick_start() -> None:
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 80
+
+
+def test_every_doc_is_checked() -> None:
+    assert {str(d.relative_to(ROOT)) for d in DOCS if d.exists()} >= {"README.md", *LINKED_FROM_README}
