@@ -1,4 +1,5 @@
-"""The consumer's stall decision (`Pipeline._stuck`), case by case, on a stand-in for aiokafka's consumer.
+"""The consumer's stall decision (`Pipeline._stuck`), case by case, on a stand-in for aiokafka's consumer
+read through `kit.kafka.GroupMember` (which is where aiokafka's private attributes are read).
 
 The guard's other paths run on the real broker (tests/integration/test_consumer_guard.py); these two are
 hard to bring about there on purpose: a member asked to rejoin that never does, and assigned partitions
@@ -14,6 +15,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from twoway.kit.kafka import GroupMember
 from twoway.sync.consumer import Pipeline
 
 TP = TopicPartition("sync.outbound", 0)
@@ -42,7 +44,7 @@ class Member:
 
 def _pipeline(member: Member, stall: float = 10.0) -> Pipeline:
     consumer: Any = member
-    pipe = Pipeline(consumer, "g", engine=None, to_items=lambda r: [], stop=asyncio.Event(),  # type: ignore[arg-type]
+    pipe = Pipeline(GroupMember(consumer), "g", engine=None, to_items=lambda r: [], stop=asyncio.Event(),  # type: ignore[arg-type]
                     stall_seconds=stall)
     pipe._moved_at = 0.0
     return pipe

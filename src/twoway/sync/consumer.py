@@ -3,7 +3,8 @@
 Messages become items (one record each); messages about a record already in flight fold into one more
 pass after it. Each loop turn: fetch what fits, lock+read+plan what is ready (records held elsewhere wait
 a moment, in memory), and write back whatever finished, all in one transaction. A slow record never holds
-up the next batch; its message simply keeps its partition's committed offset below it until it is done.
+up the next batch; its message simply keeps its partition's committed offset below it until it is done
+(the bookkeeping is `sync/offsets.py`; everything aiokafka-specific is `kit/kafka.GroupMember`).
 
 A liveness guard (`consume_forever`): a consumer that holds no partitions, or whose partitions get no
 fetch answer while nothing else moves, for `stall_seconds` is closed and replaced by a new one (bench/README.md,
@@ -15,42 +16,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import ConsumerStoppedError
-from aiokafka.structs import OffsetAndMetadata
-
 from twoway.kit import metrics
-from twoway.kit.kafka import stop_consumer
+from twoway.kit.kafka import (
+    AIOKafkaConsumer,
+    Batch,
+    ConsumerRecord,
+    ConsumerStoppedError,
+    GroupMember,
+    TopicPartition,
+)
 from twoway.logs import get_logger
 from twoway.sync.engine import Item, Job, SyncEngine
+from twoway.sync.offsets import OffsetLedger, Where
 from twoway.sync.quiet import Quiet
 
 log = get_logger(__name__)
 quiet = Quiet(log)
 BUSY_RETRY_SECONDS = 0.1
-Where = tuple[TopicPartition, int, int]  # partition, offset, the partition's epoch when the message came
+POLL_MS = 500  # an empty fetch returns after this long
+MAX_RECORDS = 500  # one fetch's most messages
 
 
 @dataclass
 class _Entry:
     item: Item
-    offsets: list[Where] = field(default_factory=list)
-    again: list[Where] | None = None  # messages that came while in flight
+    offsets: list[Where[TopicPartition]] = field(default_factory=list)
+    again: list[Where[TopicPartition]] | None = None  # messages that came while in flight
     again_item: Item | None = None  # what those messages ask, folded (see _fold)
     not_before: float = 0.0
 
 
 class Pipeline:
-    def __init__(self, consumer: AIOKafkaConsumer, group: str, engine: SyncEngine,
+    def __init__(self, member: GroupMember, group: str, engine: SyncEngine,
                  to_items: Callable[[ConsumerRecord], list[Item]], stop: asyncio.Event, *,
                  max_in_flight: int = 256, on_assigned: Callable[[], None] | None = None,
                  linger_ms: int = 0, commit_every: float = 0.2, stall_seconds: float = 0.0) -> None:
-        self.consumer = consumer
+        self.member = member
         self.group = group
         self.engine = engine
         self.to_items = to_items
@@ -62,14 +67,10 @@ class Pipeline:
         self.waiting: dict[Any, _Entry] = {}
         self.flying: dict[Any, _Entry] = {}
         self.finished: list[tuple[_Entry, Job]] = []
-        self.outstanding: dict[TopicPartition, dict[int, int]] = {}  # offset -> items not yet done
-        self.seen: dict[TopicPartition, int] = {}  # next offset after the last message seen
-        self.committed: dict[TopicPartition, int] = {}
-        # Bumped when a partition's offsets start over (assigned anew, or its log was wiped): work accepted
-        # under an older epoch no longer counts towards what is committed.
-        self.epochs: dict[TopicPartition, int] = {}
+        self.offsets: OffsetLedger[TopicPartition] = OffsetLedger()
         self._checked_ends = 0.0
         self._wake = asyncio.Event()
+        self._fetch: asyncio.Future[Batch] | None = None
         self._writing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_commit = 0.0
@@ -81,52 +82,67 @@ class Pipeline:
         self._rejoin_since = 0.0
 
     async def run(self) -> None:
+        """Turn after turn until stopped or stuck; on the way out, finish and write back what is in flight."""
         loop = asyncio.get_running_loop()
-        fetch: asyncio.Task[Any] | None = None
         self._moved_at = loop.time()
         try:
             while not self.stop.is_set():
-                if fetch is None and len(self.waiting) + len(self.flying) < self.max_in_flight:
-                    fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=500, max_records=500))
-                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait()),
-                                                   asyncio.ensure_future(self.stop.wait())}
-                if fetch is not None:
-                    waits.add(fetch)
-                timeout = self._next_due(loop.time())
-                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                for w in waits:
-                    if w is not fetch:
-                        w.cancel()
-                self._wake.clear()
-                if fetch is not None and fetch.done():
-                    batch = self._take(fetch)
-                    fetch = None
-                    if batch and self.linger:
-                        # Let a burst finish arriving: ten changes to one record become one pass.
-                        await asyncio.sleep(self.linger)
-                        with contextlib.suppress(Exception):
-                            more = await self.consumer.getmany(timeout_ms=0, max_records=500)
-                            for tp, msgs in more.items():
-                                batch.setdefault(tp, []).extend(msgs)
-                    self._accept(batch)
-                await self._flush()
-                await self._admit(loop.time())
-                await self._past_the_end(loop.time())
-                await self._commit(loop.time())
+                await self._turn()
                 if self._stuck(loop.time()):
                     self.stalled = True
                     self.stall_state = self._state()
                     break
         finally:
-            if fetch is not None:
-                fetch.cancel()
-                with contextlib.suppress(BaseException):
-                    await fetch
+            await self._cancel_fetch()
             await self._drain()
 
-    def _take(self, fetch: asyncio.Task[Any]) -> dict[TopicPartition, list[ConsumerRecord]]:
+    async def _turn(self) -> None:
+        """Fetch what fits, wait for a fetch, a finished record or a due retry, then move everything on."""
+        loop = asyncio.get_running_loop()
+        if self._fetch is None and len(self.waiting) + len(self.flying) < self.max_in_flight:
+            self._fetch = asyncio.ensure_future(self.member.fetch(POLL_MS, MAX_RECORDS))
+        await self._wait(self._next_due(loop.time()))
+        fetch = self._fetch
+        if fetch is not None and fetch.done():
+            self._fetch = None
+            self._accept(await self._fetched(fetch))
+        await self._flush()
+        await self._admit(loop.time())
+        await self._past_the_end(loop.time())
+        await self._commit(loop.time())
+
+    async def _wait(self, timeout: float) -> None:
+        wakers = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self.stop.wait())]
+        waits: set[asyncio.Future[Any]] = {*wakers}
+        if self._fetch is not None:
+            waits.add(self._fetch)
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waker in wakers:
+            waker.cancel()
+        self._wake.clear()
+
+    async def _fetched(self, fetch: asyncio.Future[Batch]) -> Batch:
+        """The finished fetch's messages, and (with a linger) those of the same burst."""
+        batch = self._take(fetch)
+        if batch and self.linger:
+            # Let a burst finish arriving: ten changes to one record become one pass.
+            await asyncio.sleep(self.linger)
+            with contextlib.suppress(Exception):
+                more = await self.member.fetch(0, MAX_RECORDS)
+                for tp, msgs in more.items():
+                    batch.setdefault(tp, []).extend(msgs)
+        return batch
+
+    async def _cancel_fetch(self) -> None:
+        if self._fetch is not None:
+            self._fetch.cancel()
+            with contextlib.suppress(BaseException):
+                await self._fetch
+            self._fetch = None
+
+    def _take(self, fetch: asyncio.Future[Batch]) -> Batch:
         try:
-            batch: dict[TopicPartition, list[ConsumerRecord]] = fetch.result()
+            batch = fetch.result()
         except ConsumerStoppedError:
             # Closed for good (a stop we did not make): no poll will ever answer. Rebuilt at once, where
             # polling it again spun the loop (200,000 failed polls in 30 s, seen in a chaos run).
@@ -137,23 +153,16 @@ class Pipeline:
             return {}
         if batch:
             self._moved_at = asyncio.get_running_loop().time()
-        if self.on_assigned is not None and self.consumer.assignment():
+        if self.on_assigned is not None and self.member.assignment():
             self.on_assigned()
             self.on_assigned = None
         return batch
 
-    def restart_offsets(self, partitions: Sequence[TopicPartition] | set[TopicPartition]) -> None:
+    def restart_offsets(self, partitions: Iterable[TopicPartition]) -> None:
         """These partitions' positions start over from the group's committed offset (a rebalance) or from
-        the beginning (a wiped log): forget what we saw and committed of them before.
-
-        Why: after the broker lost its memory the group rejoined and got the same partitions back, and we
-        committed the offset we had seen before the restart (say 500) to a topic that holds 10 messages.
-        The broker accepted it, and the next owner waited at 500 for good (bug 6)."""
-        for tp in partitions:
-            self.epochs[tp] = self.epochs.get(tp, 0) + 1
-            self.seen.pop(tp, None)
-            self.outstanding.pop(tp, None)
-            self.committed.pop(tp, None)
+        the beginning (a wiped log): forget what we saw and committed of them before (bug 6; see
+        `sync/offsets.py`)."""
+        self.offsets.restart(partitions)
 
     async def _past_the_end(self, now: float) -> None:
         """A position beyond the partition's end means its log was wiped (a broker that keeps topics in
@@ -162,23 +171,26 @@ class Pipeline:
         if now - self._checked_ends < 1.0:
             return
         self._checked_ends = now
-        for tp in self.consumer.assignment():
+        for tp in self.member.assignment():
             try:
-                end = self.consumer.highwater(tp)
-                if end is None:
-                    continue
-                position = await asyncio.wait_for(self.consumer.position(tp), 0.5)
-                if position <= end:
-                    continue
-                log.warning("consumer position past the end of its partition; reading it from the beginning",
-                            group=self.group, partition=tp.partition, position=position, end=end)
-                self.restart_offsets([tp])
-                await asyncio.wait_for(self.consumer.seek_to_beginning(tp), 5)
-                metrics.CONSUMER_RESETS.labels(group=self.group).inc()
+                await self._rewind_if_past_the_end(tp)
             except (TimeoutError, AssertionError):
                 continue  # no valid position yet, or the assignment moved: next turn
             except Exception as exc:
                 quiet.warning("consumer end check failed", key=self.group, group=self.group, error=repr(exc)[:200])
+
+    async def _rewind_if_past_the_end(self, tp: TopicPartition) -> None:
+        end = self.member.highwater(tp)
+        if end is None:
+            return
+        position = await asyncio.wait_for(self.member.position(tp), 0.5)
+        if position <= end:
+            return
+        log.warning("consumer position past the end of its partition; reading it from the beginning",
+                    group=self.group, partition=tp.partition, position=position, end=end)
+        self.restart_offsets([tp])
+        await asyncio.wait_for(self.member.seek_to_beginning(tp), 5)
+        metrics.CONSUMER_RESETS.labels(group=self.group).inc()
 
     def _stuck(self, now: float) -> bool:
         """True once nothing has moved for `stall_seconds`: no message, no write-back, and the consumer is
@@ -190,7 +202,7 @@ class Pipeline:
         # A member asked to rejoin that never does keeps its old partitions (and may well read them) while
         # the group waits for it: the "rebalancing" heartbeats of bug 6. A healthy rejoin takes at most the
         # rebalance timeout.
-        if self._rejoin_pending():
+        if self.member.rejoin_pending():
             self._rejoin_since = self._rejoin_since or now
             if now - self._rejoin_since > self.stall_seconds:
                 return True
@@ -200,35 +212,17 @@ class Pipeline:
             self._moved_at = now
         return now - self._moved_at > self.stall_seconds
 
-    def _rejoin_pending(self) -> bool:
-        wanted = getattr(getattr(self.consumer, "_coordinator", None), "_rejoin_needed_fut", None)
-        return isinstance(wanted, asyncio.Future) and wanted.done()
-
     def _healthy_idle(self) -> bool:
-        # aiokafka does not say publicly whether the member has joined: an empty assignment may mean
-        # "joined, no partition for us" (more members than partitions: healthy) or "not joined" (stuck).
-        assigned = self.consumer.assignment()
+        # An empty assignment may mean "joined, no partition for us" (more members than partitions: healthy)
+        # or "not joined" (stuck).
+        assigned = self.member.assignment()
         if not assigned:
-            return self._joined()
-        recent = time.time() * 1000 - self.stall_seconds * 1000
-        try:
-            return all((self.consumer.last_poll_timestamp(tp) or 0) > recent for tp in assigned)
-        except AssertionError:  # the assignment changed under us (aiokafka asserts it)
-            return False
-
-    def _joined(self) -> bool:
-        subscription = getattr(getattr(self.consumer, "_subscription", None), "subscription", None)
-        return subscription is not None and getattr(subscription, "assignment", None) is not None
+            return self.member.joined()
+        return self.member.fetched_within(assigned, self.stall_seconds)
 
     def _state(self) -> dict[str, Any]:
         """What the stalled consumer looked like, for the log: enough to tell a stuck join from a dead fetch."""
-        coordinator = getattr(self.consumer, "_coordinator", None)
-        return {"assigned": sorted(tp.partition for tp in self.consumer.assignment()),
-                "joined": self._joined(), "rejoin_pending": self._rejoin_pending(),
-                "waiting": len(self.waiting), "in_flight": len(self.flying),
-                "generation": getattr(coordinator, "generation", None),
-                "coordinator": getattr(coordinator, "coordinator_id", None),
-                "member": str(getattr(coordinator, "member_id", ""))[-12:]}
+        return {**self.member.state(), "waiting": len(self.waiting), "in_flight": len(self.flying)}
 
     def _next_due(self, now: float) -> float:
         if not self.waiting:
@@ -236,28 +230,27 @@ class Pipeline:
         due = min(e.not_before for e in self.waiting.values())
         return max(0.0, min(1.0, due - now))
 
-    def _accept(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    def _accept(self, batch: Batch) -> None:
         for tp, msgs in batch.items():
             metrics.CONSUMED.labels(group=self.group, topic=tp.topic).inc(len(msgs))
-            pending = self.outstanding.setdefault(tp, {})
             for msg in msgs:
-                self.seen[tp] = max(self.seen.get(tp, 0), msg.offset + 1)
                 items = self.to_items(msg)
-                if not items:
-                    continue
-                pending[msg.offset] = len(items)
+                where = self.offsets.accept(tp, msg.offset, len(items))
                 for item in items:
-                    where = (tp, msg.offset, self.epochs.get(tp, 0))
-                    if item.key in self.flying:
-                        entry = self.flying[item.key]
-                        entry.again = (entry.again or []) + [where]
-                        entry.again_item = item if entry.again_item is None else _fold(entry.again_item, item)
-                    elif item.key in self.waiting:
-                        waiting = self.waiting[item.key]
-                        waiting.offsets.append(where)
-                        waiting.item = _fold(waiting.item, item)
-                    else:
-                        self.waiting[item.key] = _Entry(item, [where])
+                    self._queue(item, where)
+
+    def _queue(self, item: Item, where: Where[TopicPartition]) -> None:
+        """A record already in flight gets one more pass after it; one already waiting does both in one."""
+        if item.key in self.flying:
+            entry = self.flying[item.key]
+            entry.again = (entry.again or []) + [where]
+            entry.again_item = item if entry.again_item is None else _fold(entry.again_item, item)
+        elif item.key in self.waiting:
+            waiting = self.waiting[item.key]
+            waiting.offsets.append(where)
+            waiting.item = _fold(waiting.item, item)
+        else:
+            self.waiting[item.key] = _Entry(item, [where])
 
     async def _admit(self, now: float) -> None:
         room = self.max_in_flight - len(self.flying)
@@ -334,43 +327,24 @@ class Pipeline:
                 self.waiting[entry.item.key] = _Entry(entry.again_item or entry.item, entry.again)
 
     def _done(self, entry: _Entry) -> None:
-        for tp, offset, epoch in entry.offsets:
-            if epoch != self.epochs.get(tp, 0):
-                continue
-            pending = self.outstanding.get(tp, {})
-            if offset in pending:
-                pending[offset] -= 1
-                if pending[offset] <= 0:
-                    del pending[offset]
+        self.offsets.done(entry.offsets)
         entry.offsets = []
 
     async def _commit(self, now: float, force: bool = False) -> None:
         if not force and now - self._last_commit < self.commit_every:
             return
         self._last_commit = now
-        assigned = self.consumer.assignment()
-        offsets = {}
-        for tp, nxt in self.seen.items():
-            if tp not in assigned:
-                continue
-            pending = self.outstanding.get(tp)
-            upto = min(pending) if pending else nxt
-            if self.committed.get(tp) != upto:
-                offsets[tp] = OffsetAndMetadata(upto, "")
+        assigned = self.member.assignment()
+        offsets = self.offsets.committable(assigned)
         if not offsets:
             return
         try:
-            await self.consumer.commit(offsets)
-            for tp, meta in offsets.items():
-                self.committed[tp] = meta.offset
+            await self.member.commit(offsets)
+            self.offsets.commit_succeeded(offsets)
         except Exception as exc:
             # A rebalance took partitions away; their new owner handles the messages again, harmlessly.
             quiet.warning("offset commit failed", key=self.group, group=self.group, error=repr(exc)[:200])
-        for tp in list(self.seen):
-            if tp not in assigned:
-                self.seen.pop(tp, None)
-                self.outstanding.pop(tp, None)
-                self.committed.pop(tp, None)
+        self.offsets.keep_only(assigned)
 
     async def _drain(self, patience: float = 10.0) -> None:
         """On stop: let calls in flight finish and write them back, so little is done twice."""
@@ -385,11 +359,6 @@ class Pipeline:
             await self._commit(0.0, force=True)
 
 
-async def consume(consumer: AIOKafkaConsumer, group: str, engine: SyncEngine,
-                  to_items: Callable[[ConsumerRecord], list[Item]], stop: asyncio.Event, **kw: Any) -> None:
-    await Pipeline(consumer, group, engine, to_items, stop, **kw).run()
-
-
 async def consume_forever(make: Callable[[], AIOKafkaConsumer], group: str, engine: SyncEngine,
                           to_items: Callable[[ConsumerRecord], list[Item]], stop: asyncio.Event, *,
                           stall_seconds: float, on_assigned: Callable[[], None] | None = None,
@@ -401,11 +370,11 @@ async def consume_forever(make: Callable[[], AIOKafkaConsumer], group: str, engi
     new member with no stale generation, coordinator or fetch state.
     """
     while not stop.is_set():
-        consumer = make()
-        pipeline = Pipeline(consumer, group, engine, to_items, stop, on_assigned=on_assigned,
+        member = GroupMember(make())
+        pipeline = Pipeline(member, group, engine, to_items, stop, on_assigned=on_assigned,
                             stall_seconds=stall_seconds, **kw)
-        consumer.subscribe(topics=sorted(consumer.subscription()), listener=_Rebalance(pipeline))
-        if not await _start(consumer, group, stop):
+        member.resubscribe(pipeline.restart_offsets)
+        if not await _start(member, group, stop):
             # A consumer whose start failed is stopped for good (aiokafka does not restart one): the next
             # try is a new consumer. Retrying the old one left a closed consumer polled in a loop.
             continue
@@ -414,7 +383,7 @@ async def consume_forever(make: Callable[[], AIOKafkaConsumer], group: str, engi
         finally:
             # Leaving the group may hang on a coordinator in a bad state; the session timeout covers it.
             with contextlib.suppress(BaseException):
-                await asyncio.wait_for(stop_consumer(consumer), 10)
+                await asyncio.wait_for(member.stop(), 10)
         if not pipeline.stalled:
             return
         on_assigned = pipeline.on_assigned
@@ -431,30 +400,15 @@ def _fold(a: Item, b: Item) -> Item:
     return replace(a, hint_only=a.hint_only and b.hint_only, hint=a.hint if a.hint is not None else b.hint)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.pipeline.restart_offsets(assigned)
-
-
-async def _start(consumer: AIOKafkaConsumer, group: str, stop: asyncio.Event) -> bool:
+async def _start(member: GroupMember, group: str, stop: asyncio.Event) -> bool:
     """Start the consumer; on failure close it and wait a second (or for the stop) before the next try."""
     try:
-        await consumer.start()
+        await member.start()
         return True
     except Exception as exc:
         quiet.warning("consumer start failed; retrying", key=group, group=group, error=repr(exc)[:200])
-        with contextlib.suppress(Exception):
-            await consumer.stop()
+        await member.discard()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 1)
     return False
 
-
-def partitions_of(batch: dict[TopicPartition, Sequence[ConsumerRecord]]) -> list[TopicPartition]:
-    return list(batch)
