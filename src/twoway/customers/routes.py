@@ -16,7 +16,7 @@ from twoway.kit import idempotency
 from twoway.kit.auth import key_matches
 from twoway.kit.deps import db_session
 from twoway.kit.groupcommit import GroupCommit
-from twoway.sync import record_state
+from twoway.syncstate import view as sync_state
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 Session = Annotated[AsyncSession, Depends(db_session)]
@@ -143,4 +143,4 @@ async def delete_customer(customer_id: CustomerId, session: Session) -> Response
 async def customer_sync(customer_id: CustomerId, session: Session) -> dict[str, Any]:
     if await CustomerRepository(session).get(customer_id) is None:
         raise _not_found(customer_id)
-    return await record_state.of(session, CUSTOMER, customer_id)
+    return await sync_state.of(session, CUSTOMER, customer_id)

@@ -12,7 +12,7 @@ from twoway.invoices.repository import InvoiceRepository
 from twoway.invoices.schemas import InvoiceCreate, InvoiceOut, InvoicePage, InvoiceUpdate, Status
 from twoway.kit import errors, idempotency
 from twoway.kit.deps import db_session
-from twoway.sync import record_state
+from twoway.syncstate import view as sync_state
 
 router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"])
 Session = Annotated[AsyncSession, Depends(db_session)]
@@ -146,7 +146,7 @@ async def invoice_command(invoice_id: InvoiceId, command: Command, request: Requ
 async def invoice_sync(invoice_id: InvoiceId, session: Session) -> dict[str, Any]:
     if await InvoiceRepository(session).get(invoice_id) is None:
         raise _not_found(invoice_id)
-    return await record_state.of(session, INVOICE, invoice_id)
+    return await sync_state.of(session, INVOICE, invoice_id)
 
 
 async def _live(session: AsyncSession, invoice_id: int) -> Any:

@@ -1,5 +1,5 @@
 """Sync operations over HTTP: status, dead letters and their replay. (A record's own sync state is served by
-its kind's routes, through `twoway.sync.record_state`.)"""
+its kind's routes, through `twoway.syncstate.view`.)"""
 
 from __future__ import annotations
 
