@@ -46,43 +46,23 @@ async def dashboard(request: Request, kind: Kind = "customer", q: Search = "", p
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, key, httponly=True, samesite="strict")
         return response
-    if not is_authorized(request):
-        return _page("signin.html", status_code=401)
-    spec = _kind(kind)
-    if spec is None:
-        return _page("missing.html", status_code=404, what=f"no kind of record named {kind!r}")
-    return _page("index.html", **await _context(request, spec, q, page))
+    return await _listing(request, "index.html", kind, q, page)
 
 
 @router.get("/dashboard/live")
 async def dashboard_live(request: Request, kind: Kind = "customer", q: Search = "", page: PageNo = 1) -> Response:
     """The part of the page that moves, polled by the page itself every few seconds."""
-    if not is_authorized(request):
-        return _page("signin.html", status_code=401)
-    spec = _kind(kind)
-    if spec is None:
-        return _page("missing.html", status_code=404, what=f"no kind of record named {kind!r}")
-    return _page("live.html", **await _context(request, spec, q, page))
+    return await _listing(request, "live.html", kind, q, page)
 
 
 @router.get("/records/{kind}/{record_id}")
 async def record_page(request: Request, kind: str, record_id: RecordId) -> Response:
-    if not is_authorized(request):
-        return _page("signin.html", status_code=401)
-    context = await _record_context(request, kind, record_id)
-    if context is None:
-        return _page("missing.html", status_code=404, what=f"no {kind} {record_id}")
-    return _page("record.html", **context)
+    return await _record(request, "record.html", kind, record_id)
 
 
 @router.get("/records/{kind}/{record_id}/live")
 async def record_live(request: Request, kind: str, record_id: RecordId) -> Response:
-    if not is_authorized(request):
-        return _page("signin.html", status_code=401)
-    context = await _record_context(request, kind, record_id)
-    if context is None:
-        return _page("missing.html", status_code=404, what=f"no {kind} {record_id}")
-    return _page("record_live.html", **context)
+    return await _record(request, "record_live.html", kind, record_id)
 
 
 @router.post("/dashboard/dead-letters/{failure_id}/replay")
@@ -109,6 +89,26 @@ def _same_origin(request: Request) -> bool:
     if not origin:
         return True  # non-browser clients send neither; the token still has to match
     return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+async def _listing(request: Request, template: str, kind: str, q: str, page: int) -> Response:
+    """A page of one kind's records: the whole page, or the part that moves."""
+    if not is_authorized(request):
+        return _page("signin.html", status_code=401)
+    spec = _kind(kind)
+    if spec is None:
+        return _page("missing.html", status_code=404, what=f"no kind of record named {kind!r}")
+    return _page(template, **await _context(request, spec, q, page))
+
+
+async def _record(request: Request, template: str, kind: str, record_id: int) -> Response:
+    """One record: the whole page, or the part that moves."""
+    if not is_authorized(request):
+        return _page("signin.html", status_code=401)
+    context = await _record_context(request, kind, record_id)
+    if context is None:
+        return _page("missing.html", status_code=404, what=f"no {kind} {record_id}")
+    return _page(template, **context)
 
 
 def _kind(name: str) -> records.Kind | None:
