@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -22,6 +21,7 @@ from twoway.dashboard import charts, data
 from twoway.kit import records
 from twoway.kit.auth import bearer_token, is_authorized, key_matches
 from twoway.kit.db import unit_of_work
+from twoway.kit.deps import RecordId
 from twoway.ops.status import full_status
 from twoway.sync import replay as replays
 
@@ -34,7 +34,6 @@ templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templat
 Kind = Annotated[str, Query(max_length=50, pattern=r"^[a-z_]+$")]
 Search = Annotated[str, Query(max_length=200)]
 PageNo = Annotated[int, Query(ge=1, le=1_000_000)]
-RecordId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
 @router.get("/")
