@@ -117,11 +117,11 @@ def _include_optional(app: FastAPI, protected: list[Any]) -> None:
     """Routers of later features; each brings its own prefix."""
     from twoway.dashboard.routes import router as dashboard_router
     from twoway.ops.metrics import router as metrics_router
-    from twoway.sync.routes import router as sync_router
+    from twoway.ops.routes import router as ops_router
     from twoway.webhooks.routes import router as webhooks_router
 
     app.include_router(webhooks_router, responses=errors.documented(400, 404, 413, 422, 503))
-    app.include_router(sync_router, dependencies=protected, responses=errors.documented(401, 404, 413, 422))
+    app.include_router(ops_router, dependencies=protected, responses=errors.documented(401, 404, 413, 422))
     app.include_router(metrics_router)
     app.include_router(dashboard_router)
 

@@ -7,7 +7,8 @@ from twoway.kit.db import Base
 from twoway.kit.idempotency import IdempotencyKey
 from twoway.kit.outbox import OutboxMessage
 from twoway.kit.ratelimit import RateLimitBucket
-from twoway.sync.models import ConnectorState, Cursor, InboxEvent, Link, SyncEvent, WebhookRejection
+from twoway.sync.models import ConnectorState, Cursor, InboxEvent, WebhookRejection
+from twoway.syncstate.models import Link, SyncEvent
 from twoway.webhooks.models import WebhookRejectionCount
 
 __all__ = ["Base", "ConnectorState", "Cursor", "Customer", "IdempotencyKey", "InboxEvent", "Invoice", "InvoiceLine",

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Scope
 
 from twoway.customers import service, writes
@@ -14,18 +13,13 @@ from twoway.customers.schemas import CustomerCreate, CustomerOut, CustomerPage, 
 from twoway.invoices.service import customer_delete_refusal
 from twoway.kit import idempotency
 from twoway.kit.auth import key_matches
-from twoway.kit.deps import db_session
+from twoway.kit.deps import RecordId, Session, idempotency_key
 from twoway.kit.groupcommit import GroupCommit
-from twoway.sync import record_state
+from twoway.syncstate import view as sync_state
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
-Session = Annotated[AsyncSession, Depends(db_session)]
-# Ids are positive BIGINTs; anything else is a 422 before it reaches the database.
-CustomerId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=idempotency.KEY_MAX,
-    description="Makes a retry safe: a POST repeated with the same key (within 24 h) gets the first "
-                "answer again instead of creating a second customer. Same key, other body: 400.")]
+CustomerId = RecordId
+IdempotencyKey = Annotated[str | None, idempotency_key("customer")]
 
 
 def _not_found(customer_id: int) -> HTTPException:
@@ -143,4 +137,4 @@ async def delete_customer(customer_id: CustomerId, session: Session) -> Response
 async def customer_sync(customer_id: CustomerId, session: Session) -> dict[str, Any]:
     if await CustomerRepository(session).get(customer_id) is None:
         raise _not_found(customer_id)
-    return await record_state.of(session, CUSTOMER, customer_id)
+    return await sync_state.of(session, CUSTOMER, customer_id)

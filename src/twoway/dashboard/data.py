@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.kit.records import Kind
 from twoway.sync import replay as replays
-from twoway.sync.models import SyncEvent
+from twoway.syncstate.models import SyncEvent
 
 PER_PAGE = 25
 

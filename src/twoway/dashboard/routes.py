@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -22,6 +21,7 @@ from twoway.dashboard import charts, data
 from twoway.kit import records
 from twoway.kit.auth import bearer_token, is_authorized, key_matches
 from twoway.kit.db import unit_of_work
+from twoway.kit.deps import RecordId
 from twoway.ops.status import full_status
 from twoway.sync import replay as replays
 
@@ -34,7 +34,6 @@ templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templat
 Kind = Annotated[str, Query(max_length=50, pattern=r"^[a-z_]+$")]
 Search = Annotated[str, Query(max_length=200)]
 PageNo = Annotated[int, Query(ge=1, le=1_000_000)]
-RecordId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
 @router.get("/")
@@ -46,43 +45,23 @@ async def dashboard(request: Request, kind: Kind = "customer", q: Search = "", p
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, key, httponly=True, samesite="strict")
         return response
-    if not is_authorized(request):
-        return _page("signin.html", status_code=401)
-    spec = _kind(kind)
-    if spec is None:
-        return _page("missing.html", status_code=404, what=f"no kind of record named {kind!r}")
-    return _page("index.html", **await _context(request, spec, q, page))
+    return await _listing(request, "index.html", kind, q, page)
 
 
 @router.get("/dashboard/live")
 async def dashboard_live(request: Request, kind: Kind = "customer", q: Search = "", page: PageNo = 1) -> Response:
     """The part of the page that moves, polled by the page itself every few seconds."""
-    if not is_authorized(request):
-        return _page("signin.html", status_code=401)
-    spec = _kind(kind)
-    if spec is None:
-        return _page("missing.html", status_code=404, what=f"no kind of record named {kind!r}")
-    return _page("live.html", **await _context(request, spec, q, page))
+    return await _listing(request, "live.html", kind, q, page)
 
 
 @router.get("/records/{kind}/{record_id}")
 async def record_page(request: Request, kind: str, record_id: RecordId) -> Response:
-    if not is_authorized(request):
-        return _page("signin.html", status_code=401)
-    context = await _record_context(request, kind, record_id)
-    if context is None:
-        return _page("missing.html", status_code=404, what=f"no {kind} {record_id}")
-    return _page("record.html", **context)
+    return await _record(request, "record.html", kind, record_id)
 
 
 @router.get("/records/{kind}/{record_id}/live")
 async def record_live(request: Request, kind: str, record_id: RecordId) -> Response:
-    if not is_authorized(request):
-        return _page("signin.html", status_code=401)
-    context = await _record_context(request, kind, record_id)
-    if context is None:
-        return _page("missing.html", status_code=404, what=f"no {kind} {record_id}")
-    return _page("record_live.html", **context)
+    return await _record(request, "record_live.html", kind, record_id)
 
 
 @router.post("/dashboard/dead-letters/{failure_id}/replay")
@@ -109,6 +88,26 @@ def _same_origin(request: Request) -> bool:
     if not origin:
         return True  # non-browser clients send neither; the token still has to match
     return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+async def _listing(request: Request, template: str, kind: str, q: str, page: int) -> Response:
+    """A page of one kind's records: the whole page, or the part that moves."""
+    if not is_authorized(request):
+        return _page("signin.html", status_code=401)
+    spec = _kind(kind)
+    if spec is None:
+        return _page("missing.html", status_code=404, what=f"no kind of record named {kind!r}")
+    return _page(template, **await _context(request, spec, q, page))
+
+
+async def _record(request: Request, template: str, kind: str, record_id: int) -> Response:
+    """One record: the whole page, or the part that moves."""
+    if not is_authorized(request):
+        return _page("signin.html", status_code=401)
+    context = await _record_context(request, kind, record_id)
+    if context is None:
+        return _page("missing.html", status_code=404, what=f"no {kind} {record_id}")
+    return _page(template, **context)
 
 
 def _kind(name: str) -> records.Kind | None:

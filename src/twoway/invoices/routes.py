@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,16 +11,12 @@ from twoway.invoices.kind import INVOICE
 from twoway.invoices.repository import InvoiceRepository
 from twoway.invoices.schemas import InvoiceCreate, InvoiceOut, InvoicePage, InvoiceUpdate, Status
 from twoway.kit import errors, idempotency
-from twoway.kit.deps import db_session
-from twoway.sync import record_state
+from twoway.kit.deps import RecordId, Session, idempotency_key
+from twoway.syncstate import view as sync_state
 
 router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"])
-Session = Annotated[AsyncSession, Depends(db_session)]
-InvoiceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=idempotency.KEY_MAX,
-    description="Makes a retry safe: a POST repeated with the same key (within 24 h) gets the first "
-                "answer again instead of creating a second invoice. Same key, other body: 400.")]
+InvoiceId = RecordId
+IdempotencyKey = Annotated[str | None, idempotency_key("invoice")]
 Command = Literal["finalize", "void", "mark_uncollectible", "pay"]
 REFUSED = errors.documented(409)
 UNCHANGED: dict[int | str, dict[str, Any]] = {
@@ -146,7 +142,7 @@ async def invoice_command(invoice_id: InvoiceId, command: Command, request: Requ
 async def invoice_sync(invoice_id: InvoiceId, session: Session) -> dict[str, Any]:
     if await InvoiceRepository(session).get(invoice_id) is None:
         raise _not_found(invoice_id)
-    return await record_state.of(session, INVOICE, invoice_id)
+    return await sync_state.of(session, INVOICE, invoice_id)
 
 
 async def _live(session: AsyncSession, invoice_id: int) -> Any:

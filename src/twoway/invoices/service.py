@@ -16,7 +16,7 @@ from twoway.invoices.models import RANK, TERMINAL, Invoice, InvoiceLine
 from twoway.invoices.repository import LOCK_CUSTOMER, InvoiceRepository
 from twoway.invoices.schemas import InvoiceCreate, LineIn
 from twoway.kit.outbox import enqueue_outbound
-from twoway.sync.models import SyncEvent
+from twoway.syncstate.models import SyncEvent
 
 KIND = "invoice"
 # Fixed when the invoice is created: Stripe's invoice update takes neither.

@@ -7,6 +7,7 @@ caller learns the outcome of the commit that held its item, and only then answer
 - it failed before COMMIT was sent: `Unavailable` (nothing of the group was applied);
 - it failed while COMMIT was in flight: `OutcomeUnknown` (applied or not; a retry must be safe).
 A data error in one item must not fail its neighbours: the group is then retried one item at a time.
+The queueing, lingering and answering are `kit/batching.py`'s; this module is the transaction.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 
 import asyncpg
 
+from twoway.kit.batching import Batcher
 from twoway.kit.outage import is_connection_error
 from twoway.logs import get_logger
 
@@ -37,103 +39,41 @@ class OutcomeUnknown(Exception):
     """The connection failed while COMMIT was in flight: the write may or may not have been applied."""
 
 
-class GroupCommit(Generic[T, R]):
+class GroupCommit(Batcher[T, R]):
     """Batches `submit`ted items into shared transactions. `write` returns one result per item, in order."""
 
     def __init__(self, pool: asyncpg.Pool, write: Write[T, R], *, name: str, max_batch: int = 256,
                  max_wait: float = 0.002, max_inflight: int = 2, one_statement: bool = False) -> None:
+        # A caller that gave up before its group went is left out of it; a result that is an exception is
+        # one item's own failure (see `_write_group`).
+        super().__init__(self._write_group, size=max_batch, linger=max_wait, max_in_flight=max_inflight,
+                         raise_errors=True, drop_cancelled=True, task_name=f"group-commit:{name}")
         self.pool = pool
         self.write = write
         # `write` runs exactly one statement: then it runs without an explicit transaction.
         self.one_statement = one_statement
         self.name = name
-        self.max_batch = max_batch
-        self.max_wait = max_wait
-        self._slots = asyncio.Semaphore(max_inflight)
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._wakeup: asyncio.Future[None] | None = None
-        self._full: asyncio.Future[None] | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
         # A seam for fault tests: called with the group's connection and size before COMMIT is sent.
         self.before_commit: Callable[[asyncpg.Connection, int], Awaitable[None]] | None = None
         self.groups = 0
         self.items = 0
 
-    async def submit(self, item: T) -> R:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        self._queue.append((item, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name=f"group-commit:{self.name}")
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-        if len(self._queue) >= self.max_batch and self._full is not None and not self._full.done():
-            self._full.set_result(None)
-        return await future
-
-    async def close(self) -> None:
-        """Finish what is queued and in flight, then stop."""
-        while self._queue or self._flushes:
-            await asyncio.sleep(0.005)
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._runner
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                self._wakeup = loop.create_future()
-                await self._wakeup
-                self._wakeup = None
-            if len(self._queue) < self.max_batch and self.max_wait > 0:
-                # Linger so concurrent requests can join; a full batch goes at once.
-                self._full = loop.create_future()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._full, self.max_wait)
-                self._full = None
-            await self._slots.acquire()
-            batch = self._queue[:self.max_batch]
-            del self._queue[:self.max_batch]
-            task = asyncio.create_task(self._flush(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-
-    async def _flush(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _write_group(self, items: list[T]) -> Sequence[R | Exception]:
         try:
-            live = [(item, future) for item, future in batch if not future.cancelled()]
-            if not live:
-                return
-            try:
-                results = await self._commit([item for item, _ in live])
-            except (Unavailable, OutcomeUnknown) as exc:
-                _fail(live, exc)
-                return
-            except Exception as exc:
-                if len(live) == 1:
-                    _fail(live, exc)
-                    return
-                # One bad item (a data error) must not fail the others: each gets its own transaction.
-                log.warning("group failed; retrying its items one by one", group=self.name, size=len(live),
-                            error=repr(exc)[:300])
-                await asyncio.gather(*(self._single(item, future) for item, future in live))
-                return
-            for (_, future), result in zip(live, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-        finally:
-            self._slots.release()
-
-    async def _single(self, item: T, future: asyncio.Future[R]) -> None:
-        try:
-            result = (await self._commit([item]))[0]
+            return await self._commit(items)
         except Exception as exc:
-            _fail([(item, future)], exc)
-        else:
-            if not future.done():
-                future.set_result(result)
+            if len(items) == 1 or isinstance(exc, Unavailable | OutcomeUnknown):
+                raise  # the group's own failure: every caller of it gets it
+            # One bad item (a data error) must not fail the others: each gets its own transaction.
+            log.warning("group failed; retrying its items one by one", group=self.name, size=len(items),
+                        error=repr(exc)[:300])
+            return await asyncio.gather(*(self._single(item) for item in items))
+
+    async def _single(self, item: T) -> R | Exception:
+        try:
+            return (await self._commit([item]))[0]
+        except Exception as exc:
+            return exc
 
     async def _commit(self, items: list[T]) -> Sequence[R]:
         try:
@@ -184,8 +124,3 @@ class GroupCommit(Generic[T, R]):
         self.items += len(items)
         return results
 
-
-def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(exc)

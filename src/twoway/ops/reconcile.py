@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import resource
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from types import SimpleNamespace
@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from twoway.connectors.base import Connector, ExternalRecord
@@ -327,14 +327,19 @@ class Reconciler:
 
     # our side: rows without links, and links whose external object was not listed
 
-    async def _scan_internal(self, conn: AsyncConnection) -> None:
+    async def _pages(self, conn: AsyncConnection, query: TextClause) -> AsyncIterator[Sequence[Any]]:
+        """The rows of `query` a batch at a time, by id (keyset paging); each batch's snapshot is released."""
         after = 0
         while True:
-            rows = (await conn.execute(self.sql.our_page, {**self.params, "after": after,
-                                                           "limit": self.batch_size})).all()
+            rows = (await conn.execute(query, {**self.params, "after": after, "limit": self.batch_size})).all()
             await conn.commit()
             if not rows:
                 return
+            yield rows
+            after = rows[-1].id
+
+    async def _scan_internal(self, conn: AsyncConnection) -> None:
+        async for rows in self._pages(conn, self.sql.our_page):
             unseen = [r for r in rows if not r.seen and r.external_id is not None
                       and not (r.base or {}).get("deleted")]
             ours = await self._ours([r.id for r in unseen])
@@ -342,7 +347,6 @@ class Reconciler:
             for row in rows:
                 drifts += await self._check_internal(row, ours.get(row.id, {}))
             await self._record(drifts)
-            after = rows[-1].id
             self.scan.scanned_internal += len(rows)
             self.progress("internal", self.kind.name, len(rows))
 
@@ -360,18 +364,11 @@ class Reconciler:
         return compare_pair(row.id, row.external_id, row.base or {}, ours, row.deleted, theirs, self.theirs_own)
 
     async def _scan_dangling_links(self, conn: AsyncConnection) -> None:
-        after = 0
-        while True:
-            rows = (await conn.execute(self.sql.dangling_links, {**self.params, "after": after,
-                                                                 "limit": self.batch_size})).all()
-            await conn.commit()
-            if not rows:
-                return
+        async for rows in self._pages(conn, self.sql.dangling_links):
             # No handler can repair this: the row was removed outside twoway. Someone must decide.
             await self._record([Drift("dangling_link", r.internal_id, r.external_id, MANUAL,
                                       note=f"{self.system} object {'exists' if r.seen else 'is gone'}")
                                 for r in rows if r.seen or not (r.base or {}).get("deleted")])
-            after = rows[-1].id
 
     # repairs
 

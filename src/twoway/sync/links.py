@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twoway.sync.models import Link
+from twoway.syncstate.models import Link
 
 
 class LinkRepository:

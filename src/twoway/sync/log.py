@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twoway.sync.models import SyncEvent
+from twoway.syncstate.models import SyncEvent
 
 OPEN = ("retry", "requeued", "started")
 

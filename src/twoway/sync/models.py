@@ -1,4 +1,5 @@
-"""Links between our records and external objects, the inbox, the sync log and cursors."""
+"""The engine's own tables: the inbox, rejected webhooks, cursors and connector state. (Links and the sync log,
+which the catalog reads and writes too, are in `twoway.syncstate.models`.)"""
 
 from __future__ import annotations
 
@@ -10,29 +11,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from twoway.kit.db import Base
-
-
-class Link(Base):
-    """One external object per (kind, internal id, system), and one internal record per external id."""
-
-    __tablename__ = "links"
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(50))
-    internal_id: Mapped[int] = mapped_column(BigInteger)
-    system: Mapped[str] = mapped_column(String(50))
-    external_id: Mapped[str] = mapped_column(String(255))
-    # The field values both sides last agreed on; {"deleted": true} once the pair is gone.
-    base: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    last_pushed_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-    __table_args__ = (
-        UniqueConstraint("kind", "internal_id", "system", name="uq_links_internal"),
-        UniqueConstraint("system", "kind", "external_id", name="uq_links_external"),
-    )
 
 
 class InboxEvent(Base):
@@ -69,41 +47,6 @@ class WebhookRejection(Base):
     body_size: Mapped[int] = mapped_column(Integer, default=0)
     remote_addr: Mapped[str | None] = mapped_column(String(100))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-OPEN_ROWS = text("status IN ('retry', 'requeued', 'started', 'dead')")
-
-
-class SyncEvent(Base):
-    """The sync log: one row per attempt or outcome. Rows in `retry` or `dead` are work still owed."""
-
-    __tablename__ = "sync_events"
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(50))
-    internal_id: Mapped[int | None] = mapped_column(BigInteger)
-    external_id: Mapped[str | None] = mapped_column(String(255))
-    system: Mapped[str] = mapped_column(String(50))
-    direction: Mapped[str] = mapped_column(String(10))
-    operation: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20))
-    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    error: Mapped[str | None] = mapped_column(Text)
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-    __table_args__ = (
-        Index("ix_sync_events_record", "kind", "internal_id", "system"),
-        Index("ix_sync_events_due", "next_attempt_at", postgresql_where=text("status = 'retry'")),
-        Index("ix_sync_events_status", "status"),
-        # Every write-back looks up the owed work of its records (sync/sql.py CLOSE_OPEN, PREVIOUS): small
-        # partial indexes over the few open rows, by internal id and by external id (inbound events name
-        # only the latter; without this each lookup walked ix_sync_events_record, 8 ms a record at 8k rows).
-        Index("ix_sync_events_open_internal", "kind", "system", "internal_id", postgresql_where=OPEN_ROWS),
-        Index("ix_sync_events_open_external", "kind", "system", "external_id", postgresql_where=OPEN_ROWS),
-    )
 
 
 class Cursor(Base):

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.kit.outbox import enqueue_inbound, enqueue_outbound
-from twoway.sync.models import SyncEvent
+from twoway.syncstate.models import SyncEvent
 
 
 async def dead_letters(session: AsyncSession, limit: int = 100) -> Sequence[SyncEvent]:

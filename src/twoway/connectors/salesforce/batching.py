@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twoway.connectors.base import ConnectorError
+from twoway.kit.batching import Batcher
 
 Result = dict[str, Any] | ConnectorError
 Send = Callable[[list[dict[str, Any]]], Awaitable[list[Result]]]
@@ -18,49 +19,22 @@ Send = Callable[[list[dict[str, Any]]], Awaitable[list[Result]]]
 class Filler:
     def __init__(self, send: Send, *, size: int = 200, linger: float = 0.2, burst_window: float = 1.0) -> None:
         self.send = send
-        self.size = size
         self.linger = linger
         self.burst_window = burst_window
-        self.calls = 0
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[Result]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._in_flight = 0
         self._last_flush = -1e9
+        # `send` answers errors as values (returned to their own record); anything it raises reaches every caller.
+        self._calls: Batcher[dict[str, Any], Result] = Batcher(self._send, size=size, linger=self._linger,
+                                                               task_name="salesforce-composite")
 
     async def submit(self, records: list[dict[str, Any]]) -> list[Result]:
         """One result per record, in order. A full call goes at once; a partial one after `linger`."""
+        return await self._calls.submit_all(records)
+
+    def _linger(self) -> float:
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Result]] = [loop.create_future() for _ in records]
-        self._pending.extend(zip(records, futures, strict=True))
-        while len(self._pending) >= self.size:
-            self._flush()
-        if self._pending and self._timer is None:
-            bursting = self._in_flight > 0 or loop.time() - self._last_flush < self.burst_window
-            self._timer = loop.call_later(self.linger if bursting else 0.0, self._flush_all)
-        return list(await asyncio.gather(*futures))
+        bursting = self._calls.in_flight > 0 or loop.time() - self._last_flush < self.burst_window
+        return self.linger if bursting else 0.0
 
-    def _flush_all(self) -> None:
-        self._timer = None
-        while self._pending:
-            self._flush()
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending[: self.size], self._pending[self.size:]
+    async def _send(self, records: list[dict[str, Any]]) -> list[Result]:
         self._last_flush = asyncio.get_running_loop().time()
-        self.calls += 1
-        self._in_flight += 1
-        asyncio.ensure_future(self._run(batch))
-
-    async def _run(self, batch: list[tuple[dict[str, Any], asyncio.Future[Result]]]) -> None:
-        try:
-            results = await self.send([record for record, _ in batch])
-        except Exception as exc:  # send answers errors as values; anything else reaches every caller
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        finally:
-            self._in_flight -= 1
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        return await self.send(records)

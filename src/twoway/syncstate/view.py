@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.kit.records import Kind
-from twoway.sync.models import Link, SyncEvent
+from twoway.syncstate.models import Link, SyncEvent
 
 EVENT_FIELDS = ("id", "kind", "internal_id", "external_id", "system", "direction", "operation", "status",
                 "attempts", "error", "created_at")

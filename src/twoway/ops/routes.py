@@ -1,22 +1,19 @@
 """Sync operations over HTTP: status, dead letters and their replay. (A record's own sync state is served by
-its kind's routes, through `twoway.sync.record_state`.)"""
+its kind's routes, through `twoway.syncstate.view`.)"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from twoway.kit.deps import db_session
+from twoway.kit.deps import RecordId, Session
 from twoway.ops.status import full_status
 from twoway.sync import replay as replays
 
 router = APIRouter(prefix="/api/v1", tags=["sync"])
-Session = Annotated[AsyncSession, Depends(db_session)]
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 class FailureOut(BaseModel):
@@ -47,7 +44,7 @@ async def list_failures(session: Session, limit: Annotated[int, Query(ge=1, le=1
 
 
 @router.post("/sync/failures/{failure_id}/replay")
-async def replay_failure(failure_id: Id, session: Session) -> dict[str, Any]:
+async def replay_failure(failure_id: RecordId, session: Session) -> dict[str, Any]:
     if not await replays.replay(session, failure_id):
         raise HTTPException(404, f"no dead letter {failure_id}")
     await session.commit()
