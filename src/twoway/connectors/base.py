@@ -126,13 +126,8 @@ class BatchWrites(Protocol):
     async def update_many(self, kind: str, items: Sequence[UpdateItem]) -> list[ExternalRecord | ConnectorError]: ...
 
 
-class KindHandler(Protocol):
-    """One kind as one system holds it: the calls for it, its fields in ours, its events.
-
-    A module per (system, kind) implements it (`stripe/customers.py`, `stripe/invoices.py`,
-    `salesforce/accounts.py`); the system's connector holds what every kind shares (client, auth,
-    limits) and a `{kind: handler}` table it dispatches through. A new kind is a module and a row.
-    """
+class Parses(Protocol):
+    """What an event table needs of a handler (its class will do, when parsing needs no client)."""
 
     @property
     def kind(self) -> str: ...
@@ -141,6 +136,19 @@ class KindHandler(Protocol):
     def event_types(self) -> tuple[str, ...]:
         """The event types it parses; `invoice.*` stands for every type that starts with `invoice.`."""
         ...
+
+    def event(self, payload: Mapping[str, Any]) -> InboundEvent | None:
+        """The event a payload of this kind is, or None when it names nothing of ours. Raises WebhookRejected."""
+        ...
+
+
+class KindHandler(Parses, Protocol):
+    """One kind as one system holds it: the calls for it, its fields in ours, its events.
+
+    A module per (system, kind) implements it (`stripe/customers.py`, `stripe/invoices.py`,
+    `salesforce/accounts.py`); the system's connector holds what every kind shares (client, auth,
+    limits) and a `{kind: handler}` table it dispatches through. A new kind is a module and a row.
+    """
 
     async def fetch(self, external_id: str) -> ExternalRecord: ...
 
@@ -164,10 +172,6 @@ class KindHandler(Protocol):
         """The system's object in our terms."""
         ...
 
-    def event(self, payload: Mapping[str, Any]) -> InboundEvent | None:
-        """The event a payload of this kind is, or None when it names nothing of ours. Raises WebhookRejected."""
-        ...
-
 
 class BatchKindHandler(KindHandler, Protocol):
     """A kind whose system writes many records a call: the per-kind half of `BatchWrites`."""
@@ -175,18 +179,6 @@ class BatchKindHandler(KindHandler, Protocol):
     async def create_many(self, items: Sequence[CreateItem]) -> list[ExternalRecord | ConnectorError]: ...
 
     async def update_many(self, items: Sequence[UpdateItem]) -> list[ExternalRecord | ConnectorError]: ...
-
-
-class Parses(Protocol):
-    """What an event table needs of a handler (its class will do, when parsing needs no client)."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def event_types(self) -> tuple[str, ...]: ...
-
-    def event(self, payload: Mapping[str, Any]) -> InboundEvent | None: ...
 
 
 P = TypeVar("P", bound=Parses)

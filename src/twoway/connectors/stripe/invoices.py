@@ -407,6 +407,7 @@ class Invoices:
         return draft_params(fields)
 
     def record(self, obj: Mapping[str, Any]) -> ExternalRecord:
+        """With the lines the invoice embeds (a fetch reads past their first page)."""
         return record(obj)
 
     @staticmethod
