@@ -34,7 +34,7 @@ def _fields(customer: str, lines: list[dict] = LINES, **over: str) -> dict[str, 
 async def test_draft_edits_and_commands(settings: Settings, stripe_client: stripe.StripeClient, emulator: str) -> None:
     conn = StripeConnector.from_settings(settings)
     cus = stripe_client.v1.customers.create({"name": "Inv", "email": "inv@example.com"}).id
-    created = await inv.create(conn, 7, _fields(cus), "twoway:stripe:invoice:7:create:v1")
+    created = await conn.create(inv.KIND, 7, _fields(cus), "twoway:stripe:invoice:7:create:v1")
     si = stripe_client.v1.invoices.retrieve(created.external_id)
     assert si.metadata["internal_id"] == "7" and si.auto_advance is False and si.status == "draft"
     assert si.total == 4500 + 5000 + 500
@@ -46,39 +46,39 @@ async def test_draft_edits_and_commands(settings: Settings, stripe_client: strip
     assert created.internal_id == 7 and wire.decode_lines(created.fields["lines"]) == LINES
 
     # A replayed create (same key) makes nothing new.
-    again = await inv.create(conn, 7, _fields(cus), "twoway:stripe:invoice:7:create:v1")
+    again = await conn.create(inv.KIND, 7, _fields(cus), "twoway:stripe:invoice:7:create:v1")
     assert again.external_id == si.id and len(stripe_client.v1.invoices.line_items.list(si.id).data) == 3
 
     # One edit of a line, one of the description: one Stripe write each.
     before = _writes(emulator)
     edited = [dict(LINES[0], quantity=4), LINES[1], LINES[2]]
-    await inv.update(conn, si.id, {"description": "April", "lines": wire.encode_lines(edited)}, "k:v2:abc")
+    await conn.update(inv.KIND, si.id, {"description": "April", "lines": wire.encode_lines(edited)}, "k:v2:abc")
     after = _writes(emulator)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
     assert sum(delta.values()) == 2, delta
-    fetched = await inv.fetch(conn, si.id)
+    fetched = await conn.fetch(inv.KIND, si.id)
     assert fetched.fields["description"] == "April" and wire.decode_lines(fetched.fields["lines"]) == edited
     assert fetched.fields["total"] == str(6000 + 5000 + 500)
 
     # Lines removed and added.
-    await inv.update(conn, si.id, {"lines": wire.encode_lines([LINES[1], {**LINES[0], "id": 14}])}, "k:v3:def")
-    got = wire.decode_lines((await inv.fetch(conn, si.id)).fields["lines"])
+    await conn.update(inv.KIND, si.id, {"lines": wire.encode_lines([LINES[1], {**LINES[0], "id": 14}])}, "k:v3:def")
+    got = wire.decode_lines((await conn.fetch(inv.KIND, si.id)).fields["lines"])
     assert [(g["id"], g["description"]) for g in got] == [(12, "Support"), (14, "Seats")]
 
     # Finalize: Stripe opens it and numbers it.
-    moved = await inv.update(conn, si.id, {"status": "open"}, "k:v4:fin")
+    moved = await conn.update(inv.KIND, si.id, {"status": "open"}, "k:v4:fin")
     assert moved.fields["status"] == "open" and moved.fields["number"]
     # Asking again is no error (a replay, or it got there another way).
-    assert (await inv.update(conn, si.id, {"status": "open"}, "k:v5:fin")).fields["status"] == "open"
+    assert (await conn.update(inv.KIND, si.id, {"status": "open"}, "k:v5:fin")).fields["status"] == "open"
     # Paid in Stripe while we ask for void: refused, with the invoice as it stands.
     stripe_client.v1.invoices.pay(si.id, {"paid_out_of_band": True})
     try:
-        await inv.update(conn, si.id, {"status": "void"}, "k:v6:void")
+        await conn.update(inv.KIND, si.id, {"status": "void"}, "k:v6:void")
         raise AssertionError("void of a paid invoice went through")
     except Refused as exc:
         assert exc.transient and "paid" in str(exc) and exc.fields == ("status",)
         assert exc.current.fields["status"] == "paid"
-    paid = await inv.fetch(conn, si.id)
+    paid = await conn.fetch(inv.KIND, si.id)
     assert paid.fields["status"] == paid.fields["confirmed_status"] == "paid"
     assert paid.fields["amount_paid"] == str(5000 + 4500)
     await conn.close()
@@ -92,24 +92,24 @@ async def test_claims_stripe_items_and_pages_lines(settings: Settings, stripe_cl
     for n in range(12):
         stripe_client.v1.invoice_items.create({"customer": cus, "invoice": si.id, "amount": 100 + n,
                                                "currency": "usd", "description": f"made in stripe {n}"})
-    theirs = await inv.fetch(conn, si.id)
+    theirs = await conn.fetch(inv.KIND, si.id)
     entries = wire.decode_lines(theirs.fields["lines"])
     assert len(entries) == 12 and all(e["id"] is None for e in entries)  # read past the embedded first 10
     assert theirs.internal_id is None and theirs.fields["customer_id"] == cus
 
     # Our import gave them ids: the push claims the very same items, creating and deleting none.
     ours = [{**e, "id": 100 + n} for n, e in enumerate(entries)]
-    await inv.set_internal_id(conn, si.id, 55, "k:adopt")
-    await inv.update(conn, si.id, {"lines": wire.encode_lines(ours)}, "k:v2:claim")
-    after = await inv.fetch(conn, si.id)
+    await conn.set_internal_id(inv.KIND, si.id, 55, "k:adopt")
+    await conn.update(inv.KIND, si.id, {"lines": wire.encode_lines(ours)}, "k:v2:claim")
+    after = await conn.fetch(inv.KIND, si.id)
     assert after.internal_id == 55 and wire.decode_lines(after.fields["lines"]) == ours
     assert len(stripe_client.v1.invoice_items.list({"invoice": si.id, "limit": 100}).data) == 12
-    assert (await inv.find_by_internal_id(conn, 55)) is not None
+    assert (await conn.find_by_internal_id(inv.KIND, 55)) is not None
 
     # A draft deleted; deleting again is no error; the fetch says deleted.
-    await inv.delete(conn, si.id, "k:delete")
-    await inv.delete(conn, si.id, "k:delete2")
-    assert (await inv.fetch(conn, si.id)).deleted
+    await conn.delete(inv.KIND, si.id, "k:delete")
+    await conn.delete(inv.KIND, si.id, "k:delete2")
+    assert (await conn.fetch(inv.KIND, si.id)).deleted
     await conn.close()
 
 
@@ -138,11 +138,11 @@ async def test_frozen_fields_are_refused_with_the_invoice_as_it_stands(settings:
                                                                       stripe_client: stripe.StripeClient) -> None:
     conn = StripeConnector.from_settings(settings)
     cus = stripe_client.v1.customers.create({"name": "F", "email": "f@example.com"}).id
-    created = await inv.create(conn, 9, _fields(cus), "twoway:stripe:invoice:9:create:v1")
+    created = await conn.create(inv.KIND, 9, _fields(cus), "twoway:stripe:invoice:9:create:v1")
     stripe_client.v1.invoices.finalize_invoice(created.external_id)
     for changes in ({"description": "late"}, {"lines": wire.encode_lines(LINES[:1])}):
         try:
-            await inv.update(conn, created.external_id, changes, f"k:{sorted(changes)}")
+            await conn.update(inv.KIND, created.external_id, changes, f"k:{sorted(changes)}")
             raise AssertionError(f"{changes} went through on a finalized invoice")
         except Refused as exc:
             assert set(exc.fields) == set(changes) and exc.current.fields["status"] == "open"

@@ -163,7 +163,7 @@ async def test_poll_events_sees_changes_and_deletes_once(connector: SalesforceCo
     assert await wait_until(caught_up, 10, 0.3)
     again, _ = await connector.poll_events(cursor)
     assert {e.event_id for e in again} <= set(seen)  # the overlap re-reads; event ids dedup it
-    snap = connector.snapshot(next(e for e in seen.values() if e.external_id == made).payload)  # type: ignore[attr-defined]
+    snap = connector.snapshot("customer", next(e for e in seen.values() if e.external_id == made).payload)  # type: ignore[attr-defined]
     assert snap is not None and snap.external_id == made
 
 

@@ -22,11 +22,11 @@ from twoway.sync.engine import Item, SyncEngine
 class Answers:
     """An external system that answers each fetch with the next exception, or a record."""
 
+    kinds = ("customer",)
+    max_in_flight = None
+
     def __init__(self, *answers: BaseException | None) -> None:
         self.answers = list(answers)
-
-    def kinds(self) -> list[str]:
-        return ["customer"]
 
     async def fetch(self, kind: str, external_id: str) -> Any:
         answer = self.answers.pop(0)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from datetime import datetime, timedelta
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ class UpdateItem:
 
 @runtime_checkable
 class BatchWrites(Protocol):
-    """Optional, for systems with a batch API (Salesforce `composite/sobjects`, 200 records a call).
+    """For connectors whose system has a batch API (Salesforce `composite/sobjects`, 200 records a call);
+    such a connector declares `batch_writes = True`.
 
     The engine hands a connector that has these every create / update of one kind in a batch at once.
     Results come back in the order of `items`: the record, or the error of that one item.
@@ -125,10 +126,164 @@ class BatchWrites(Protocol):
     async def update_many(self, kind: str, items: Sequence[UpdateItem]) -> list[ExternalRecord | ConnectorError]: ...
 
 
-class Connector(Protocol):
-    system: str
+class Parses(Protocol):
+    """What an event table needs of a handler (its class will do, when parsing needs no client)."""
 
-    def kinds(self) -> tuple[str, ...]: ...
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        """The event types it parses; `invoice.*` stands for every type that starts with `invoice.`."""
+        ...
+
+    def event(self, payload: Mapping[str, Any]) -> InboundEvent | None:
+        """The event a payload of this kind is, or None when it names nothing of ours. Raises WebhookRejected."""
+        ...
+
+
+class KindHandler(Parses, Protocol):
+    """One kind as one system holds it: the calls for it, its fields in ours, its events.
+
+    A module per (system, kind) implements it (`stripe/customers.py`, `stripe/invoices.py`,
+    `salesforce/accounts.py`); the system's connector holds what every kind shares (client, auth,
+    limits) and a `{kind: handler}` table it dispatches through. A new kind is a module and a row.
+    """
+
+    async def fetch(self, external_id: str) -> ExternalRecord: ...
+
+    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str) -> ExternalRecord: ...
+
+    async def update(self, external_id: str, changes: Mapping[str, str], idempotency_key: str) -> ExternalRecord: ...
+
+    async def delete(self, external_id: str, idempotency_key: str) -> None: ...
+
+    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str) -> ExternalRecord: ...
+
+    async def find_by_internal_id(self, internal_id: int) -> ExternalRecord | None: ...
+
+    def list_all(self, page_size: int = 100) -> AsyncIterator[ExternalRecord]: ...
+
+    def to_system(self, fields: Mapping[str, str]) -> dict[str, Any]:
+        """Our field values as the system's (what a write sends for them)."""
+        ...
+
+    def record(self, obj: Mapping[str, Any]) -> ExternalRecord:
+        """The system's object in our terms."""
+        ...
+
+
+class BatchKindHandler(KindHandler, Protocol):
+    """A kind whose system writes many records a call: the per-kind half of `BatchWrites`."""
+
+    async def create_many(self, items: Sequence[CreateItem]) -> list[ExternalRecord | ConnectorError]: ...
+
+    async def update_many(self, items: Sequence[UpdateItem]) -> list[ExternalRecord | ConnectorError]: ...
+
+
+P = TypeVar("P", bound=Parses)
+
+
+class EventTable(Generic[P]):
+    """Event type -> the one handler that parses it. Two handlers claiming one type is an error at start."""
+
+    def __init__(self, handlers: Iterable[P]) -> None:
+        self.exact: dict[str, P] = {}
+        self.prefixes: dict[str, P] = {}  # "invoice." for "invoice.*"
+        for handler in handlers:
+            for pattern in handler.event_types:
+                table, key = (self.prefixes, pattern[:-1]) if pattern.endswith(".*") else (self.exact, pattern)
+                if key in table:
+                    raise ValueError(f"event type {pattern!r} has two handlers")
+                table[key] = handler
+        shared = [key for key, h in self.exact.items() if self._prefixed(key, h, also_under=False)]
+        shared += [key + "*" for key, h in self.prefixes.items() if self._prefixed(key, h, also_under=True)]
+        if shared:
+            raise ValueError(f"event types with two handlers: {', '.join(shared)}")
+
+    def _prefixed(self, key: str, handler: P, *, also_under: bool) -> bool:
+        """Does another handler's prefix cover `key` (or, for a prefix, any type under it)?"""
+        return any(other is not handler and (key.startswith(p) or (also_under and p.startswith(key)))
+                   for p, other in self.prefixes.items())
+
+    def handler(self, event_type: object) -> P | None:
+        if not isinstance(event_type, str):
+            return None
+        found = self.exact.get(event_type)
+        if found is None:
+            found = next((h for prefix, h in self.prefixes.items() if event_type.startswith(prefix)), None)
+        return found
+
+    def event(self, payload: Mapping[str, Any]) -> InboundEvent | None:
+        """The event, or None for a type no handler syncs. Raises WebhookRejected for a malformed one."""
+        handler = self.handler(payload.get("type"))
+        return handler.event(payload) if handler is not None else None
+
+
+H = TypeVar("H", bound=KindHandler)
+B = TypeVar("B", bound=BatchKindHandler)
+
+
+class Dispatch(Generic[H]):
+    """The calls a connector takes by kind, each sent to that kind's handler in `handlers` (its table)."""
+
+    handlers: dict[str, H]
+
+    async def fetch(self, kind: str, external_id: str) -> ExternalRecord:
+        return await self.handlers[kind].fetch(external_id)
+
+    async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
+                     idempotency_key: str) -> ExternalRecord:
+        return await self.handlers[kind].create(internal_id, fields, idempotency_key)
+
+    async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
+                     idempotency_key: str) -> ExternalRecord:
+        return await self.handlers[kind].update(external_id, changes, idempotency_key)
+
+    async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None:
+        await self.handlers[kind].delete(external_id, idempotency_key)
+
+    async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
+                              idempotency_key: str) -> ExternalRecord:
+        return await self.handlers[kind].set_internal_id(external_id, internal_id, idempotency_key)
+
+    async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None:
+        return await self.handlers[kind].find_by_internal_id(internal_id)
+
+    def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
+        return self.handlers[kind].list_all(page_size)
+
+    def snapshot(self, kind: str, payload: Mapping[str, Any]) -> ExternalRecord | None:
+        """The object a stored event carried, in our terms (a hint: it may be stale); None for a malformed one."""
+        try:
+            event = self.handlers[kind].event(payload)
+        except WebhookRejected:
+            return None
+        return event.record if event else None
+
+
+class BatchDispatch(Dispatch[B]):
+    """`Dispatch` with the batch forms (`BatchWrites`), for a system whose kinds all have them."""
+
+    async def create_many(self, kind: str, items: Sequence[CreateItem]) -> list[ExternalRecord | ConnectorError]:
+        return await self.handlers[kind].create_many(items)
+
+    async def update_many(self, kind: str, items: Sequence[UpdateItem]) -> list[ExternalRecord | ConnectorError]:
+        return await self.handlers[kind].update_many(items)
+
+
+class Connector(Protocol):
+    """One external system. Its capabilities are fields the engine reads; its calls name the kind and go
+    to that kind's handler."""
+
+    system: str
+    kinds: tuple[str, ...]  # the kinds it syncs: the keys of its handler table
+    webhooks: bool  # the system delivers changes by webhook (verify_webhook)
+    polls: bool  # poll_events reads changes (the worker polls when INBOUND_MODE says, always without webhooks)
+    batch_writes: bool  # implements BatchWrites: the engine hands it a batch's creates / updates at once
+    max_in_flight: int | None  # calls in flight the engine allows it; None: SYNC_MAX_IN_FLIGHT
+    # How long a create may be re-sent with its first key and fields as a safe replay (then search first).
+    idempotency_window: timedelta
 
     async def fetch(self, kind: str, external_id: str) -> ExternalRecord: ...
 
@@ -151,8 +306,8 @@ class Connector(Protocol):
         """The event, or None for a verified event of a type we do not sync. Raises WebhookRejected."""
         ...
 
-    def snapshot(self, payload: Mapping[str, Any]) -> ExternalRecord | None:
-        """The object an event carried, in our terms (a hint: it may be stale)."""
+    def snapshot(self, kind: str, payload: Mapping[str, Any]) -> ExternalRecord | None:
+        """The object an event of `kind` carried, in our terms (a hint: it may be stale)."""
         ...
 
     async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]: ...

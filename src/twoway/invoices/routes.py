@@ -155,4 +155,4 @@ async def _live(session: AsyncSession, invoice_id: int) -> Any:
 def _synced_elsewhere(request: Request) -> bool:
     """Does an external system hold invoices? Then it, not we, confirms a status."""
     connectors = getattr(request.app.state, "webhook_connectors", {}) or {}
-    return any(service.KIND in c.kinds() for c in connectors.values())
+    return any(service.KIND in c.kinds for c in connectors.values())

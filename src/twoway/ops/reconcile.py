@@ -391,7 +391,7 @@ class Reconciler:
 def kinds_of(connector: Connector, names: Iterable[str] | None = None) -> list[records.Kind]:
     """The registered kinds the connector holds, in registration order (parents first); `names` picks some.
     Raises ValueError for a name that is not one of them."""
-    held = [k for k in records.all_kinds() if k.name in connector.kinds()]
+    held = [k for k in records.all_kinds() if k.name in connector.kinds]
     if names is None:
         return held
     wanted = list(dict.fromkeys(names))

@@ -87,7 +87,7 @@ class SyncEngine:
         self.breakers: dict[str, Breaker] = dict(breakers or {})
         for system in connectors:
             self.breakers.setdefault(system, Breaker.from_settings(system, settings))
-        self._in_flight = {s: asyncio.Semaphore(int(getattr(c, "max_in_flight", 0) or settings.sync_max_in_flight))
+        self._in_flight = {s: asyncio.Semaphore(c.max_in_flight or settings.sync_max_in_flight)
                            for s, c in connectors.items()}
         self._marks = Coalescer(self._mark_started_many)
         self._ids: dict[str, list[int]] = defaultdict(list)
@@ -99,7 +99,7 @@ class SyncEngine:
 
     async def outbound(self, kind: str, internal_id: int, system: str) -> str:
         """Make `system` hold what our row holds. Returns the outcome, for logs and tests."""
-        if kind not in self.connectors[system].kinds():
+        if kind not in self.connectors[system].kinds:
             return "unsupported"
         return await self.one(Item("outbound", kind, system, internal_id=internal_id))
 
@@ -133,7 +133,7 @@ class SyncEngine:
 
     async def prepare(self, items: Sequence[Item]) -> tuple[list[Job], list[Item]]:
         """Lock what can be locked and read it all. Returns the jobs, and the items held elsewhere."""
-        items = [i for i in items if i.system in self.connectors and i.kind in self.connectors[i.system].kinds()]
+        items = [i for i in items if i.system in self.connectors and i.kind in self.connectors[i.system].kinds]
         wanted = await self._lock_keys(items)
         granted = await self.locks.try_lock(k for keys in wanted.values() for k in keys)
         ready, busy = [], []
@@ -183,7 +183,7 @@ class SyncEngine:
                     if r.linked is not None:
                         linked[r.xid] = int(r.linked)
                     elif r.payload is not None and r.xid not in named:
-                        seen = self.connectors[system].snapshot(r.payload)
+                        seen = self.connectors[system].snapshot(kind, r.payload)
                         if seen is not None and seen.internal_id is not None:
                             named[r.xid] = seen.internal_id
                 for item in group:
@@ -222,8 +222,8 @@ class SyncEngine:
                 xids |= {r.external_id for r in links}
                 pending: dict[str, list[plan.Pending]] = defaultdict(list)
                 for e in (await session.execute(sql.PENDING, {**params, "xids": list(xids)})).all():
-                    pending[e.external_id].append(plan.Pending(e.id, connector.snapshot(e.payload), e.event_created,
-                                                               e.received_at))
+                    pending[e.external_id].append(plan.Pending(e.id, connector.snapshot(kind_name, e.payload),
+                                                               e.event_created, e.received_at))
                 unlinked = [i.internal_id for i in group if i.direction == "outbound" and i.internal_id not in by_iid]
                 traces: dict[int, plan.Trace] = {}
                 if unlinked:

@@ -107,7 +107,7 @@ class Worker:
         if "poller" in self.components:
             for system, connector in self.connectors.items():
                 # A system without webhooks (Salesforce) is always polled; the others when INBOUND_MODE says.
-                if self.settings.inbound_mode == "webhook" and getattr(connector, "webhooks", True):
+                if self.settings.inbound_mode == "webhook" and connector.webhooks:
                     continue
                 loops.append((f"poller:{system}", self._every(self.settings.poll_interval_seconds,
                                                               functools.partial(self.poll, connector))))
@@ -206,7 +206,7 @@ class Worker:
         async with unit_of_work(self.sessions) as session:
             for system, connector in self.connectors.items():
                 for kind in records.all_kinds():
-                    if kind.name not in connector.kinds():
+                    if kind.name not in connector.kinds:
                         continue
                     rows = (await session.execute(_sweep_records(kind.table), {
                         "system": system, "grace": grace, "kind": kind.name, "again": again})).all()

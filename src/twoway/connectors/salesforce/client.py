@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -106,6 +106,36 @@ class SalesforceClient:
                     raise ConnectorError(f"salesforce network error: {type(exc).__name__}", transient=True,
                                          outage=True)
         raise AssertionError("unreachable")
+
+    async def composite(self, op: str, method: str, path: str,
+                        records: list[dict[str, Any]]) -> list[dict[str, Any] | ConnectorError]:
+        """One `composite/sobjects` call (allOrNone=false): each record's result, or its error."""
+        n = len(records)
+        body = {"allOrNone": False, "records": records}
+        try:
+            answer = await self.call(op, lambda sf: sf.restful(path, method=method, json=body))
+        except ConnectorError as exc:
+            return [exc] * n  # the whole call failed: every record in it carries the error
+        results = answer if isinstance(answer, list) else []
+        if len(results) != n:
+            err = ConnectorError(f"salesforce composite answered {len(results)} results for {n}", transient=True)
+            return [err] * n
+        return [r if r.get("success") else record_error((r.get("errors") or [{}])[0]) for r in results]
+
+    async def query_all_pages(self, op: str, first: Any) -> AsyncIterator[dict[str, Any]]:
+        """The records of a query answer and of the pages after it."""
+        page = first
+        while True:
+            for raw in page["records"]:
+                yield raw
+            if page.get("done", True) or not page.get("nextRecordsUrl"):
+                return
+            page = await self._query_more(op, page["nextRecordsUrl"])
+
+    async def _query_more(self, op: str, url: str) -> Any:
+        def more(sf: Salesforce) -> Any:
+            return sf.query_more(url, identifier_is_url=True)
+        return await self.call(op, more)
 
     def server_now(self) -> float:
         """Salesforce's clock (epoch seconds), as its Date headers tell it."""

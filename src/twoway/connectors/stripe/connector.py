@@ -1,34 +1,59 @@
-"""The one module that talks to Stripe through the official SDK, with an injected client."""
+"""The one module that talks to Stripe through the official SDK, with an injected client: auth, the
+account's rate limit, webhook verification, the Events API, and the table of the kinds it syncs (each
+kind's calls and fields live in its own module: customers.py, invoices.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Protocol
 
 import stripe
 
-from twoway.connectors.base import ConnectorError, ExternalRecord, InboundEvent, NotFound, WebhookRejected
-from twoway.connectors.stripe import invoices, mapping
+from twoway.connectors.base import (
+    ConnectorError,
+    Dispatch,
+    EventTable,
+    InboundEvent,
+    KindHandler,
+    NotFound,
+    Parses,
+    WebhookRejected,
+)
+from twoway.connectors.stripe import customers, invoices
 from twoway.kit import metrics
 from twoway.kit.db import asyncpg_dsn
 from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
 from twoway.settings import Settings
 
 SYSTEM = "stripe"
-KIND = "customer"
-HANDLED_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
-# The kinds this connector syncs; each kind other than customers lives in its own module (invoices.py).
-KINDS: tuple[str, ...] = (KIND, invoices.KIND)
 RATE_LIMIT_RETRIES = 6
+# Stripe keeps idempotency keys for 24 hours; stay clear of the edge.
+IDEMPOTENCY_WINDOW = timedelta(hours=23)
 
 
-class StripeConnector:
+class HandlerClass(Parses, Protocol):
+    """A row of the table: the handler's class parses events alone; bound to the connector, it calls."""
+
+    def __call__(self, conn: StripeConnector) -> KindHandler: ...
+
+
+# One row per kind this connector syncs: the kind's module holds its calls, fields and events.
+HANDLERS: tuple[HandlerClass, ...] = (customers.Customers, invoices.Invoices)
+KINDS = tuple(h.kind for h in HANDLERS)
+EVENTS = EventTable(HANDLERS)
+
+
+class StripeConnector(Dispatch[KindHandler]):
     system = SYSTEM
+    kinds = KINDS
+    webhooks = True
+    polls = True  # the Events API: the safety net for webhooks (INBOUND_MODE)
+    batch_writes = False  # Stripe has no batch writes
+    max_in_flight: int | None = None  # the shared rate limiter paces calls; the engine's setting bounds them
+    idempotency_window = IDEMPOTENCY_WINDOW
 
     def __init__(self, client: stripe.StripeClient, *, limiter: Limiter, webhook_secrets: list[str],
                  livemode: bool, tolerance: int = 300) -> None:
@@ -37,7 +62,7 @@ class StripeConnector:
         self.webhook_secrets = webhook_secrets
         self.livemode = livemode
         self.tolerance = tolerance
-        self.calls: dict[str, int] = {}
+        self.handlers: dict[str, KindHandler] = {h.kind: h(self) for h in HANDLERS}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StripeConnector:
@@ -51,13 +76,10 @@ class StripeConnector:
         return cls(client, limiter=limiter_for(settings), webhook_secrets=settings.webhook_secrets(),
                    livemode=settings.stripe_livemode(), tolerance=settings.webhook_tolerance_seconds)
 
-    def kinds(self) -> tuple[str, ...]:
-        return KINDS
-
     # -- calls -------------------------------------------------------------------------------
 
-    async def _request(self, op: str, method: str, path: str, idempotency_key: str | None = None,
-                       **params: Any) -> tuple[dict[str, Any], Mapping[str, str]]:
+    async def request(self, op: str, method: str, path: str, idempotency_key: str | None = None,
+                      **params: Any) -> tuple[dict[str, Any], Mapping[str, str]]:
         """One call through the SDK's `raw_request_async`: the answer as a dict, and its headers.
 
         The SDK still encodes, authenticates and raises its own errors; we skip the StripeObject tree
@@ -65,10 +87,10 @@ class StripeConnector:
         """
         if idempotency_key is not None:
             params["idempotency_key"] = idempotency_key
-        response = await self._call(op, self.client.raw_request_async, method, path, **params)
+        response = await self.call(op, self.client.raw_request_async, method, path, **params)
         return response.data, response.headers
 
-    async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """One Stripe call (an SDK coroutine) under the account's shared rate limit.
 
         A 429 shrinks the shared limit (every worker slows down) and the call waits its turn again:
@@ -92,74 +114,6 @@ class StripeConnector:
                 metrics.STRIPE_CALLS.labels(op=op, status="network").inc()
                 raise ConnectorError(f"network error: {type(exc).__name__}", transient=True)
         raise AssertionError("unreachable")
-
-    async def fetch(self, kind: str, external_id: str) -> ExternalRecord:
-        if kind == invoices.KIND:
-            return await invoices.fetch(self, external_id)
-        try:
-            obj, _ = await self._request("retrieve", "get", _customer_path(external_id))
-        except NotFound:
-            return ExternalRecord(external_id, {}, deleted=True)
-        return _record(obj)
-
-    async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
-                     idempotency_key: str) -> ExternalRecord:
-        if kind == invoices.KIND:
-            return await invoices.create(self, internal_id, fields, idempotency_key)
-        params = {**mapping.to_stripe(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
-        obj, headers = await self._request("create", "post", "/v1/customers", idempotency_key, **params)
-        replayed = headers.get("idempotent-replayed", "").lower() == "true"
-        return dataclasses.replace(_record(obj), replayed=replayed)
-
-    async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
-                     idempotency_key: str) -> ExternalRecord:
-        if kind == invoices.KIND:
-            return await invoices.update(self, external_id, changes, idempotency_key)
-        obj, _ = await self._request("update", "post", _customer_path(external_id), idempotency_key,
-                                     **mapping.to_stripe(changes))
-        return _record(obj)
-
-    async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
-                              idempotency_key: str) -> ExternalRecord:
-        if kind == invoices.KIND:
-            return await invoices.set_internal_id(self, external_id, internal_id, idempotency_key)
-        obj, _ = await self._request("update", "post", _customer_path(external_id), idempotency_key,
-                                     metadata={mapping.INTERNAL_ID_KEY: str(internal_id)})
-        return _record(obj)
-
-    async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None:
-        if kind == invoices.KIND:
-            return await invoices.delete(self, external_id, idempotency_key)
-        try:
-            await self._request("delete", "delete", _customer_path(external_id), idempotency_key)
-        except NotFound:
-            return  # already gone: the goal state holds
-
-    async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None:
-        if kind == invoices.KIND:
-            return await invoices.find_by_internal_id(self, internal_id)
-        query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
-        result, _ = await self._request("search", "get", "/v1/customers/search", query=query, limit=10)
-        found = [o for o in result.get("data") or [] if mapping.internal_id_of(o) == internal_id]
-        return _record(found[0]) if found else None
-
-    async def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
-        if kind == invoices.KIND:
-            async for found in invoices.list_all(self, page_size):
-                yield found
-            return
-        after: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": page_size}
-            if after:
-                params["starting_after"] = after
-            page, _ = await self._request("list", "get", "/v1/customers", **params)
-            data = page.get("data") or []
-            for obj in data:
-                yield _record(obj)
-            if not page.get("has_more") or not data:
-                return
-            after = data[-1]["id"]
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -185,17 +139,10 @@ class StripeConnector:
             raise WebhookRejected("livemode of the event does not match the API key's mode")
         return event_from_payload(payload)
 
-    def snapshot(self, payload: Mapping[str, Any]) -> ExternalRecord | None:
-        try:
-            event = event_from_payload(payload)
-        except WebhookRejected:
-            return None
-        return event.record if event else None
-
     async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]:
         """Events newer than `cursor`, oldest first. Without a cursor, start from now."""
         if cursor is None:
-            latest, _ = await self._request("events", "get", "/v1/events", limit=1)
+            latest, _ = await self.request("events", "get", "/v1/events", limit=1)
             data = latest.get("data") or []
             return [], (data[0]["id"] if data else "")
         collected: list[InboundEvent] = []
@@ -203,7 +150,7 @@ class StripeConnector:
             params: dict[str, Any] = {"limit": 100}
             if cursor:
                 params["ending_before"] = cursor
-            page, _ = await self._request("events", "get", "/v1/events", **params)
+            page, _ = await self.request("events", "get", "/v1/events", **params)
             data = page.get("data") or []
             if not data:
                 return collected, cursor
@@ -251,10 +198,6 @@ class _AIOHTTPClient(stripe.AIOHTTPClient):
             self._cached_session = None
 
 
-def _customer_path(external_id: str) -> str:
-    return "/v1/customers/" + quote(external_id, safe="")
-
-
 def account_key(settings: Settings) -> str:
     """Names the Stripe account's shared bucket without revealing the key (a key is one account)."""
     digest = hashlib.sha256(settings.stripe_key().encode()).hexdigest()[:12]
@@ -299,29 +242,8 @@ def _safe_reason(message: str) -> str:
 
 
 def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent | None:
-    type_ = payload.get("type")
-    if invoices.handles(type_) and invoices.KIND in KINDS:
-        return invoices.event_from_payload(payload)
-    if type_ not in HANDLED_EVENTS:
-        return None
-    obj = (payload.get("data") or {}).get("object") or {}
-    if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
-        raise WebhookRejected("event carries no object id")
-    record = _record(obj, deleted=type_ == "customer.deleted")
-    created = payload.get("created")
-    when = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
-    return InboundEvent(event_id=str(payload["id"]), type=str(type_), kind=KIND, external_id=obj["id"],
-                        created=when, record=record, payload=dict(payload))
-
-
-def _record(obj: Any, deleted: bool = False) -> ExternalRecord:
-    data = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-    return ExternalRecord(
-        external_id=data["id"],
-        fields={} if data.get("deleted") and "email" not in data else mapping.from_stripe(data),
-        internal_id=mapping.internal_id_of(data),
-        deleted=deleted or bool(data.get("deleted")),
-    )
+    """The event, parsed by the handler of its type; None for a type we do not sync."""
+    return EVENTS.event(payload)
 
 
 def _translate(exc: stripe.StripeError) -> ConnectorError:

@@ -1,6 +1,6 @@
 """Our invoices and Stripe's: invoices with their lines as invoice items, through the official SDK.
 
-Kept apart from the customer code in `connector.py`, which calls in here for the `invoice` kind.
+The `invoice` row of the Stripe connector's handler table; the connector holds the client and the limits.
 
 - A draft becomes an invoice (`auto_advance=false`, `metadata.internal_id`) and its lines, added in
   one `add_lines` call: each line is an invoice item with `metadata.internal_id` = our line id (plus our
@@ -16,8 +16,6 @@ Kept apart from the customer code in `connector.py`, which calls in here for the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -30,15 +28,12 @@ from twoway.connectors.base import (
     NotFound,
     ParentMissing,
     Refused,
-    WebhookRejected,
 )
+from twoway.connectors.stripe.mapping import INTERNAL_ID_KEY, event_object, internal_id_of
 from twoway.invoices import wire
+from twoway.invoices.models import RANK, TERMINAL
 
 KIND = "invoice"
-INTERNAL_ID_KEY = "internal_id"
-EVENT_PREFIXES = ("invoice.", "invoiceitem.")
-RANK = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 3}
-TERMINAL = frozenset({"paid", "void"})
 DRAFT_PARAMS = ("description", "collection_method", "due_date")
 LINE_BATCH = 50  # lines per add_lines / update_lines / remove_lines call
 
@@ -46,7 +41,7 @@ LINE_BATCH = 50  # lines per add_lines / update_lines / remove_lines call
 class Caller(Protocol):
     client: Any
 
-    async def _call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
+    async def call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
 
 
 # -- Stripe's objects in our terms ------------------------------------------------------------
@@ -54,12 +49,6 @@ class Caller(Protocol):
 
 def _data(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-
-
-def internal_id_of(obj: Mapping[str, Any]) -> int | None:
-    metadata = obj.get("metadata") or {}
-    raw = metadata.get(INTERNAL_ID_KEY) if isinstance(metadata, Mapping) else None
-    return int(raw) if isinstance(raw, str) and raw.isdigit() else None
 
 
 def item_id_of(line: Mapping[str, Any]) -> str | None:
@@ -186,252 +175,257 @@ def same_line(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a[k] == b[k] for k in ("description", "quantity", "unit_amount"))
 
 
-def _digest(values: Any) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+# -- the handler ----------------------------------------------------------------------------------
 
 
-# -- calls --------------------------------------------------------------------------------------
+class Invoices:
+    kind = KIND
+    # `invoice.*` names the invoice; `invoiceitem.*` the invoice its item is attached to.
+    event_types = ("invoice.*", "invoiceitem.*")
 
+    def __init__(self, conn: Caller) -> None:
+        self.conn = conn
+        self.api = conn.client.v1.invoices
 
-async def fetch(conn: Caller, external_id: str) -> ExternalRecord:
-    try:
-        invoice = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
-    except NotFound:
-        return ExternalRecord(external_id, {}, deleted=True)
-    return record(invoice, await _all_lines(conn, invoice))
-
-
-async def _all_lines(conn: Caller, invoice: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    lines = embedded_lines(invoice)
-    if lines is not None:
-        return lines
-    out: list[Mapping[str, Any]] = []
-    after: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 100, **({"starting_after": after} if after else {})}
-        page = await conn._call("list", conn.client.v1.invoices.line_items.list_async, invoice["id"], params)
-        out += [_data(x) for x in page.data]
-        if not page.has_more or not page.data:
-            return out
-        after = page.data[-1].id
-
-
-async def create(conn: Caller, internal_id: int, fields: Mapping[str, str], key: str) -> ExternalRecord:
-    """The draft, then its lines in one `add_lines` call per batch. Status is not sent here: a command
-    after creation moves it."""
-    params = {"customer": fields["customer_id"], "currency": fields["currency"], "auto_advance": False,
-              **draft_params(fields), "metadata": {INTERNAL_ID_KEY: str(internal_id)}}
-    try:
-        obj = await conn._call("create", conn.client.v1.invoices.create_async, params, {"idempotency_key": key})
-    except NotFound as exc:
-        if exc.param == "customer":
-            raise ParentMissing(str(exc), param="customer") from exc
-        raise
-    response = getattr(obj, "last_response", None)
-    replayed = bool(response and response.headers.get("idempotent-replayed", "").lower() == "true")
-    invoice = _data(obj)
-    lines = wire.decode_lines(fields.get("lines", ""))
-    if lines:
-        invoice = await _batches(conn, "add_lines", invoice["id"], [line_params(x) for x in lines], f"{key}:lines")
-    return dataclasses.replace(record(invoice, await _all_lines(conn, invoice)), replayed=replayed)
-
-
-async def _batches(conn: Caller, op: str, external_id: str, lines: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """add_lines / update_lines / remove_lines, LINE_BATCH lines a call, each call with its own key."""
-    method = getattr(conn.client.v1.invoices, f"{op}_async")
-    invoice: dict[str, Any] = {}
-    for n in range(0, len(lines), LINE_BATCH):
-        invoice = _data(await conn._call(op, method, external_id, {"lines": lines[n:n + LINE_BATCH]},
-                                         {"idempotency_key": f"{key}:{op}:{n}"}))
-    return invoice
-
-
-async def update(conn: Caller, external_id: str, changes: Mapping[str, str], key: str) -> ExternalRecord:
-    """Draft fields, then lines, then the status command: Stripe freezes the rest once it is finalized."""
-    params = draft_params({k: v for k, v in changes.items() if k in DRAFT_PARAMS})
-    invoice: dict[str, Any] | None = None
-    if params:
+    async def fetch(self, external_id: str) -> ExternalRecord:
         try:
-            invoice = _data(await conn._call("update", conn.client.v1.invoices.update_async, external_id, params,
-                                             {"idempotency_key": f"{key}:fields"}))
-        except ConnectorError as exc:
-            current = await fetch(conn, external_id) if exc.status == 400 else None
-            if current is None or current.deleted or current.fields.get("status") == "draft":
-                raise
-            frozen = [k for k in DRAFT_PARAMS if k in changes] + (["lines"] if "lines" in changes else [])
-            raise Refused(f"stripe invoice {external_id} is {current.fields['status']}: finalized invoices "
-                          "keep their fields", fields=frozen, current=current) from exc
-    if "lines" in changes:
+            invoice = _data(await self.conn.call("retrieve", self.api.retrieve_async, external_id))
+        except NotFound:
+            return ExternalRecord(external_id, {}, deleted=True)
+        return record(invoice, await self._all_lines(invoice))
+
+    async def _all_lines(self, invoice: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        lines = embedded_lines(invoice)
+        if lines is not None:
+            return lines
+        out: list[Mapping[str, Any]] = []
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 100, **({"starting_after": after} if after else {})}
+            page = await self.conn.call("list", self.api.line_items.list_async, invoice["id"], params)
+            out += [_data(x) for x in page.data]
+            if not page.has_more or not page.data:
+                return out
+            after = page.data[-1].id
+
+    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str) -> ExternalRecord:
+        """The draft, then its lines in one `add_lines` call per batch. Status is not sent here: a command
+        after creation moves it."""
+        key = idempotency_key
+        params = {"customer": fields["customer_id"], "currency": fields["currency"], "auto_advance": False,
+                  **self.to_system(fields), "metadata": {INTERNAL_ID_KEY: str(internal_id)}}
         try:
-            invoice = await _sync_lines(conn, external_id, wire.decode_lines(changes["lines"]), key)
+            obj = await self.conn.call("create", self.api.create_async, params, {"idempotency_key": key})
         except NotFound as exc:
-            if exc.param != "customer":
+            if exc.param == "customer":
+                raise ParentMissing(str(exc), param="customer") from exc
+            raise
+        response = getattr(obj, "last_response", None)
+        replayed = bool(response and response.headers.get("idempotent-replayed", "").lower() == "true")
+        invoice = _data(obj)
+        lines = wire.decode_lines(fields.get("lines", ""))
+        if lines:
+            invoice = await self._batches("add_lines", invoice["id"], [line_params(x) for x in lines], f"{key}:lines")
+        return dataclasses.replace(record(invoice, await self._all_lines(invoice)), replayed=replayed)
+
+    async def _batches(self, op: str, external_id: str, lines: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        """add_lines / update_lines / remove_lines, LINE_BATCH lines a call, each call with its own key."""
+        method = getattr(self.api, f"{op}_async")
+        invoice: dict[str, Any] = {}
+        for n in range(0, len(lines), LINE_BATCH):
+            invoice = _data(await self.conn.call(op, method, external_id, {"lines": lines[n:n + LINE_BATCH]},
+                                                 {"idempotency_key": f"{key}:{op}:{n}"}))
+        return invoice
+
+    async def update(self, external_id: str, changes: Mapping[str, str], idempotency_key: str) -> ExternalRecord:
+        """Draft fields, then lines, then the status command: Stripe freezes the rest once it is finalized."""
+        key = idempotency_key
+        params = self.to_system({k: v for k, v in changes.items() if k in DRAFT_PARAMS})
+        invoice: dict[str, Any] | None = None
+        if params:
+            try:
+                invoice = _data(await self.conn.call("update", self.api.update_async, external_id, params,
+                                                     {"idempotency_key": f"{key}:fields"}))
+            except ConnectorError as exc:
+                current = await self.fetch(external_id) if exc.status == 400 else None
+                if current is None or current.deleted or current.fields.get("status") == "draft":
+                    raise
+                frozen = [k for k in DRAFT_PARAMS if k in changes] + (["lines"] if "lines" in changes else [])
+                raise Refused(f"stripe invoice {external_id} is {current.fields['status']}: finalized invoices "
+                              "keep their fields", fields=frozen, current=current) from exc
+        if "lines" in changes:
+            try:
+                invoice = await self._sync_lines(external_id, wire.decode_lines(changes["lines"]), key)
+            except NotFound as exc:
+                if exc.param != "customer":
+                    raise
+                # Its customer was deleted in Stripe: the draft stays, but takes no new items. Its lines are
+                # frozen as they are (Stripe's, recorded), like a finalized invoice's.
+                current = await self.fetch(external_id)
+                if current.deleted:
+                    raise
+                raise Refused(f"stripe invoice {external_id}: its customer is deleted; its lines stay as they are",
+                              fields=["lines"], current=current) from exc
+        if changes.get("status"):
+            invoice = await self._move(external_id, changes["status"], key)
+        if invoice is None:
+            return await self.fetch(external_id)
+        return record(invoice, embedded_lines(invoice) or [])
+
+    async def _sync_lines(self, external_id: str, wanted: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        """Make Stripe's lines ours: one update_lines, one add_lines, one remove_lines call at most (per batch).
+
+        Lines with our id match by it (a Stripe line without an id of ours that equals one is claimed: our id
+        is written on it). Lines without our id (made in Stripe, never tagged) match by content, then by
+        order among the rest. A Stripe line nobody wants is deleted.
+        """
+        invoice = await self._retrieve(external_id)
+        current = [(str(line["id"]), line_entry(line)) for line in await self._all_lines(invoice)]
+        by_ours = {entry["id"]: (lid, entry) for lid, entry in current if entry["id"] is not None}
+        unclaimed = [(lid, entry) for lid, entry in current if entry["id"] is None]
+        updates: list[dict[str, Any]] = []
+        adds: list[dict[str, Any]] = []
+        kept: set[str] = set()
+
+        def free_match(line: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+            return next((u for u in unclaimed if u[0] not in kept and same_line(u[1], line)), None)
+
+        loose = []
+        for line in wanted:
+            found = by_ours.get(line["id"]) if line["id"] is not None else None
+            found = found or free_match(line)
+            if found is None:
+                loose.append(line)
+                continue
+            kept.add(found[0])
+            if found[1]["id"] != line["id"] or not same_line(found[1], line):
+                updates.append({"id": found[0], **line_params(line)})
+        for line in loose:
+            spare = next((u for u in unclaimed if u[0] not in kept), None) if line["id"] is None else None
+            if spare is None:
+                adds.append(line_params(line))
+            else:
+                kept.add(spare[0])
+                updates.append({"id": spare[0], **line_params(line)})
+        removes = [{"id": lid, "behavior": "delete"} for lid, _ in current if lid not in kept]
+        if (updates or adds or removes) and invoice.get("status") != "draft":
+            raise Refused(f"stripe invoice {external_id} is {invoice.get('status')}: its lines are frozen",
+                          fields=["lines"], current=record(invoice, await self._all_lines(invoice)))
+        result = invoice
+        if updates:
+            result = await self._batches("update_lines", external_id, updates, key)
+        if adds:
+            result = await self._batches("add_lines", external_id, adds, key)
+        if removes:
+            result = await self._batches("remove_lines", external_id, removes, key)
+        return result
+
+    async def _retrieve(self, external_id: str) -> dict[str, Any]:
+        return _data(await self.conn.call("retrieve", self.api.retrieve_async, external_id))
+
+    async def _move(self, external_id: str, target: str, key: str) -> dict[str, Any]:
+        """Ask Stripe for `target`; when it refuses, read where the invoice is and finish or explain."""
+        if target == "draft" or target not in COMMANDS:
+            return await self._retrieve(external_id)
+        try:
+            return await self._command(external_id, target, key)
+        except NotFound:
+            raise
+        except ConnectorError as exc:
+            if exc.status != 400:
                 raise
-            # Its customer was deleted in Stripe: the draft stays, but takes no new items. Its lines are
-            # frozen as they are (Stripe's, recorded), like a finalized invoice's.
-            current = await fetch(conn, external_id)
+            current = await self._retrieve(external_id)
+            status = str(current.get("status"))
+            if status == target or (target == "open" and RANK.get(status, 0) >= RANK["open"]
+                                    and status not in TERMINAL):
+                return current  # already there (a replay, or someone else did it)
+            if status == "draft" and target in ("void", "uncollectible"):
+                await self._command(external_id, "open", key)  # voiding or writing off needs it finalized first
+                return await self._command(external_id, target, key)
+            if status in TERMINAL or RANK.get(status, 0) > RANK.get(target, 0):
+                raise Refused(f"stripe invoice {external_id} is {status}; cannot make it {target}",
+                              fields=["status"], current=record(current, await self._all_lines(current))) from exc
+            raise
+
+    async def _command(self, external_id: str, target: str, key: str) -> dict[str, Any]:
+        method = getattr(self.api, COMMANDS[target])
+        params: dict[str, Any] = {"paid_out_of_band": True} if target == "paid" else {}
+        if target == "open":
+            params["auto_advance"] = False
+        return _data(await self.conn.call(target, method, external_id, params,
+                                          {"idempotency_key": f"{key}:{COMMANDS[target].removesuffix('_async')}"}))
+
+    async def delete(self, external_id: str, idempotency_key: str) -> None:
+        """Only a draft can be deleted. One Stripe finalized (or paid, voided, wrote off) meanwhile is
+        `Refused` with its state: the kind's deletion rules say what our delete becomes then."""
+        try:
+            await self.conn.call("delete", self.api.delete_async, external_id, None,
+                                 {"idempotency_key": idempotency_key})
+        except NotFound:
+            return
+        except ConnectorError as exc:
+            if exc.status != 400:
+                raise
+            current = await self.fetch(external_id)
             if current.deleted:
+                return
+            if current.fields.get("status") == "draft":
                 raise
-            raise Refused(f"stripe invoice {external_id}: its customer is deleted; its lines stay as they are",
-                          fields=["lines"], current=current) from exc
-    if changes.get("status"):
-        invoice = await _move(conn, external_id, changes["status"], key)
-    if invoice is None:
-        return await fetch(conn, external_id)
-    return record(invoice, embedded_lines(invoice) or [])
+            raise Refused(f"stripe invoice {external_id} is {current.fields.get('status')}: only drafts can be "
+                          "deleted", fields=["status"], current=current) from exc
 
+    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str) -> ExternalRecord:
+        obj = await self.conn.call("update", self.api.update_async, external_id,
+                                   {"metadata": {INTERNAL_ID_KEY: str(internal_id)}},
+                                   {"idempotency_key": idempotency_key})
+        invoice = _data(obj)
+        return record(invoice, await self._all_lines(invoice))
 
-async def _sync_lines(conn: Caller, external_id: str, wanted: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """Make Stripe's lines ours: one update_lines, one add_lines, one remove_lines call at most (per batch).
+    async def find_by_internal_id(self, internal_id: int) -> ExternalRecord | None:
+        query = f"metadata['{INTERNAL_ID_KEY}']:'{internal_id}'"
+        result = await self.conn.call("search", self.api.search_async, {"query": query, "limit": 10})
+        found = [_data(o) for o in result.data]
+        found = [o for o in found if internal_id_of(o) == internal_id]
+        if not found:
+            return None
+        return record(found[0], await self._all_lines(found[0]))
 
-    Lines with our id match by it (a Stripe line without an id of ours that equals one is claimed: our id
-    is written on it). Lines without our id (made in Stripe, never tagged) match by content, then by
-    order among the rest. A Stripe line nobody wants is deleted.
-    """
-    invoice = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
-    current = [(str(line["id"]), line_entry(line)) for line in await _all_lines(conn, invoice)]
-    by_ours = {entry["id"]: (lid, entry) for lid, entry in current if entry["id"] is not None}
-    unclaimed = [(lid, entry) for lid, entry in current if entry["id"] is None]
-    updates: list[dict[str, Any]] = []
-    adds: list[dict[str, Any]] = []
-    kept: set[str] = set()
+    async def list_all(self, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size, **({"starting_after": after} if after else {})}
+            page = await self.conn.call("list", self.api.list_async, params)
+            for obj in page.data:
+                invoice = _data(obj)
+                yield record(invoice, await self._all_lines(invoice))
+            if not page.has_more or not page.data:
+                return
+            after = page.data[-1].id
 
-    def free_match(line: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        return next((u for u in unclaimed if u[0] not in kept and same_line(u[1], line)), None)
+    def to_system(self, fields: Mapping[str, str]) -> dict[str, Any]:
+        """The draft's own fields; lines and status go by their own calls."""
+        return draft_params(fields)
 
-    loose = []
-    for line in wanted:
-        found = by_ours.get(line["id"]) if line["id"] is not None else None
-        found = found or free_match(line)
-        if found is None:
-            loose.append(line)
-            continue
-        kept.add(found[0])
-        if found[1]["id"] != line["id"] or not same_line(found[1], line):
-            updates.append({"id": found[0], **line_params(line)})
-    for line in loose:
-        spare = next((u for u in unclaimed if u[0] not in kept), None) if line["id"] is None else None
-        if spare is None:
-            adds.append(line_params(line))
-        else:
-            kept.add(spare[0])
-            updates.append({"id": spare[0], **line_params(line)})
-    removes = [{"id": lid, "behavior": "delete"} for lid, _ in current if lid not in kept]
-    if (updates or adds or removes) and invoice.get("status") != "draft":
-        raise Refused(f"stripe invoice {external_id} is {invoice.get('status')}: its lines are frozen",
-                      fields=["lines"], current=record(invoice, await _all_lines(conn, invoice)))
-    result = invoice
-    if updates:
-        result = await _batches(conn, "update_lines", external_id, updates, key)
-    if adds:
-        result = await _batches(conn, "add_lines", external_id, adds, key)
-    if removes:
-        result = await _batches(conn, "remove_lines", external_id, removes, key)
-    return result
+    def record(self, obj: Mapping[str, Any]) -> ExternalRecord:
+        """With the lines the invoice embeds (a fetch reads past their first page)."""
+        return record(obj)
+
+    @staticmethod
+    def event(payload: Mapping[str, Any]) -> InboundEvent | None:
+        return event_from_payload(payload)
 
 
 COMMANDS = {"open": "finalize_invoice_async", "paid": "pay_async", "void": "void_invoice_async",
             "uncollectible": "mark_uncollectible_async"}
 
 
-async def _move(conn: Caller, external_id: str, target: str, key: str) -> dict[str, Any]:
-    """Ask Stripe for `target`; when it refuses, read where the invoice is and finish or explain."""
-    if target == "draft" or target not in COMMANDS:
-        return _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
-    try:
-        return await _command(conn, external_id, target, key)
-    except NotFound:
-        raise
-    except ConnectorError as exc:
-        if exc.status != 400:
-            raise
-        current = _data(await conn._call("retrieve", conn.client.v1.invoices.retrieve_async, external_id))
-        status = str(current.get("status"))
-        if status == target or (target == "open" and RANK.get(status, 0) >= RANK["open"] and status not in TERMINAL):
-            return current  # already there (a replay, or someone else did it)
-        if status == "draft" and target in ("void", "uncollectible"):
-            await _command(conn, external_id, "open", key)  # voiding or writing off needs it finalized first
-            return await _command(conn, external_id, target, key)
-        if status in TERMINAL or RANK.get(status, 0) > RANK.get(target, 0):
-            raise Refused(f"stripe invoice {external_id} is {status}; cannot make it {target}", fields=["status"],
-                          current=record(current, await _all_lines(conn, current))) from exc
-        raise
-
-
-async def _command(conn: Caller, external_id: str, target: str, key: str) -> dict[str, Any]:
-    method = getattr(conn.client.v1.invoices, COMMANDS[target])
-    params: dict[str, Any] = {"paid_out_of_band": True} if target == "paid" else {}
-    if target == "open":
-        params["auto_advance"] = False
-    return _data(await conn._call(target, method, external_id, params,
-                                  {"idempotency_key": f"{key}:{COMMANDS[target].removesuffix('_async')}"}))
-
-
-async def delete(conn: Caller, external_id: str, key: str) -> None:
-    """Only a draft can be deleted. One Stripe finalized (or paid, voided, wrote off) meanwhile is
-    `Refused` with its state: the kind's deletion rules say what our delete becomes then."""
-    try:
-        await conn._call("delete", conn.client.v1.invoices.delete_async, external_id, None,
-                         {"idempotency_key": key})
-    except NotFound:
-        return
-    except ConnectorError as exc:
-        if exc.status != 400:
-            raise
-        current = await fetch(conn, external_id)
-        if current.deleted:
-            return
-        if current.fields.get("status") == "draft":
-            raise
-        raise Refused(f"stripe invoice {external_id} is {current.fields.get('status')}: only drafts can be "
-                      "deleted", fields=["status"], current=current) from exc
-
-
-async def set_internal_id(conn: Caller, external_id: str, internal_id: int, key: str) -> ExternalRecord:
-    obj = await conn._call("update", conn.client.v1.invoices.update_async, external_id,
-                           {"metadata": {INTERNAL_ID_KEY: str(internal_id)}}, {"idempotency_key": key})
-    invoice = _data(obj)
-    return record(invoice, await _all_lines(conn, invoice))
-
-
-async def find_by_internal_id(conn: Caller, internal_id: int) -> ExternalRecord | None:
-    query = f"metadata['{INTERNAL_ID_KEY}']:'{internal_id}'"
-    result = await conn._call("search", conn.client.v1.invoices.search_async, {"query": query, "limit": 10})
-    found = [_data(o) for o in result.data]
-    found = [o for o in found if internal_id_of(o) == internal_id]
-    if not found:
-        return None
-    return record(found[0], await _all_lines(conn, found[0]))
-
-
-async def list_all(conn: Caller, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
-    after: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": page_size, **({"starting_after": after} if after else {})}
-        page = await conn._call("list", conn.client.v1.invoices.list_async, params)
-        for obj in page.data:
-            invoice = _data(obj)
-            yield record(invoice, await _all_lines(conn, invoice))
-        if not page.has_more or not page.data:
-            return
-        after = page.data[-1].id
-
-
 # -- events ---------------------------------------------------------------------------------------
-
-
-def handles(event_type: object) -> bool:
-    return isinstance(event_type, str) and event_type.startswith(EVENT_PREFIXES)
 
 
 def event_from_payload(payload: Mapping[str, Any]) -> InboundEvent | None:
     """`invoice.*` names the invoice; `invoiceitem.*` names the invoice it is attached to (a hint only)."""
     type_ = str(payload.get("type"))
-    obj = (payload.get("data") or {}).get("object") or {}
-    if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
-        raise WebhookRejected("event carries no object id")
-    created = payload.get("created")
-    when = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
+    obj, when = event_object(payload)
     if type_.startswith("invoiceitem."):
         invoice = obj.get("invoice")
         invoice_id = invoice.get("id") if isinstance(invoice, Mapping) else invoice
