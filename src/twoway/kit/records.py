@@ -116,10 +116,11 @@ async def write(session: AsyncSession, kind_name: str, changes: Sequence[Change]
                 queue: list[outbox.Message] | None = None) -> list[int]:
     """The one way a synced row changes. Each change is written (an edit only if its row is still at the
     version read), its version moves (a new row starts at 1) and its `outbound` message is queued, all in
-    the caller's transaction. Returns the ids written and announced, in the order of `changes`.
+    the caller's transaction. Returns the ids announced, in the order of `changes`: every row written but
+    a tombstone (its link already holds it).
 
     `queue`: add the messages there, for a caller that sends all of its messages in one statement;
-    else they are enqueued here. A tombstone is written but not announced: its link already holds it.
+    else they are enqueued here.
     """
     spec = kind(kind_name)
     new = [c for c in changes if isinstance(c, New)]

@@ -129,8 +129,7 @@ class SyncEngine:
                 await self.locks.unlock(job.locks)
                 raise job.error  # a crash before the write-back: nothing of ours commits
             await self.write_back(jobs)
-            assert job.outcome is not None
-            return "failed" if job.outcome.failure else job.outcome.result
+            return "failed" if job.done.failure else job.done.result
         finally:
             if self._own_locks:
                 await self.locks.close()
@@ -403,8 +402,7 @@ class SyncEngine:
             self._count(job, written)
 
     def _count(self, job: Job, written: set[int]) -> None:
-        out = job.outcome
-        assert out is not None
+        out = job.done
         item = job.item
         if out.failure is not None:
             metrics.SYNC_RESULTS.labels(system=item.system, direction=item.direction, kind=item.kind,
@@ -468,8 +466,7 @@ class _WriteBack:
         await self._close(conflicted)
         await self._failures(owing, previous)
         for job in self.jobs:
-            out = job.outcome
-            assert out is not None
+            out = job.done
             if id(job) in conflicted:
                 # Our row moved while we worked (an API write): do it again from the new state.
                 self._message(job.item, "conflict")
@@ -545,8 +542,7 @@ class _WriteBack:
         new: list[tuple[Job, plan.LinkState]] = []
         old: list[plan.LinkState] = []
         for job in self.jobs:
-            out = job.outcome
-            assert out is not None
+            out = job.done
             if not out.link_dirty or out.link is None:
                 continue
             if out.link.id is None:
@@ -600,8 +596,7 @@ class _WriteBack:
         now = _now()
         judged: list[dict[str, Any]] = []
         for n, job in enumerate(owing):
-            out = job.outcome
-            assert out is not None
+            out = job.done
             prev = previous.get(n)
             attempts, tries = (int(prev.attempts or 0), int(prev.tries or 0)) if prev else (0, 0)
             since: datetime = prev.since if prev and prev.since else now
@@ -635,8 +630,7 @@ class _WriteBack:
     def _judge(self, job: Job, attempts: int, tries: int, since: datetime, now: datetime
                ) -> tuple[str, float | None, str, dict[str, Any]]:
         """Retry or dead, and when. Outages and waits never use up attempts; nothing transient dies early."""
-        out = job.outcome
-        assert out is not None
+        out = job.done
         s = self.settings
         version = job.snapshot.ours.version if job.snapshot.ours else None
         detail: dict[str, Any] = {"since": since.isoformat(), "tries": tries + 1, "version": version}
@@ -679,8 +673,7 @@ class _WriteBack:
 
 
 def _owes(job: Job) -> bool:
-    out = job.outcome
-    assert out is not None
+    out = job.done
     return out.failure is not None or out.waiting_for is not None or \
         (out.defer_seconds is not None and out.defer_seconds > 0)
 
