@@ -29,8 +29,3 @@ class CustomerRepository:
         if not include_deleted:
             stmt = stmt.where(Customer.deleted_at.is_(None))
         return (await self.session.execute(stmt)).scalars().all()
-
-    async def add(self, customer: Customer) -> Customer:
-        self.session.add(customer)
-        await self.session.flush()
-        return customer

@@ -1,35 +1,27 @@
-"""Customer writes: the generic record writes, for the `customer` kind."""
+"""Customer writes through the ORM, by the one write path (`twoway.kit.records.write`). The API's hot
+creates and updates are plain SQL built from the same pieces (writes.py)."""
 
 from __future__ import annotations
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.customers.models import Customer
-from twoway.customers.repository import CustomerRepository
 from twoway.kit import records
 
 KIND = "customer"
 
 
-class CustomerNotFound(LookupError):
-    pass
-
-
 async def create(session: AsyncSession, fields: dict[str, str]) -> Customer:
-    customer: Customer = await records.create(session, KIND, fields)
+    spec = records.kind(KIND)
+    customer = Customer(**{f: fields.get(f, "") for f in spec.fields})
+    await records.write(session, KIND, [customer])
     return customer
-
-
-async def update(session: AsyncSession, customer: Customer, changes: dict[str, str]) -> bool:
-    return await records.update(session, KIND, customer, changes)
 
 
 async def soft_delete(session: AsyncSession, customer: Customer) -> bool:
-    return await records.soft_delete(session, KIND, customer)
-
-
-async def get_live(session: AsyncSession, customer_id: int, *, for_update: bool = False) -> Customer:
-    customer = await CustomerRepository(session).get(customer_id, for_update=for_update)
-    if customer is None or customer.deleted_at is not None:
-        raise CustomerNotFound(customer_id)
-    return customer
+    if customer.deleted_at is not None:
+        return False
+    customer.deleted_at = func.now()  # type: ignore[assignment]
+    await records.write(session, KIND, [customer])
+    return True

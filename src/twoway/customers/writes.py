@@ -17,40 +17,33 @@ import asyncpg
 
 from twoway.customers.schemas import CustomerOut
 from twoway.kit import idempotency
+from twoway.kit.columns import BUMP
 from twoway.kit.groupcommit import GroupCommit
-from twoway.kit.outbox import NOTIFY_CHANNEL, OUTBOUND_TOPIC
+from twoway.kit.outbox import NOTIFY, queue_outbound
 
 KIND = "customer"
 COLUMNS = "id, name, email, version, created_at, updated_at, deleted_at"
 
 # Ordered by the input's ordinality, so identity values (and RETURNING, sorted by id) follow the input.
+# The same change as `records.write` (version 1, or `BUMP`, and the row's outbound message) in one round trip.
 CREATE_GROUP = f"""
 WITH ins AS (
   INSERT INTO customers (name, email, version)
   SELECT name, email, 1 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS b(name, email, ord) ORDER BY ord
   RETURNING {COLUMNS}
-), queued AS (
-  INSERT INTO outbox (topic, key, payload)
-  SELECT '{OUTBOUND_TOPIC}', '{KIND}:' || id, jsonb_build_object('kind', '{KIND}', 'id', id, 'reason', 'change')
-  FROM ins ORDER BY id RETURNING 1
-)
+), queued AS ({queue_outbound(KIND, "ins ORDER BY id")})
 SELECT {COLUMNS} FROM ins
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT 1 FROM queued LIMIT 1) one) n
+FROM (SELECT {NOTIFY} FROM (SELECT 1 FROM queued LIMIT 1) one) n
 """
 GET_FOR_UPDATE = f"SELECT {COLUMNS} FROM customers WHERE id = $1 FOR UPDATE"
 GET = f"SELECT {COLUMNS} FROM customers WHERE id = $1"
-BUMP = f"""
+UPDATE = f"""
 WITH up AS (
-  UPDATE customers SET name = $2, email = $3, version = version + 1, updated_at = now()
-  WHERE id = $1 RETURNING {COLUMNS}
-), queued AS (
-  INSERT INTO outbox (topic, key, payload)
-  SELECT '{OUTBOUND_TOPIC}', '{KIND}:' || id, jsonb_build_object('kind', '{KIND}', 'id', id, 'reason', 'change')
-  FROM up RETURNING 1
-)
-SELECT {COLUMNS}, (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued) IS NULL AS notified FROM up
+  UPDATE customers SET name = $2, email = $3, {BUMP} WHERE id = $1 RETURNING {COLUMNS}
+), queued AS ({queue_outbound(KIND, "up")})
+SELECT {COLUMNS}, (SELECT {NOTIFY} FROM queued) IS NULL AS notified FROM up
 """
 
 
@@ -113,6 +106,6 @@ async def update(pool: asyncpg.Pool, customer_id: int, changes: dict[str, str]) 
         changed = {k: v for k, v in changes.items() if row[k] != v}
         if not changed:
             return render(row)
-        new = await conn.fetchrow(BUMP, customer_id, changed.get("name", row["name"]),
+        new = await conn.fetchrow(UPDATE, customer_id, changed.get("name", row["name"]),
                                   changed.get("email", row["email"]))
         return render(new)

@@ -32,11 +32,6 @@ class InvoiceRepository:
             stmt = stmt.where(Invoice.deleted_at.is_(None))
         return (await self.session.execute(stmt)).scalars().all()
 
-    async def add(self, invoice: Invoice) -> Invoice:
-        self.session.add(invoice)
-        await self.session.flush()
-        return invoice
-
     async def unsettled_of(self, customer_id: int) -> dict[str, int]:
         """Live invoices of a customer not confirmed paid or void (a payment asked for and not yet
         confirmed is not settled: the invoice may not even exist over there yet), by status."""

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twoway.invoices.models import RANK, TERMINAL, Invoice, InvoiceLine
 from twoway.invoices.repository import LOCK_CUSTOMER, InvoiceRepository
 from twoway.invoices.schemas import InvoiceCreate, LineIn
-from twoway.kit.outbox import enqueue_outbound
+from twoway.kit import records
 from twoway.syncstate.models import SyncEvent
 
 KIND = "invoice"
@@ -59,10 +59,9 @@ async def create(session: AsyncSession, body: InvoiceCreate) -> Invoice:
         customer_id=body.customer_id, currency=body.currency, collection_method=body.collection_method,
         days_until_due=body.days_until_due, description=body.description,
         due_date=body.due_date if body.days_until_due is None else due_from_days(body.days_until_due),
-        status="draft", version=1, lines=[_new_line(i, entry) for i, entry in enumerate(body.lines)])
+        status="draft", lines=[_new_line(i, entry) for i, entry in enumerate(body.lines)])
     _retotal(invoice)
-    await InvoiceRepository(session).add(invoice)
-    await enqueue_outbound(session, KIND, invoice.id)
+    await records.write(session, KIND, [invoice])
     return invoice
 
 
@@ -89,7 +88,7 @@ async def update(session: AsyncSession, invoice: Invoice, changes: dict[str, Any
     if plan is not None:
         invoice.lines = plan
         _retotal(invoice)
-    await _bump(session, invoice)
+    await records.write(session, KIND, [invoice])
     return True
 
 
@@ -100,7 +99,7 @@ async def delete(session: AsyncSession, invoice: Invoice, *, confirm_locally: bo
         return "unchanged"
     if invoice.effective_status == "draft":
         invoice.deleted_at = func.now()  # type: ignore[assignment]
-        await _bump(session, invoice)
+        await records.write(session, KIND, [invoice])
         return "deleted"
     if invoice.effective_status in TERMINAL:
         raise Refused(f"invoice {invoice.id} is {invoice.effective_status}: it can be neither deleted nor voided")
@@ -129,7 +128,7 @@ async def command(session: AsyncSession, invoice: Invoice, name: str, *, confirm
         apply_status(invoice, target)
     else:
         invoice.requested_status = target
-    await _bump(session, invoice)
+    await records.write(session, KIND, [invoice])
     return True
 
 
@@ -218,13 +217,6 @@ def _retotal(invoice: Invoice) -> None:
     """Our estimate while a draft; the external system's totals replace it when it reports them."""
     total = sum(line.amount for line in invoice.lines)
     invoice.subtotal = invoice.total = invoice.amount_due = total
-
-
-async def _bump(session: AsyncSession, invoice: Invoice) -> None:
-    invoice.version = invoice.version + 1
-    invoice.updated_at = func.now()  # type: ignore[assignment]
-    await session.flush()  # eager defaults: RETURNING brings updated_at (and deleted_at) back
-    await enqueue_outbound(session, KIND, invoice.id)
 
 
 async def customer_delete_refusal(session: AsyncSession, customer_id: int) -> str | None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.invoices import wire
 from twoway.invoices.models import RANK, TERMINAL, Invoice, InvoiceLine
+from twoway.kit import records
 
 
 @dataclass(frozen=True)
@@ -55,17 +56,18 @@ def synced_fields(invoice: Invoice) -> dict[str, str]:
 
 
 class InvoiceStore:
-    """The `RecordStore` of the invoice kind (see `twoway.kit.records`)."""
+    """The `RecordStore` of the invoice kind (see `twoway.kit.records`): one invoice at a time, through the
+    ORM (an invoice's lines are rows of their own)."""
 
-    async def read(self, session: AsyncSession, ids: Sequence[int]) -> list[SyncRow]:
+    async def read(self, session: AsyncSession, kind: records.Kind, ids: Sequence[int]) -> list[SyncRow]:
         return await read(session, ids)
 
-    async def write(self, session: AsyncSession, record_id: int, expected_version: int,
-                    changes: Mapping[str, str], delete: bool, *, restore: bool = False) -> bool:
-        return await write(session, record_id, expected_version, changes, delete, restore=restore)
+    async def write(self, session: AsyncSession, kind: records.Kind, edits: Sequence[records.Edit]) -> set[int]:
+        return {e.id for e in edits if await write(session, e)}
 
-    async def insert(self, session: AsyncSession, record_id: int, fields: Mapping[str, str]) -> None:
-        await insert(session, record_id, fields)
+    async def insert(self, session: AsyncSession, kind: records.Kind, rows: Sequence[records.New]) -> None:
+        for row in rows:
+            await insert(session, row)
 
 
 async def read(session: AsyncSession, ids: Sequence[int]) -> list[SyncRow]:
@@ -76,32 +78,33 @@ async def read(session: AsyncSession, ids: Sequence[int]) -> list[SyncRow]:
     return [SyncRow(i.id, i.version, i.updated_at, i.deleted_at, synced_fields(i)) for i in rows]
 
 
-async def write(session: AsyncSession, invoice_id: int, expected_version: int, changes: Mapping[str, str],
-                delete: bool = False, *, restore: bool = False) -> bool:
-    """Apply merged values; False (nothing written) when the row moved past `expected_version`."""
+async def write(session: AsyncSession, edit: records.Edit) -> bool:
+    """Apply merged values; False (nothing written) when the row moved past the version read."""
     invoice = (await session.execute(
-        select(Invoice).where(Invoice.id == invoice_id).with_for_update(of=Invoice)
+        select(Invoice).where(Invoice.id == edit.id).with_for_update(of=Invoice)
         .execution_options(populate_existing=True))).scalar_one_or_none()
-    if invoice is None or invoice.version != expected_version:
+    if invoice is None or invoice.version != edit.expected_version:
         return False
-    apply(invoice, changes, free=await _free_line_ids(session, invoice, changes))
-    if delete and invoice.deleted_at is None:
+    apply(invoice, edit.fields, free=await _free_line_ids(session, invoice, edit.fields))
+    if edit.delete and invoice.deleted_at is None:
         invoice.deleted_at = func.now()  # type: ignore[assignment]
-    elif restore:
+    elif edit.restore:
         invoice.deleted_at = None
-    invoice.version += 1
-    invoice.updated_at = func.now()  # type: ignore[assignment]
+    records.bump(invoice)
     await session.flush()
     return True
 
 
-async def insert(session: AsyncSession, invoice_id: int, fields: Mapping[str, str]) -> None:
+async def insert(session: AsyncSession, row: records.New) -> None:
     """An invoice made over there, imported with its lines (kept as they have it)."""
-    invoice = Invoice(id=invoice_id, customer_id=int(fields["customer_id"]), currency=fields.get("currency", ""),
+    fields = row.fields
+    invoice = Invoice(id=row.id, customer_id=int(fields["customer_id"]), currency=fields.get("currency", ""),
                       collection_method=fields.get("collection_method") or "charge_automatically",
                       description=fields.get("description", ""), status="draft", version=1, lines=[])
     apply(invoice, {k: v for k, v in fields.items() if k not in ("customer_id",)}, fresh=True,
           free=await _free_line_ids(session, invoice, fields))
+    if row.deleted:
+        invoice.deleted_at = func.now()  # type: ignore[assignment]
     session.add(invoice)
     await session.flush()
 

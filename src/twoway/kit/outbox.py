@@ -1,10 +1,16 @@
-"""The transactional outbox: a change and its message commit together or not at all."""
+"""The transactional outbox: a change and its message commit together or not at all.
+
+This module owns the outbox's insert: the session form (`enqueue`, any number of messages in one
+statement) and the fragments the plain-asyncpg group commits build their statements from
+(`queue_outbound`, `queue_inbound`, `NOTIFY`), so every message has one shape wherever it is written.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, DateTime, Identity, Index, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -33,29 +39,69 @@ class OutboxMessage(Base):
     )
 
 
-# One round trip: the row, and a NOTIFY that is transactional (heard only if this transaction commits;
-# PostgreSQL folds identical notifications of one transaction into one).
-ENQUEUE = text(f"""
-    WITH queued AS (INSERT INTO outbox (topic, key, payload) VALUES (:t, :k, CAST(:p AS jsonb)) RETURNING id)
-    SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued
-""")
-
-
-async def enqueue(session: AsyncSession, topic: str, key: str, payload: dict[str, Any]) -> None:
-    """Add a message through the caller's transaction; the relay publishes it after commit."""
-    await session.execute(ENQUEUE, {"t": topic, "k": key, "p": json.dumps(payload)})
+class Message(NamedTuple):
+    topic: str
+    key: str
+    payload: dict[str, Any]
 
 
 def record_key(kind: str, internal_id: int) -> str:
     return f"{kind}:{internal_id}"
 
 
+def outbound(kind: str, internal_id: int, reason: str = "change") -> Message:
+    """Make every system hold what our row holds now."""
+    return Message(OUTBOUND_TOPIC, record_key(kind, internal_id), {"kind": kind, "id": internal_id, "reason": reason})
+
+
+def inbound(system: str, kind: str, external_id: str, event_id: str | None = None, **extra: Any) -> Message:
+    """Take in what `system` holds of the object now."""
+    return Message(INBOUND_TOPIC, f"{system}:{kind}:{external_id}",
+                   {"system": system, "kind": kind, "external_id": external_id, "event_id": event_id, **extra})
+
+
+# Transactional: heard only if the transaction commits; PostgreSQL folds a transaction's identical
+# notifications into one.
+NOTIFY = f"pg_notify('{NOTIFY_CHANNEL}', '')"
+
+
+def _insert(select: str) -> str:
+    """The one insert into the outbox: rows of (topic, key, payload) from `select`."""
+    return f"INSERT INTO outbox (topic, key, payload) {select} RETURNING 1"
+
+
+def queue_outbound(kind: str, rows: str) -> str:
+    """For a statement's CTE: the `outbound` message of each row of `rows` (a CTE with an `id`)."""
+    return _insert(f"SELECT '{OUTBOUND_TOPIC}', '{kind}:' || id, "
+                   f"jsonb_build_object('kind', '{kind}', 'id', id, 'reason', 'change') FROM {rows}")
+
+
+def queue_inbound(rows: str) -> str:
+    """For a statement's CTE: the `inbound` message of each row of `rows` (system, kind, external_id, event_id)."""
+    return _insert(f"SELECT '{INBOUND_TOPIC}', system || ':' || kind || ':' || external_id, "
+                   "jsonb_build_object('system', system, 'kind', kind, 'external_id', external_id, "
+                   f"'event_id', event_id) FROM {rows}")
+
+
+# One round trip for any number of messages, and one NOTIFY.
+ENQUEUE = text(f"""
+    WITH queued AS ({_insert('''SELECT v.t, v.k, CAST(v.p AS jsonb)
+        FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:payloads AS text[])) AS v(t, k, p)''')})
+    SELECT {NOTIFY} FROM queued LIMIT 1""")
+
+
+async def enqueue(session: AsyncSession, messages: Iterable[Message]) -> None:
+    """Add messages through the caller's transaction; the relay publishes them after commit."""
+    batch = list(messages)
+    if batch:
+        await session.execute(ENQUEUE, {"topics": [m.topic for m in batch], "keys": [m.key for m in batch],
+                                         "payloads": [json.dumps(m.payload) for m in batch]})
+
+
 async def enqueue_outbound(session: AsyncSession, kind: str, internal_id: int, reason: str = "change") -> None:
-    await enqueue(session, OUTBOUND_TOPIC, record_key(kind, internal_id),
-                  {"kind": kind, "id": internal_id, "reason": reason})
+    await enqueue(session, [outbound(kind, internal_id, reason)])
 
 
 async def enqueue_inbound(session: AsyncSession, system: str, kind: str, external_id: str,
                           event_id: str | None = None) -> None:
-    await enqueue(session, INBOUND_TOPIC, f"{system}:{kind}:{external_id}",
-                  {"system": system, "kind": kind, "external_id": external_id, "event_id": event_id})
+    await enqueue(session, [inbound(system, kind, external_id, event_id)])

@@ -1,47 +1,74 @@
-"""Kinds of record are data: a table, its synced fields. The engine works on any registered kind.
+"""Kinds of record are data: a table, its synced fields, its store. The engine works on any registered kind.
 
-A synced record has `id`, `version`, `updated_at`, `deleted_at` and the kind's fields; every write
-bumps the version and queues its outbox message in the caller's transaction.
+A synced record has `id`, `version`, `updated_at`, `deleted_at` and the kind's fields. Every change to
+one goes through `write`: its version moves and its outbound message is queued, in the caller's
+transaction, whoever writes (the API, the sync engine) and whatever the kind's storage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func
+from sqlalchemy import inspect as orm_state
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twoway.kit.outbox import enqueue_outbound
+from twoway.kit import outbox
+from twoway.kit.columns import COLUMNS
 from twoway.kit.rules import DEFAULT, Rules
 
 
 class SyncedRecord(Protocol):
+    """An ORM object of a kind's model."""
+
     id: Any
     version: Any
     updated_at: Any
     deleted_at: Any
 
-    def fields(self) -> dict[str, str]: ...
+
+@dataclass(frozen=True)
+class Edit:
+    """Merged values (as text) for a row, a delete or an undelete (`restore`: our delete lost to the other
+    side), written only if the row is still at `expected_version` (the API may have written meanwhile)."""
+
+    id: int
+    expected_version: int
+    fields: Mapping[str, str] = field(default_factory=dict)
+    delete: bool = False
+    restore: bool = False
+
+
+@dataclass(frozen=True)
+class New:
+    """A row imported from another system, at version 1, under an id we reserved. `deleted`: a tombstone
+    (a parent deleted over there before we saw it), in step with the link made with it."""
+
+    id: int
+    fields: Mapping[str, str]
+    deleted: bool = False
+
+
+# What `write` takes: a store's edit or new row, or an ORM object the caller changed (or made) itself.
+Change = Edit | New | SyncedRecord
 
 
 class RecordStore(Protocol):
-    """How the sync engine reads and writes a kind's synced fields, as text, in the caller's transaction."""
+    """How a kind's synced fields are read and written, as text, in the caller's transaction. Only `write`
+    below calls `write` and `insert`."""
 
-    async def read(self, session: AsyncSession, ids: Sequence[int]) -> list[Any]:
+    async def read(self, session: AsyncSession, kind: Kind, ids: Sequence[int]) -> list[Any]:
         """Rows with `id`, `version`, `updated_at`, `deleted_at` and an attribute per synced field."""
         ...
 
-    async def write(self, session: AsyncSession, record_id: int, expected_version: int,
-                    changes: Mapping[str, str], delete: bool, *, restore: bool = False) -> bool:
-        """Apply merged values and bump the version, only if the row is still at `expected_version`.
-        `restore`: undelete it (our delete lost to the other side)."""
+    async def write(self, session: AsyncSession, kind: Kind, edits: Sequence[Edit]) -> set[int]:
+        """Apply each edit whose row is still at its expected version, moving the version on (`bump`, or
+        `columns.BUMP` in SQL); the ids written."""
         ...
 
-    async def insert(self, session: AsyncSession, record_id: int, fields: Mapping[str, str]) -> None:
-        """A record imported from another system, at version 1."""
+    async def insert(self, session: AsyncSession, kind: Kind, rows: Sequence[New]) -> None:
         ...
 
 
@@ -52,9 +79,9 @@ class Kind:
     fields: tuple[str, ...]
     # How the fields merge (both-sides, owned, status ladder, deletion, parent): see kit/rules.py.
     rules: Rules = DEFAULT
-    # A kind whose synced fields are not plain columns of its table (child rows, derived values) reads
-    # and writes them itself: a `RecordStore`. None: the engine's set-based SQL on the `fields` columns.
-    store: RecordStore | None = None
+    # The default: the `fields` are plain columns of the table, written set-based (kit/columns.py). A kind
+    # whose synced fields are not (child rows, derived values) brings its own.
+    store: RecordStore = COLUMNS
 
     @property
     def table(self) -> str:
@@ -85,49 +112,47 @@ def all_kinds() -> list[Kind]:
     return list(_KINDS.values())
 
 
-async def get(session: AsyncSession, kind_name: str, record_id: int, *, for_update: bool = False) -> Any:
-    model = kind(kind_name).model
-    stmt = select(model).where(model.id == record_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return (await session.execute(stmt)).scalar_one_or_none()
+async def write(session: AsyncSession, kind_name: str, changes: Sequence[Change], *,
+                queue: list[outbox.Message] | None = None) -> list[int]:
+    """The one way a synced row changes. Each change is written (an edit only if its row is still at the
+    version read), its version moves (a new row starts at 1) and its `outbound` message is queued, all in
+    the caller's transaction. Returns the ids announced, in the order of `changes`: every row written but
+    a tombstone (its link already holds it).
 
-
-async def create(session: AsyncSession, kind_name: str, values: dict[str, str]) -> Any:
+    `queue`: add the messages there, for a caller that sends all of its messages in one statement;
+    else they are enqueued here.
+    """
     spec = kind(kind_name)
-    record = spec.model(**{f: values.get(f, "") for f in spec.fields}, version=1)
-    session.add(record)
-    await session.flush()
-    await enqueue_outbound(session, kind_name, record.id)
-    return record
+    new = [c for c in changes if isinstance(c, New)]
+    edits = [c for c in changes if isinstance(c, Edit)]
+    objects = [c for c in changes if not isinstance(c, Edit | New)]
+    if new:
+        await spec.store.insert(session, spec, new)
+    done = await spec.store.write(session, spec, edits) if edits else set()
+    if objects:
+        for record in objects:
+            if orm_state(record).persistent:
+                bump(record)
+            else:
+                record.version = 1
+                session.add(record)
+        await session.flush()  # eager defaults: RETURNING brings ids, updated_at (and deleted_at) back
+
+    def announced(change: Change) -> bool:
+        if isinstance(change, Edit):
+            return change.id in done
+        return not (isinstance(change, New) and change.deleted)
+
+    written = [int(c.id) for c in changes if announced(c)]
+    messages = [outbox.outbound(kind_name, i) for i in written]
+    if queue is None:
+        await outbox.enqueue(session, messages)
+    else:
+        queue.extend(messages)
+    return written
 
 
-async def update(session: AsyncSession, kind_name: str, record: SyncedRecord, changes: dict[str, str]) -> bool:
-    """Apply the changes that differ; returns False (and writes nothing) when none do."""
-    changed = {k: v for k, v in changes.items() if getattr(record, k) != v}
-    if not changed:
-        return False
-    for key, value in changed.items():
-        setattr(record, key, value)
-    await _bump(session, kind_name, record)
-    return True
-
-
-async def soft_delete(session: AsyncSession, kind_name: str, record: SyncedRecord) -> bool:
-    if record.deleted_at is not None:
-        return False
-    record.deleted_at = func.now()
-    await _bump(session, kind_name, record)
-    return True
-
-
-async def _bump(session: AsyncSession, kind_name: str, record: SyncedRecord) -> None:
+def bump(record: SyncedRecord) -> None:
+    """An ORM object's next version (what `columns.BUMP` does in SQL); flushed by the caller."""
     record.version = record.version + 1
     record.updated_at = func.now()
-    await session.flush()  # eager defaults: RETURNING brings updated_at (and deleted_at) back
-    await enqueue_outbound(session, kind_name, record.id)
-
-
-def changed_at(record: SyncedRecord) -> datetime | None:
-    value = record.updated_at
-    return value if isinstance(value, datetime) else None

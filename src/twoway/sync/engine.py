@@ -16,7 +16,7 @@ import asyncio
 import json
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,10 +24,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.connectors.base import BatchWrites, Connector, ConnectorError, CreateItem, Unavailable, UpdateItem
-from twoway.kit import metrics, ratelimit, records
+from twoway.kit import metrics, outbox, ratelimit, records
 from twoway.kit.backoff import backoff_seconds
 from twoway.kit.db import RecordLocks
-from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, record_key
+from twoway.kit.outbox import record_key
 from twoway.logs import get_logger
 from twoway.settings import Settings
 from twoway.sync import plan, sql
@@ -69,6 +69,12 @@ class Job:
     outcome: plan.Outcome | None = None
     error: BaseException | None = None
     attempts_seen: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def done(self) -> plan.Outcome:
+        """The outcome: the write-back gives every job one (a crash is an outcome too)."""
+        assert self.outcome is not None
+        return self.outcome
 
 
 class Busy(Exception):
@@ -123,8 +129,7 @@ class SyncEngine:
                 await self.locks.unlock(job.locks)
                 raise job.error  # a crash before the write-back: nothing of ours commits
             await self.write_back(jobs)
-            assert job.outcome is not None
-            return "failed" if job.outcome.failure else job.outcome.result
+            return "failed" if job.done.failure else job.done.result
         finally:
             if self._own_locks:
                 await self.locks.close()
@@ -329,29 +334,27 @@ class SyncEngine:
             return await connector.fetch(call.kind or kind, call.external_id)
         if isinstance(call, plan.Search):
             return await connector.find_by_internal_id(kind, call.internal_id)
-        if isinstance(call, plan.Create):
+        if isinstance(call, plan.Create | plan.Update):
+            one = CreateItem(call.internal_id, call.fields, call.key) if isinstance(call, plan.Create) \
+                else UpdateItem(call.external_id, call.changes, call.key)
             if isinstance(connector, BatchWrites):
-                return await self._batched(connector, kind, "create",
-                                           CreateItem(call.internal_id, call.fields, call.key))
-            return await connector.create(kind, call.internal_id, call.fields, call.key)
-        if isinstance(call, plan.Update):
-            if isinstance(connector, BatchWrites):
-                return await self._batched(connector, kind, "update",
-                                           UpdateItem(call.external_id, call.changes, call.key))
-            return await connector.update(kind, call.external_id, call.changes, call.key)
+                return await self._batched(connector, connector.system, kind, one)
+            if isinstance(one, CreateItem):
+                return await connector.create(kind, one.internal_id, one.fields, one.idempotency_key)
+            return await connector.update(kind, one.external_id, one.changes, one.idempotency_key)
         if isinstance(call, plan.Delete):
             return await connector.delete(kind, call.external_id, call.key)
         if isinstance(call, plan.SetInternalId):
             return await connector.set_internal_id(kind, call.external_id, call.internal_id, call.key)
         raise TypeError(f"unknown call {call!r}")
 
-    async def _batched(self, connector: Any, kind: str, op: str, one: Any) -> Any:
+    async def _batched(self, connector: BatchWrites, system: str, kind: str, one: CreateItem | UpdateItem) -> Any:
         """Creates / updates of one kind that are ready together go as one batch call."""
-        key = (connector.system, kind, op)
+        create = isinstance(one, CreateItem)
+        key = (system, kind, "create" if create else "update")
         if key not in self._batches:
-            async def many(items: list[Any], c: Any = connector, k: str = kind, o: str = op) -> list[Any]:
-                results = await (c.create_many(k, items) if o == "create" else c.update_many(k, items))
-                return list(results)
+            async def many(items: list[Any], c: BatchWrites = connector, k: str = kind) -> list[Any]:
+                return list(await (c.create_many(k, items) if create else c.update_many(k, items)))
             self._batches[key] = Coalescer(many, raise_errors=True)
         return await self._batches[key].submit(one)
 
@@ -399,8 +402,7 @@ class SyncEngine:
             self._count(job, written)
 
     def _count(self, job: Job, written: set[int]) -> None:
-        out = job.outcome
-        assert out is not None
+        out = job.done
         item = job.item
         if out.failure is not None:
             metrics.SYNC_RESULTS.labels(system=item.system, direction=item.direction, kind=item.kind,
@@ -439,21 +441,22 @@ class _WriteBack:
         self.session = session
         self.jobs = jobs
         self.events: list[dict[str, Any]] = []
-        self.messages: list[tuple[str, str, dict[str, Any]]] = []
+        self.messages: list[outbox.Message] = []
+        self.queued: list[outbox.Message] = []  # by the write path (records.write): each row written
 
     async def apply(self) -> set[int]:
         # New links and new waits for a parent meet under the parent's lock (taken once, in order): see
         # sql.LOCK_PARENTS.
-        parents = sorted({f"{j.item.kind}:{j.outcome.link.internal_id}" for j in self.jobs  # type: ignore[union-attr]
-                          if j.outcome.link is not None and j.outcome.link.id is None}  # type: ignore[union-attr]
-                         | {f"{w[0]}:{w[1]}" for j in self.jobs if (w := j.outcome.waiting_for)})  # type: ignore[union-attr]
+        parents = sorted({f"{j.item.kind}:{j.done.link.internal_id}" for j in self.jobs
+                          if j.done.link is not None and j.done.link.id is None}
+                         | {f"{w[0]}:{w[1]}" for j in self.jobs if (w := j.done.waiting_for)})
         if parents:
             await self.session.execute(sql.LOCK_PARENTS, {"parents": parents})
         await self._tombstones()
         conflicted = await self._rows()
         written = {id(j) for j in self.jobs if id(j) not in conflicted}
         await self._links(conflicted)
-        processed = [e for j in self.jobs if id(j) not in conflicted for e in j.outcome.processed]  # type: ignore[union-attr]
+        processed = [e for j in self.jobs if id(j) not in conflicted for e in j.done.processed]
         if processed:
             await self.session.execute(sql.MARK_PROCESSED, {"ids": processed})
         # The history a failure builds on (attempts, first failure, tries) is read before _close supersedes
@@ -463,8 +466,7 @@ class _WriteBack:
         await self._close(conflicted)
         await self._failures(owing, previous)
         for job in self.jobs:
-            out = job.outcome
-            assert out is not None
+            out = job.done
             if id(job) in conflicted:
                 # Our row moved while we worked (an API write): do it again from the new state.
                 self._message(job.item, "conflict")
@@ -481,89 +483,53 @@ class _WriteBack:
                             if e["op"] == "wait_parent" and isinstance(e.get("detail"), dict)})
             if waits:
                 await self.session.execute(sql.WAKE_LINKED_CHILDREN, {"parents": waits})
-        if self.messages:
-            await self.session.execute(sql.INSERT_OUTBOX, {
-                "topics": [m[0] for m in self.messages], "keys": [m[1] for m in self.messages],
-                "payloads": [json.dumps(m[2]) for m in self.messages]})
+        await outbox.enqueue(self.session, self._outbox(conflicted))
         return written
 
+    def _outbox(self, conflicted: set[int]) -> list[outbox.Message]:
+        """The write path's messages, but none for the rows of a job that goes round again (its conflict
+        message stands for it); then the rest. A plan notes its row's change message too: it goes once."""
+        again = {key for j in self.jobs if id(j) in conflicted for key in _row_keys(j)}
+        queued = [m for m in self.queued if m.key not in again]
+        sent = {_same(m) for m in queued}
+        return queued + [m for m in self.messages if _same(m) not in sent]
+
     async def _rows(self) -> set[int]:
-        conflicted: set[int] = set()
-        by_kind: dict[str, list[Job]] = defaultdict(list)
-        inserts: dict[str, list[Job]] = defaultdict(list)
+        """Every row the batch changes, through the one write path (a call per kind, whatever its store);
+        the jobs whose row moved meanwhile (an API write): they go round again."""
+        changes: dict[str, list[records.Change]] = defaultdict(list)
         for job in self.jobs:
-            out = job.outcome
-            assert out is not None
-            if out.row is not None and job.snapshot.ours is not None:
-                by_kind[job.item.kind].append(job)
+            out, ours = job.done, job.snapshot.ours
+            if out.row is not None and ours is not None:
+                changes[job.item.kind].append(records.Edit(ours.id, out.row.expected_version, out.row.changes,
+                                                           out.row.delete, out.row.restore))
             if out.insert is not None:
-                inserts[job.item.kind].append(job)
-        for kind_name, group in by_kind.items():
-            store = records.kind(kind_name).store
-            if store is not None:
-                for job in group:
-                    row = job.outcome.row  # type: ignore[union-attr]
-                    assert row is not None and job.snapshot.ours is not None
-                    if not await store.write(self.session, job.snapshot.ours.id, row.expected_version, row.changes,
-                                             row.delete, restore=row.restore):
-                        conflicted.add(id(job))
-                continue
-            fields = records.kind(kind_name).fields
-            params: dict[str, Any] = {"ids": [], "expected": [], "del": [], "restore": []}
-            for f in fields:
-                params[f"v_{f}"], params[f"s_{f}"] = [], []
-            for job in group:
-                row = job.outcome.row  # type: ignore[union-attr]
-                assert row is not None and job.snapshot.ours is not None
-                params["ids"].append(job.snapshot.ours.id)
-                params["expected"].append(row.expected_version)
-                params["del"].append(row.delete)
-                params["restore"].append(row.restore)
-                for f in fields:
-                    params[f"v_{f}"].append(row.changes.get(f))
-                    params[f"s_{f}"].append(f in row.changes)
-            done = {r[0] for r in await self.session.execute(sql.update_rows(kind_name), params)}
-            conflicted |= {id(j) for j in group if j.snapshot.ours is not None and j.snapshot.ours.id not in done}
-        for kind_name, group in inserts.items():
-            store = records.kind(kind_name).store
-            if store is not None:
-                for job in group:
-                    await store.insert(self.session, *job.outcome.insert)  # type: ignore[union-attr,misc]
-                continue
-            fields = records.kind(kind_name).fields
-            params = {"ids": [j.outcome.insert[0] for j in group]}  # type: ignore[union-attr,index]
-            for f in fields:
-                params[f"v_{f}"] = [j.outcome.insert[1].get(f, "") for j in group]  # type: ignore[union-attr,index]
-            await self.session.execute(sql.insert_rows(kind_name), params)
-        return conflicted
+                changes[job.item.kind].append(records.New(*out.insert))
+        written: set[tuple[str, int]] = set()
+        for kind_name, group in changes.items():
+            ids = await records.write(self.session, kind_name, group, queue=self.queued)
+            written |= {(kind_name, i) for i in ids}
+        return {id(j) for j in self.jobs if j.done.row is not None and j.snapshot.ours is not None
+                and (j.item.kind, j.snapshot.ours.id) not in written}
 
     async def _tombstones(self) -> None:
         """Parents deleted over there before we saw them: one deleted row and its link per external object.
         A parent another transaction (or job) linked first is used instead: the child is hung on it."""
         made: dict[tuple[str, str, str], int] = {}
         for job in self.jobs:
-            out = job.outcome
-            assert out is not None
+            out = job.done
             t = out.tombstone
             if t is None or out.insert is None:
                 continue
             system = job.item.system
             pid = made.get((t.kind, system, t.external_id))
             if pid is None:
-                kind = records.kind(t.kind)
-                version = 2 if kind.store is not None else 1  # a store's insert, then its delete
                 linked = (await self.session.execute(sql.INSERT_LINKS, {
                     "kinds": [t.kind], "iids": [t.internal_id], "systems": [system], "xids": [t.external_id],
-                    "bases": [json.dumps(plan.DELETED)], "lpvs": [version]})).first()
+                    "bases": [json.dumps(plan.DELETED)], "lpvs": [1]})).first()  # born deleted, at version 1
                 if linked is not None:
                     pid = t.internal_id
-                    if kind.store is not None:
-                        await kind.store.insert(self.session, pid, t.fields)
-                        await kind.store.write(self.session, pid, 1, {}, True)
-                    else:
-                        await self.session.execute(sql.insert_rows(t.kind), {
-                            "ids": [pid], **{f"v_{f}": [t.fields.get(f, "")] for f in kind.fields}})
-                        await self.session.execute(sql.mark_deleted(t.kind), {"ids": [pid]})
+                    await records.write(self.session, t.kind, [records.New(pid, t.fields, deleted=True)])
                 else:
                     pid = int((await self.session.execute(sql.FIND_LINKS, {
                         "kind": t.kind, "system": system, "xids": [t.external_id]})).one().internal_id)
@@ -576,8 +542,7 @@ class _WriteBack:
         new: list[tuple[Job, plan.LinkState]] = []
         old: list[plan.LinkState] = []
         for job in self.jobs:
-            out = job.outcome
-            assert out is not None
+            out = job.done
             if not out.link_dirty or out.link is None:
                 continue
             if out.link.id is None:
@@ -603,10 +568,10 @@ class _WriteBack:
                 await self.session.execute(sql.WAKE_CHILDREN, {"parents": sorted({f"{k}:{i}" for k, i, _ in made})})
 
     async def _close(self, conflicted: set[int]) -> None:
-        closes = [(j, c, False) for j in self.jobs if id(j) not in conflicted for c in j.outcome.close]  # type: ignore[union-attr]
+        closes = [(j, c, False) for j in self.jobs if id(j) not in conflicted for c in j.done.close]
         # A failure leaves the dead letter for _failures to settle (kept as it is, or superseded).
         closes += [(j, plan.Close(plan.Direction(j.item.direction),
-                                  j.outcome.internal_id if j.item.direction == "outbound"  # type: ignore[union-attr]
+                                  j.done.internal_id if j.item.direction == plan.Direction.OUTBOUND
                                   else None, j.item.external_id, keep_started=True), True)
                    for j in self.jobs if id(j) not in conflicted and _owes(j)]
         if closes:
@@ -632,8 +597,7 @@ class _WriteBack:
         now = _now()
         judged: list[dict[str, Any]] = []
         for n, job in enumerate(owing):
-            out = job.outcome
-            assert out is not None
+            out = job.done
             prev = previous.get(n)
             attempts, tries = (int(prev.attempts or 0), int(prev.tries or 0)) if prev else (0, 0)
             since: datetime = prev.since if prev and prev.since else now
@@ -657,7 +621,7 @@ class _WriteBack:
         rows = await self.session.execute(sql.SETTLE_DEAD, {
             "ns": list(range(len(owing))), "kinds": [j.item.kind for j in owing],
             "systems": [j.item.system for j in owing], "dirs": [j.item.direction for j in owing],
-            "iids": [j.outcome.internal_id if j.item.direction == "outbound" else None  # type: ignore[union-attr]
+            "iids": [j.done.internal_id if j.item.direction == "outbound" else None
                      for j in owing],
             "xids": [j.item.external_id for j in owing], "statuses": [e["status"] for e in judged],
             "versions": [None if (v := e["detail"].get("version")) is None else str(v) for e in judged],
@@ -667,8 +631,7 @@ class _WriteBack:
     def _judge(self, job: Job, attempts: int, tries: int, since: datetime, now: datetime
                ) -> tuple[str, float | None, str, dict[str, Any]]:
         """Retry or dead, and when. Outages and waits never use up attempts; nothing transient dies early."""
-        out = job.outcome
-        assert out is not None
+        out = job.done
         s = self.settings
         version = job.snapshot.ours.version if job.snapshot.ours else None
         detail: dict[str, Any] = {"since": since.isoformat(), "tries": tries + 1, "version": version}
@@ -694,14 +657,13 @@ class _WriteBack:
     def _follow(self, system: str, f: plan.Follow) -> None:
         if f.direction == "outbound":
             assert f.internal_id is not None
-            self.messages.append((OUTBOUND_TOPIC, record_key(f.kind, f.internal_id),
-                                  {"kind": f.kind, "id": f.internal_id, "reason": f.reason}))
+            self.messages.append(outbox.outbound(f.kind, f.internal_id, f.reason))
         else:
-            payload: dict[str, Any] = {"system": system, "kind": f.kind, "external_id": f.external_id,
-                                       "event_id": None, "reason": f.reason}
+            assert f.external_id is not None
+            extra: dict[str, Any] = {"reason": f.reason}
             if f.hint is not None:
-                payload["hint"] = f.hint
-            self.messages.append((INBOUND_TOPIC, f"{system}:{f.kind}:{f.external_id}", payload))
+                extra["hint"] = f.hint
+            self.messages.append(outbox.inbound(system, f.kind, f.external_id, None, **extra))
 
     def _message(self, item: Item, reason: str) -> None:
         if item.direction == "outbound":
@@ -712,10 +674,20 @@ class _WriteBack:
 
 
 def _owes(job: Job) -> bool:
-    out = job.outcome
-    assert out is not None
+    out = job.done
     return out.failure is not None or out.waiting_for is not None or \
         (out.defer_seconds is not None and out.defer_seconds > 0)
+
+
+def _row_keys(job: Job) -> list[str]:
+    """The outbox keys of the rows the job writes."""
+    out, ours = job.done, job.snapshot.ours
+    ids = ([ours.id] if out.row is not None and ours is not None else []) + ([out.insert[0]] if out.insert else [])
+    return [record_key(job.item.kind, i) for i in ids]
+
+
+def _same(message: outbox.Message) -> tuple[str, str, str]:
+    return message.topic, message.key, json.dumps(message.payload, sort_keys=True)
 
 
 def _iid(job: Job) -> int | None:
@@ -776,5 +748,3 @@ def _url(sessions: async_sessionmaker[AsyncSession]) -> str:
     bind = sessions.kw["bind"]
     return str(bind.url.render_as_string(hide_password=False))
 
-
-Clock = Callable[[], float]

@@ -10,7 +10,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.kit import records
@@ -18,78 +17,14 @@ from twoway.kit import records
 OPEN = ("retry", "requeued", "started", "dead")
 
 
-def _column_type(kind: records.Kind, name: str) -> str:
-    return str(kind.model.__table__.c[name].type.compile(dialect=postgresql.dialect()))
-
-
-def _value(kind: records.Kind, name: str, expr: str) -> str:
-    """Synced values travel as text; an empty one is NULL in a column that is not text."""
-    kind_type = _column_type(kind, name)
-    if kind_type.startswith(("VARCHAR", "TEXT", "CHAR")):
-        return f"CAST({expr} AS {kind_type})"
-    return f"CAST(NULLIF({expr}, '') AS {kind_type})"
-
-
-@cache
-def select_rows(kind_name: str) -> Any:
-    kind = records.kind(kind_name)
-    cols = ", ".join(kind.fields)
-    return text(f"SELECT id, version, updated_at, deleted_at, {cols} FROM {kind.table} "
-                f"WHERE id = ANY(CAST(:ids AS bigint[]))")
-
-
 async def read_rows(session: AsyncSession, kind: records.Kind, ids: Sequence[int]) -> list[Any]:
-    """A kind's rows by id, each with `id`, `version`, `updated_at`, `deleted_at` and its synced fields:
-    through the kind's own store when it has one, else the set-based select."""
-    if not ids:
-        return []
-    if kind.store is not None:
-        return list(await kind.store.read(session, list(ids)))
-    return list((await session.execute(select_rows(kind.name), {"ids": list(ids)})).all())
+    """A kind's rows by id, each with `id`, `version`, `updated_at`, `deleted_at` and its synced fields."""
+    return await kind.store.read(session, kind, list(ids)) if ids else []
 
 
 def field_values(kind: records.Kind, row: Any) -> dict[str, str]:
     """A row's synced fields as text, the form every comparison and merge works on."""
     return {f: "" if (v := getattr(row, f)) is None else str(v) for f in kind.fields}
-
-
-@cache
-def update_rows(kind_name: str) -> Any:
-    """Conditional on the version we read: a row the API wrote meanwhile is left alone (and retried)."""
-    kind = records.kind(kind_name)
-    sets = ", ".join(f"{f} = CASE WHEN v.s_{f} THEN {_value(kind, f, 'v.v_' + f)} ELSE t.{f} END"
-                     for f in kind.fields)
-    arrays = ", ".join(f"CAST(:v_{f} AS text[]), CAST(:s_{f} AS boolean[])" for f in kind.fields)
-    names = ", ".join(f"v_{f}, s_{f}" for f in kind.fields)
-    return text(f"""
-        UPDATE {kind.table} AS t SET {sets},
-            deleted_at = CASE WHEN v.del AND t.deleted_at IS NULL THEN now() WHEN v.restore THEN NULL
-                              ELSE t.deleted_at END,
-            version = t.version + 1, updated_at = now()
-        FROM unnest(CAST(:ids AS bigint[]), CAST(:expected AS int[]), CAST(:del AS boolean[]),
-                    CAST(:restore AS boolean[]), {arrays})
-             AS v(id, expected, del, restore, {names})
-        WHERE t.id = v.id AND t.version = v.expected
-        RETURNING t.id""")
-
-
-@cache
-def insert_rows(kind_name: str) -> Any:
-    kind = records.kind(kind_name)
-    cols = ", ".join(kind.fields)
-    values = ", ".join(_value(kind, f, f"v.v_{f}") for f in kind.fields)
-    arrays = ", ".join(f"CAST(:v_{f} AS text[])" for f in kind.fields)
-    names = ", ".join(f"v_{f}" for f in kind.fields)
-    return text(f"""
-        INSERT INTO {kind.table} (id, {cols}, version)
-        SELECT v.id, {values}, 1 FROM unnest(CAST(:ids AS bigint[]), {arrays}) AS v(id, {names})""")
-
-
-@cache
-def mark_deleted(kind_name: str) -> Any:
-    """A row imported as deleted (a tombstone), at its version."""
-    table = records.kind(kind_name).table
-    return text(f"UPDATE {table} SET deleted_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 @cache
@@ -229,13 +164,6 @@ INSERT_EVENTS = text("""
                 CAST(:statuses AS text[]), CAST(:iids AS bigint[]), CAST(:xids AS text[]), CAST(:attempts AS int[]),
                 CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:details AS text[]))
          AS v(kind, system, dir, op, status, iid, xid, attempts, error, delay, detail)""")
-INSERT_OUTBOX = text("""
-    WITH queued AS (
-        INSERT INTO outbox (topic, key, payload)
-        SELECT v.t, v.k, CAST(v.p AS jsonb)
-        FROM unnest(CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:payloads AS text[])) AS v(t, k, p)
-        RETURNING 1)
-    SELECT pg_notify('twoway_outbox', '') FROM queued LIMIT 1""")
 # Children waiting for a parent's link go now, not at their fallback time.
 WAKE_CHILDREN = text("""
     UPDATE sync_events SET next_attempt_at = now(), updated_at = now()

@@ -18,7 +18,7 @@ from twoway.connectors.base import Connector, ConnectorError
 from twoway.kit import records
 from twoway.kit.db import RecordLocks, make_engine, make_sessionmaker, unit_of_work
 from twoway.kit.kafka import ensure_topics, make_consumer, make_producer
-from twoway.kit.outbox import INBOUND_TOPIC, NOTIFY_CHANNEL, OUTBOUND_TOPIC, enqueue_inbound, enqueue_outbound
+from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, enqueue, enqueue_inbound, enqueue_outbound, outbound
 from twoway.kit.relay import Relay
 from twoway.logs import get_logger
 from twoway.settings import Settings
@@ -210,8 +210,7 @@ class Worker:
                         continue
                     rows = (await session.execute(_sweep_records(kind.table), {
                         "system": system, "grace": grace, "kind": kind.name, "again": again})).all()
-                    if rows:
-                        await session.execute(_ENQUEUE_SWEPT, {"kind": kind.name, "ids": [r.id for r in rows]})
+                    await enqueue(session, [outbound(kind.name, r.id, reason="sweep") for r in rows])
                     await _mark_swept(session, kind.name, system, "outbound", [r.id for r in rows], None)
                     count += len(rows)
             events = (await session.execute(SWEEP_INBOX, {"grace": grace, "again": again})).all()
@@ -281,14 +280,6 @@ def _by_pair(events: Sequence[Any]) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-_ENQUEUE_SWEPT = text(f"""
-    WITH queued AS (
-        INSERT INTO outbox (topic, key, payload)
-        SELECT '{OUTBOUND_TOPIC}', k.kind || ':' || v.id,
-               jsonb_build_object('kind', k.kind, 'id', v.id, 'reason', 'sweep')
-        FROM unnest(CAST(:ids AS bigint[])) AS v(id), (SELECT CAST(:kind AS text) AS kind) AS k
-        RETURNING 1)
-    SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM queued LIMIT 1""")
 _MARK_SWEPT = text("""
     INSERT INTO sync_events (kind, system, direction, operation, status, internal_id, external_id)
     SELECT :kind, :system, :direction, 'sweep', 'swept', v.iid, v.xid

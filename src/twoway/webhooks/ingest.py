@@ -12,7 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from twoway.kit.groupcommit import GroupCommit
-from twoway.kit.outbox import INBOUND_TOPIC, NOTIFY_CHANNEL
+from twoway.kit.outbox import NOTIFY, queue_inbound
 
 # One round trip for the whole group: inbox rows, outbox rows for the new ones, and a NOTIFY
 # (transactional: heard only if the group commits) when anything was queued.
@@ -26,15 +26,10 @@ WITH batch AS (
   SELECT system, event_id, event_type, kind, external_id, source, event_created, payload::jsonb FROM batch
   ON CONFLICT (system, event_id) DO NOTHING
   RETURNING system, event_id, kind, external_id
-), queued AS (
-  INSERT INTO outbox (topic, key, payload)
-  SELECT '{INBOUND_TOPIC}', system || ':' || kind || ':' || external_id,
-         jsonb_build_object('system', system, 'kind', kind, 'external_id', external_id, 'event_id', event_id)
-  FROM ins RETURNING 1
-)
+), queued AS ({queue_inbound("ins")})
 SELECT system, event_id FROM ins
 UNION ALL
-SELECT NULL, NULL FROM (SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT 1 FROM queued LIMIT 1) one) n
+SELECT NULL, NULL FROM (SELECT {NOTIFY} FROM (SELECT 1 FROM queued LIMIT 1) one) n
 """
 
 
