@@ -12,8 +12,8 @@ from twoway.kit.rules import DEFAULT, Rules
 from twoway.sync.merge import Policy
 
 DELETED: dict[str, Any] = {"deleted": True}  # a link's base once the object is deleted over there
-# Stripe keeps idempotency keys for 24 hours; stay clear of the edge. The default of every snapshot's
-# window until each connector declares its own.
+# A snapshot's window when its maker names none (tests, models): a day, less a margin. The engine passes
+# the connector's own (`Connector.idempotency_window`).
 IDEMPOTENCY_WINDOW = timedelta(hours=23)
 
 
