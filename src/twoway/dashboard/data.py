@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twoway.kit.records import Kind
 from twoway.sync import replay as replays
 from twoway.syncstate.models import SyncEvent
+from twoway.syncstate.words import Direction
 
 PER_PAGE = 25
 
@@ -177,7 +178,7 @@ async def timeline(session: AsyncSession, kind: str, record_id: int, limit: int 
             outcome = f"applied ({r.handled_by})"
         else:
             outcome = "echo"
-        entries.append(TimelineEntry(r.received_at, r.system, "inbound", r.event_type, outcome,
+        entries.append(TimelineEntry(r.received_at, r.system, Direction.INBOUND, r.event_type, outcome,
                                      f"{r.event_id} via {r.source}", source="event"))
         order.append(r.received_at)
     ranked = sorted(zip(order, range(len(entries)), entries, strict=True), key=lambda t: (t[0], t[1]), reverse=True)
@@ -205,7 +206,7 @@ async def per_minute(session: AsyncSession, systems: Sequence[str], window: int 
     now = (await session.execute(text("SELECT date_trunc('minute', now())"))).scalar_one()
     minutes = [now - timedelta(minutes=window - i) for i in range(window + 1)]
     index = {m: i for i, m in enumerate(minutes)}
-    names = [f"{s} {d}" for s in systems for d in ("outbound", "inbound")]
+    names = [f"{s} {d}" for s in systems for d in Direction]
     synced = Series(minutes, {n: [0.0] * len(minutes) for n in names})
     failed = Series(minutes, {n: [0.0] * len(minutes) for n in names})
     for r in await session.execute(_PER_MINUTE, {"window": window}):

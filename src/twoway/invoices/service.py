@@ -17,6 +17,7 @@ from twoway.invoices.repository import LOCK_CUSTOMER, InvoiceRepository
 from twoway.invoices.schemas import InvoiceCreate, LineIn
 from twoway.kit import records
 from twoway.syncstate.models import SyncEvent
+from twoway.syncstate.words import Direction, Operation, Status
 
 KIND = "invoice"
 # Fixed when the invoice is created: Stripe's invoice update takes neither.
@@ -104,8 +105,8 @@ async def delete(session: AsyncSession, invoice: Invoice, *, confirm_locally: bo
     if invoice.effective_status in TERMINAL:
         raise Refused(f"invoice {invoice.id} is {invoice.effective_status}: it can be neither deleted nor voided")
     await command(session, invoice, "void", confirm_locally=confirm_locally)
-    session.add(SyncEvent(kind=KIND, system="api", direction="outbound", operation="delete", status="mapped",
-                          internal_id=invoice.id,
+    session.add(SyncEvent(kind=KIND, system="api", direction=Direction.OUTBOUND, operation=Operation.DELETE,
+                          status=Status.MAPPED, internal_id=invoice.id,
                           detail={"mapped_to": "void", "reason": "a finalized invoice cannot be deleted"}))
     await session.flush()
     return "voided"

@@ -35,8 +35,9 @@ from twoway.kit import records
 from twoway.kit.db import make_sessionmaker, unit_of_work
 from twoway.kit.outbox import enqueue_inbound, enqueue_outbound
 from twoway.sync import sql
+from twoway.syncstate.words import Direction
 
-OUTBOUND, INBOUND, MANUAL = "outbound", "inbound", "manual"
+OUTBOUND, INBOUND, MANUAL = Direction.OUTBOUND, Direction.INBOUND, "manual"  # manual: for a person
 
 # What each problem means, for people. `{system}` is the external system's name.
 PROBLEMS = {

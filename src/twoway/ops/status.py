@@ -20,8 +20,9 @@ from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC
 from twoway.ops.lag import LagReader, LagReading
 from twoway.settings import Settings
 from twoway.sync.breaker import GAUGE_VALUE
+from twoway.syncstate.words import Direction
 
-DIRECTIONS = ("outbound", "inbound")
+DIRECTIONS = tuple(Direction)
 
 
 @dataclass
@@ -124,8 +125,8 @@ def lag_groups(settings: Settings) -> dict[tuple[str, str], tuple[str, str]]:
 
     groups: dict[tuple[str, str], tuple[str, str]] = {}
     for system in registry.enabled_systems(settings):
-        groups[(system, "outbound")] = (outbound_group(settings, system), OUTBOUND_TOPIC)
-        groups[(system, "inbound")] = (inbound_group(settings), INBOUND_TOPIC)
+        groups[(system, Direction.OUTBOUND)] = (outbound_group(settings, system), OUTBOUND_TOPIC)
+        groups[(system, Direction.INBOUND)] = (inbound_group(settings), INBOUND_TOPIC)
     return groups
 
 
@@ -218,7 +219,7 @@ def _kind_rows(db: DatabaseStatus, system: str, direction: str) -> tuple[KindRow
     seen |= {k for (sys_, k) in db.links_by_kind if sys_ == system}
     rows = []
     for kind in [k.name for k in _kinds() if k.name in seen] + sorted(seen - {k.name for k in _kinds()}):
-        backlog = (db.outbox_by_kind.get(kind, 0) if direction == "outbound"
+        backlog = (db.outbox_by_kind.get(kind, 0) if direction == Direction.OUTBOUND
                    else db.inbox_by_kind.get((system, kind), 0))
         rows.append(KindRow(kind, backlog, counts.get((kind, "open"), 0), counts.get((kind, "dead"), 0),
                             db.last_ok_by_kind.get((system, direction, kind))))
@@ -238,7 +239,7 @@ def connector_rows(settings: Settings, db: DatabaseStatus, lag: list[LagReading]
     for system in registry.enabled_systems(settings):
         breaker = db.breakers.get(system) or {}
         for direction in DIRECTIONS:
-            backlog = (db.outbox_by_topic.get(OUTBOUND_TOPIC, 0) if direction == "outbound"
+            backlog = (db.outbox_by_topic.get(OUTBOUND_TOPIC, 0) if direction == Direction.OUTBOUND
                        else db.inbox_by_system.get(system, 0))
             last = db.summary["last_success"].get(f"{system}:{direction}")
             rows.append(ConnectorRow(

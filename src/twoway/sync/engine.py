@@ -34,6 +34,7 @@ from twoway.sync import plan, sql
 from twoway.sync.breaker import Breaker
 from twoway.sync.coalesce import Coalescer
 from twoway.sync.quiet import Quiet
+from twoway.syncstate.words import Direction, Operation, Result, Status
 
 logger = get_logger(__name__)
 quiet = Quiet(logger)
@@ -47,7 +48,7 @@ def _now() -> datetime:
 class Item:
     """One record's work: outbound (make `system` hold our row) or inbound (take in their object)."""
 
-    direction: str
+    direction: Direction
     kind: str
     system: str
     internal_id: int | None = None
@@ -58,7 +59,7 @@ class Item:
     @property
     def key(self) -> tuple[str, str, str, object]:
         return (self.direction, self.kind, self.system,
-                self.internal_id if self.direction == "outbound" else self.external_id)
+                self.internal_id if self.direction == Direction.OUTBOUND else self.external_id)
 
 
 @dataclass
@@ -106,11 +107,11 @@ class SyncEngine:
     async def outbound(self, kind: str, internal_id: int, system: str) -> str:
         """Make `system` hold what our row holds. Returns the outcome, for logs and tests."""
         if kind not in self.connectors[system].kinds:
-            return "unsupported"
-        return await self.one(Item("outbound", kind, system, internal_id=internal_id))
+            return Result.UNSUPPORTED
+        return await self.one(Item(Direction.OUTBOUND, kind, system, internal_id=internal_id))
 
     async def inbound(self, system: str, kind: str, external_id: str, *, hint_only: bool = False) -> str:
-        return await self.one(Item("inbound", kind, system, external_id=external_id, hint_only=hint_only))
+        return await self.one(Item(Direction.INBOUND, kind, system, external_id=external_id, hint_only=hint_only))
 
     async def one(self, item: Item, patience: float = 30.0) -> str:
         """One record through the whole batch path, waiting while another holds it."""
@@ -129,7 +130,7 @@ class SyncEngine:
                 await self.locks.unlock(job.locks)
                 raise job.error  # a crash before the write-back: nothing of ours commits
             await self.write_back(jobs)
-            return "failed" if job.done.failure else job.done.result
+            return Result.FAILED if job.done.failure else job.done.result
         finally:
             if self._own_locks:
                 await self.locks.close()
@@ -171,7 +172,7 @@ class SyncEngine:
         out: dict[Item, list[str]] = {}
         inbound: dict[tuple[str, str], list[Item]] = defaultdict(list)
         for item in items:
-            if item.direction == "outbound":
+            if item.direction == Direction.OUTBOUND:
                 assert item.internal_id is not None
                 out[item] = [record_key(item.kind, item.internal_id)]
             else:
@@ -213,7 +214,7 @@ class SyncEngine:
             for (kind_name, system), group in groups.items():
                 kind = records.kind(kind_name)
                 connector = self.connectors[system]
-                claims = {int(k.split(":", 1)[1]): i for i in group if i.direction == "inbound"
+                claims = {int(k.split(":", 1)[1]): i for i in group if i.direction == Direction.INBOUND
                           for k in keys[i][1:]}
                 iids = {i.internal_id for i in group if i.internal_id is not None} | set(claims)
                 xids = {i.external_id for i in group if i.external_id is not None}
@@ -229,7 +230,8 @@ class SyncEngine:
                 for e in (await session.execute(sql.PENDING, {**params, "xids": list(xids)})).all():
                     pending[e.external_id].append(plan.Pending(e.id, connector.snapshot(kind_name, e.payload),
                                                                e.event_created, e.received_at))
-                unlinked = [i.internal_id for i in group if i.direction == "outbound" and i.internal_id not in by_iid]
+                unlinked = [i.internal_id for i in group
+                            if i.direction == Direction.OUTBOUND and i.internal_id not in by_iid]
                 traces: dict[int, plan.Trace] = {}
                 if unlinked:
                     for t in (await session.execute(sql.TRACES, {**params, "iids": unlinked})).all():
@@ -248,13 +250,14 @@ class SyncEngine:
                             sql.deleted_ids(kind.rules.parent.kind), {"ids": unlinked})).all()} if unlinked else set()
                         parents_gone = frozenset({r.internal_id for r in found_parents if r.gone} | never)
                 for item in group:
-                    link_row = by_iid.get(item.internal_id) if item.direction == "outbound" \
+                    link_row = by_iid.get(item.internal_id) if item.direction == Direction.OUTBOUND \
                         else by_xid.get(item.external_id)
                     link = _link(link_row)
-                    rid = item.internal_id if item.direction == "outbound" else (link.internal_id if link else None)
+                    rid = item.internal_id if item.direction == Direction.OUTBOUND \
+                        else (link.internal_id if link else None)
                     ours = _ours(kind, rows.get(rid)) if rid is not None else None
                     item_claims = {}
-                    if item.direction == "inbound" and link is None:
+                    if item.direction == Direction.INBOUND and link is None:
                         for k in keys[item][1:]:
                             cid = int(k.split(":", 1)[1])
                             item_claims[cid] = plan.Claim(_ours(kind, rows.get(cid)), cid in by_iid)
@@ -275,7 +278,7 @@ class SyncEngine:
     async def run(self, job: Job) -> None:
         """Drive the record's plan through its calls. No connection or transaction is held here."""
         s, item = job.snapshot, job.item
-        steps = plan.outbound(s) if item.direction == "outbound" else \
+        steps = plan.outbound(s) if item.direction == Direction.OUTBOUND else \
             plan.inbound(s, item.external_id or "", hint_only=item.hint_only)
         value: Any = None
         error: ConnectorError | None = None
@@ -363,8 +366,8 @@ class SyncEngine:
         """Committed before the creates go: a crash after the call leaves a trace that a create may exist."""
         async with self.sessions() as session:
             await session.execute(sql.INSERT_EVENTS, _events_params([
-                dict(kind=k, system=s, dir="outbound", op="create", status="started", iid=i, xid=None, attempts=1,
-                     error=None, delay=0.0, detail={"key": key, "fields": fields})
+                dict(kind=k, system=s, dir=Direction.OUTBOUND, op=Operation.CREATE, status=Status.STARTED, iid=i,
+                     xid=None, attempts=1, error=None, delay=0.0, detail={"key": key, "fields": fields})
                 for k, s, i, key, fields in marks]))
             await session.commit()
         return [None] * len(marks)
@@ -407,18 +410,18 @@ class SyncEngine:
         item = job.item
         if out.failure is not None:
             metrics.SYNC_RESULTS.labels(system=item.system, direction=item.direction, kind=item.kind,
-                                        status=job.attempts_seen.get("status", "retry")).inc()
+                                        status=job.attempts_seen.get("status", Status.RETRY)).inc()
             return
         if not out.synced or id(job) not in written:
             return
-        metrics.SYNC_RESULTS.labels(system=item.system, direction=out.direction, kind=item.kind, status="ok").inc()
+        metrics.SYNC_RESULTS.labels(system=item.system, direction=out.direction, kind=item.kind, status=Status.OK).inc()
         now = _now()
-        if out.direction == "outbound" and job.snapshot.ours and job.snapshot.ours.changed_at:
-            metrics.SYNC_LATENCY.labels(system=item.system, direction="outbound", kind=item.kind).observe(
+        if out.direction == Direction.OUTBOUND and job.snapshot.ours and job.snapshot.ours.changed_at:
+            metrics.SYNC_LATENCY.labels(system=item.system, direction=Direction.OUTBOUND, kind=item.kind).observe(
                 max(0.0, (now - job.snapshot.ours.changed_at).total_seconds()))
         for e in job.snapshot.pending:
             if e.id in out.processed and e.received_at:
-                metrics.SYNC_LATENCY.labels(system=item.system, direction="inbound", kind=item.kind).observe(
+                metrics.SYNC_LATENCY.labels(system=item.system, direction=Direction.INBOUND, kind=item.kind).observe(
                     max(0.0, (now - e.received_at).total_seconds()))
 
     # -- breaker ---------------------------------------------------------------------------------
@@ -481,7 +484,7 @@ class _WriteBack:
         if self.events:
             await self.session.execute(sql.INSERT_EVENTS, _events_params(self.events))
             waits = sorted({e["detail"]["parent"] for e in self.events
-                            if e["op"] == "wait_parent" and isinstance(e.get("detail"), dict)})
+                            if e["op"] == Operation.WAIT_PARENT and isinstance(e.get("detail"), dict)})
             if waits:
                 await self.session.execute(sql.WAKE_LINKED_CHILDREN, {"parents": waits})
         await outbox.enqueue(self.session, self._outbox(conflicted))
@@ -571,7 +574,7 @@ class _WriteBack:
     async def _close(self, conflicted: set[int]) -> None:
         closes = [(j, c, False) for j in self.jobs if id(j) not in conflicted for c in j.done.close]
         # A failure leaves the dead letter for _failures to settle (kept as it is, or superseded).
-        closes += [(j, plan.Close(plan.Direction(j.item.direction),
+        closes += [(j, plan.Close(j.item.direction,
                                   j.done.internal_id if j.item.direction == plan.Direction.OUTBOUND
                                   else None, j.item.external_id, keep_started=True), True)
                    for j in self.jobs if id(j) not in conflicted and _owes(j)]
@@ -622,7 +625,7 @@ class _WriteBack:
         rows = await self.session.execute(sql.SETTLE_DEAD, {
             "ns": list(range(len(owing))), "kinds": [j.item.kind for j in owing],
             "systems": [j.item.system for j in owing], "dirs": [j.item.direction for j in owing],
-            "iids": [j.done.internal_id if j.item.direction == "outbound" else None
+            "iids": [j.done.internal_id if j.item.direction == Direction.OUTBOUND else None
                      for j in owing],
             "xids": [j.item.external_id for j in owing], "statuses": [e["status"] for e in judged],
             "versions": [None if (v := e["detail"].get("version")) is None else str(v) for e in judged],
@@ -630,33 +633,34 @@ class _WriteBack:
         return {int(r.n) for r in rows if r.same}
 
     def _judge(self, job: Job, attempts: int, tries: int, since: datetime, now: datetime
-               ) -> tuple[str, float | None, str, dict[str, Any]]:
+               ) -> tuple[Status, float | None, Operation, dict[str, Any]]:
         """Retry or dead, and when. Outages and waits never use up attempts; nothing transient dies early."""
         out = job.done
         s = self.settings
         version = job.snapshot.ours.version if job.snapshot.ours else None
         detail: dict[str, Any] = {"since": since.isoformat(), "tries": tries + 1, "version": version}
         exc = out.failure
+        unused = max(1, attempts)  # what a wait or an outage leaves the count at: no attempt used
         if exc is None:  # deferred or waiting: not a failure
             if out.waiting_for is not None:
                 detail["parent"] = f"{out.waiting_for[0]}:{out.waiting_for[1]}"
-                return "retry", s.sync_parent_wait_seconds, "wait_parent", {**detail, "attempts": max(1, attempts)}
-            return "retry", out.defer_seconds or 1.0, "defer", {**detail, "attempts": max(1, attempts)}
+                return Status.RETRY, s.sync_parent_wait_seconds, Operation.WAIT_PARENT, {**detail, "attempts": unused}
+            return Status.RETRY, out.defer_seconds or 1.0, Operation.DEFER, {**detail, "attempts": unused}
         if isinstance(exc, Unavailable) or exc.outage or exc.rate_limited:
             delay = max(exc.retry_after or 0.0, backoff_seconds(tries + 1, s.sync_backoff_base_seconds,
                                                                  s.sync_outage_retry_max_seconds))
-            return "retry", delay * random.uniform(1.0, 1.2), "sync", {**detail, "attempts": max(1, attempts)}
+            return Status.RETRY, delay * random.uniform(1.0, 1.2), Operation.SYNC, {**detail, "attempts": unused}
         if not exc.transient:
-            return "dead", None, "sync", {**detail, "attempts": attempts + 1}
+            return Status.DEAD, None, Operation.SYNC, {**detail, "attempts": attempts + 1}
         attempts += 1
         expired = (now - since).total_seconds() >= s.sync_dead_after_seconds
         if attempts >= s.sync_max_attempts and expired:
-            return "dead", None, "sync", {**detail, "attempts": attempts}
+            return Status.DEAD, None, Operation.SYNC, {**detail, "attempts": attempts}
         delay = backoff_seconds(attempts, s.sync_backoff_base_seconds, s.sync_backoff_max_seconds)
-        return "retry", delay, "sync", {**detail, "attempts": attempts}
+        return Status.RETRY, delay, Operation.SYNC, {**detail, "attempts": attempts}
 
     def _follow(self, system: str, f: plan.Follow) -> None:
-        if f.direction == "outbound":
+        if f.direction == Direction.OUTBOUND:
             assert f.internal_id is not None
             self.messages.append(outbox.outbound(f.kind, f.internal_id, f.reason))
         else:
@@ -667,7 +671,7 @@ class _WriteBack:
             self.messages.append(outbox.inbound(system, f.kind, f.external_id, None, **extra))
 
     def _message(self, item: Item, reason: str) -> None:
-        if item.direction == "outbound":
+        if item.direction == Direction.OUTBOUND:
             self._follow(item.system, plan.Follow(plan.Direction.OUTBOUND, item.kind, item.internal_id, reason=reason))
         else:
             self._follow(item.system, plan.Follow(plan.Direction.INBOUND, item.kind, external_id=item.external_id,
@@ -692,12 +696,12 @@ def _same(message: outbox.Message) -> tuple[str, str, str]:
 
 
 def _iid(job: Job) -> int | None:
-    return job.item.internal_id if job.item.direction == "outbound" else (
+    return job.item.internal_id if job.item.direction == Direction.OUTBOUND else (
         job.outcome.internal_id if job.outcome else None)
 
 
 def _xid(job: Job) -> str | None:
-    if job.item.direction == "inbound":
+    if job.item.direction == Direction.INBOUND:
         return job.item.external_id
     return job.outcome.external_id if job.outcome else None
 
@@ -705,7 +709,7 @@ def _xid(job: Job) -> str | None:
 def _crashed(job: Job) -> plan.Outcome:
     """A plan that raised something other than a connector error: retried like a transient failure."""
     error = ConnectorError(f"internal error: {type(job.error).__name__}: {str(job.error)[:200]}", transient=True)
-    return plan.Outcome(result=plan.Result.FAILED, direction=plan.Direction(job.item.direction),
+    return plan.Outcome(result=plan.Result.FAILED, direction=job.item.direction,
                         internal_id=job.item.internal_id, external_id=job.item.external_id, failure=error)
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twoway.kit.outbox import enqueue_inbound, enqueue_outbound
 from twoway.syncstate.models import SyncEvent
+from twoway.syncstate.words import Direction
 
 
 async def dead_letters(session: AsyncSession, limit: int = 100) -> Sequence[SyncEvent]:
@@ -22,7 +23,7 @@ async def replay(session: AsyncSession, failure_id: int) -> bool:
         return False
     row.status = "replayed"
     row.updated_at = func.now()  # type: ignore[assignment]
-    if row.direction == "outbound" and row.internal_id is not None:
+    if row.direction == Direction.OUTBOUND and row.internal_id is not None:
         await enqueue_outbound(session, row.kind, row.internal_id, reason="replay")
     elif row.external_id is not None:
         await enqueue_inbound(session, row.system, row.kind, row.external_id)

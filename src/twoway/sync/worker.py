@@ -26,6 +26,7 @@ from twoway.sync.breaker import Breaker, save_state
 from twoway.sync.consumer import consume_forever
 from twoway.sync.engine import Item, SyncEngine
 from twoway.sync.quiet import Quiet
+from twoway.syncstate.words import Direction
 from twoway.webhooks.service import store_event
 
 log = get_logger(__name__)
@@ -211,13 +212,13 @@ class Worker:
                     rows = (await session.execute(_sweep_records(kind.table), {
                         "system": system, "grace": grace, "kind": kind.name, "again": again})).all()
                     await enqueue(session, [outbound(kind.name, r.id, reason="sweep") for r in rows])
-                    await _mark_swept(session, kind.name, system, "outbound", [r.id for r in rows], None)
+                    await _mark_swept(session, kind.name, system, Direction.OUTBOUND, [r.id for r in rows], None)
                     count += len(rows)
             events = (await session.execute(SWEEP_INBOX, {"grace": grace, "again": again})).all()
             for e in events:
                 await enqueue_inbound(session, e.system, e.kind, e.external_id)
             for (system, kind_name), xids in _by_pair(events).items():
-                await _mark_swept(session, kind_name, system, "inbound", None, xids)
+                await _mark_swept(session, kind_name, system, Direction.INBOUND, None, xids)
             count += len(events)
         if count:
             log.info("sweeper re-enqueued work", count=count)
@@ -248,7 +249,7 @@ def _outbound_items(system: str, record: ConsumerRecord) -> list[Item]:
     if p is None or "id" not in p or "kind" not in p:
         return []
     try:
-        return [Item("outbound", str(p["kind"]), system, internal_id=int(p["id"]))]
+        return [Item(Direction.OUTBOUND, str(p["kind"]), system, internal_id=int(p["id"]))]
     except (TypeError, ValueError):
         return []
 
@@ -260,7 +261,7 @@ def _inbound_items(systems: set[str], record: ConsumerRecord) -> list[Item]:
     if p is None or p.get("system") not in systems or not p.get("external_id") or not p.get("kind"):
         return []
     hint = p.get("hint")
-    return [Item("inbound", str(p["kind"]), str(p["system"]), external_id=str(p["external_id"]),
+    return [Item(Direction.INBOUND, str(p["kind"]), str(p["system"]), external_id=str(p["external_id"]),
                  hint_only=bool(p.get("event_id")), hint=int(hint) if isinstance(hint, int) else None)]
 
 
@@ -332,7 +333,7 @@ SWEEP_INBOX = text("""
 
 async def _enqueue_for(session: AsyncSession, direction: str, kind: str, internal_id: int | None,
                        external_id: str | None, system: str) -> None:
-    if direction == "outbound" and internal_id is not None:
+    if direction == Direction.OUTBOUND and internal_id is not None:
         await enqueue_outbound(session, kind, internal_id, reason="retry")
     elif external_id is not None:
         await enqueue_inbound(session, system, kind, external_id)

@@ -15,7 +15,7 @@ The pieces, each readable alone:
 - `fields`: a kind's field rules applied to values (what we push, how both sides merge).
 - `work`: one record's work in memory, shared by both directions.
 - `outbound` and `inbound`: the two directions.
-The words they write down (`Direction`, `Result`, `Operation`, `Status`) are in `twoway.sync.words`.
+The words they write down (`Direction`, `Result`, `Operation`, `Status`) are in `twoway.syncstate.words`.
 """
 
 from twoway.sync.merge import MergeResult
@@ -47,7 +47,7 @@ from twoway.sync.plan.snapshot import (
     Started,
     Trace,
 )
-from twoway.sync.words import Direction, Operation, Result, Status
+from twoway.syncstate.words import Direction, Operation, Result, Status
 
 __all__ = [
     "DELETED", "EXTERNAL_CALLS", "IDEMPOTENCY_WINDOW", "Call", "Claim", "Close", "Create", "Delete", "Direction",

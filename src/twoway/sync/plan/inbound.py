@@ -15,7 +15,7 @@ from twoway.sync.plan.fields import merge_fields
 from twoway.sync.plan.outcome import Follow, Plan, Tombstone
 from twoway.sync.plan.snapshot import DELETED, Claim, LinkState, Pending, Snapshot
 from twoway.sync.plan.work import Work
-from twoway.sync.words import Direction, Operation, Result, Status
+from twoway.syncstate.words import Direction, Operation, Result, Status
 
 
 def inbound(s: Snapshot, external_id: str, *, hint_only: bool = False) -> Plan:

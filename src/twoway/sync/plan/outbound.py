@@ -17,7 +17,7 @@ from twoway.sync.plan.inbound import take_in
 from twoway.sync.plan.outcome import Follow, Plan
 from twoway.sync.plan.snapshot import DELETED, LinkState, Snapshot
 from twoway.sync.plan.work import Work
-from twoway.sync.words import Direction, Operation, Result, Status
+from twoway.syncstate.words import Direction, Operation, Result, Status
 
 
 def outbound(s: Snapshot) -> Plan:

@@ -9,7 +9,7 @@ from typing import Any
 from twoway.connectors.base import ConnectorError
 from twoway.sync.plan.calls import Call
 from twoway.sync.plan.snapshot import LinkState
-from twoway.sync.words import Direction, Operation, Result, Status
+from twoway.syncstate.words import Direction, Operation, Result, Status
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 from twoway.connectors.base import ConnectorError
 from twoway.sync.plan.outcome import Close, Follow, LogRow, Outcome, RowWrite
 from twoway.sync.plan.snapshot import LinkState, Ours, Snapshot
-from twoway.sync.words import Direction, Operation, Result, Status
+from twoway.syncstate.words import Direction, Operation, Result, Status
 
 
 class Work:
