@@ -2,8 +2,8 @@
 
 Creates go through a group commit: many clients' rows, their outbox rows, one NOTIFY and their
 idempotency keys share one transaction; each client is answered after the commit holding its row.
-Updates run one transaction each: they lock their row, and the sync engine may hold that lock while
-it talks to Stripe, so joining them to a group would make the whole group wait. (Deletes stay on the
+Updates run one transaction each: each locks its row (`FOR UPDATE`), so in a shared transaction one
+contended row would hold up the whole group. (Deletes stay on the
 ORM path in routes.py: they are rare and must check the customer's invoices.)
 """
 

@@ -108,7 +108,7 @@ class Worker:
         if "poller" in self.components:
             for system, connector in self.connectors.items():
                 # A system without webhooks (Salesforce) is always polled; the others when INBOUND_MODE says.
-                if self.settings.inbound_mode == "webhook" and connector.webhooks:
+                if not connector.polls or (self.settings.inbound_mode == "webhook" and connector.webhooks):
                     continue
                 loops.append((f"poller:{system}", self._every(self.settings.poll_interval_seconds,
                                                               functools.partial(self.poll, connector))))
