@@ -22,6 +22,19 @@ Behaviour chosen where Stripe's docs leave room:
 - Events kept in memory are capped (`max_events`, 100k), idempotency keys at 200k;
   the state file keeps customers, invoices, invoice items, endpoints and the latest 10k events.
 
+Rate limits (`limits.py`; Stripe's numbers from docs.stripe.com/rate-limits). Off by default: then
+only `--rate-limit-per-second` (one bucket for everything) answers 429s, as before. `--limits live`
+(or `sandbox`, or `key`: by the key's mode, `sk_live_`/`rk_live_` being live) turns on Stripe's
+limiters: a global bucket (100/s live, 25/s sandbox; `--rate-limit-per-second` overrides) and one per
+endpoint, a route such as `POST /v1/customers/{id}` (`--endpoint-rate-limit` 25/s, search routes
+`--search-rate-limit` 20/s, `--endpoint-limit 'POST /v1/customers=10'` for one), live and test keys
+counted apart; `--concurrency-limit N` caps requests in flight. A 429 has Stripe's body (code
+`rate_limit`) and `Stripe-Rate-Limited-Reason` header, plus `Twoway-Emulator-Limiter: global |
+endpoint:<route> | concurrency`. All are fault knobs too (`limits`, `endpoint_rate_limit_per_second`,
+`search_rate_limit_per_second`, `endpoint_limits`, `concurrency_limit`). `GET /_emulator/stats` has
+`per_second` (requests the limiters let through, per route and `*` for all, per wall-clock second,
+the last 300 s) and `peak_per_second`.
+
 Invoices (`/v1/invoices`, `/v1/invoiceitems`; facts in ../shared/STRIPE-INVOICES.md):
 - The lifecycle is the table in `lifecycle.py`; refusals are 400 `invalid_request_error`, item
   changes on a finalized invoice carry `code=invoice_not_editable`, unknown ids are 404s.

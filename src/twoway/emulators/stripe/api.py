@@ -1,4 +1,4 @@
-"""The `/v1` pipeline: auth, request faults, routing, idempotency, execution, counters."""
+"""The `/v1` pipeline: auth, rate limiters (limits.py), request faults, routing, idempotency, execution, counters."""
 
 from __future__ import annotations
 
@@ -138,21 +138,33 @@ def match(method: str, path: str) -> tuple[Route | None, str]:
 async def handle(emu: Emulator, request: Request) -> Response:
     method, path = request.method, request.url.path
     route, ident = match(method, path)
-    response = await _run(emu, request, route, ident)
-    emu.stats.count(route.label if route else f"{method} /v1/(unrecognized)", response.status_code)
+    label = route.label if route else f"{method} /v1/(unrecognized)"
+    response = await _run(emu, request, route, ident, label)
+    emu.stats.count(label, response.status_code)
     return response
 
 
-async def _run(emu: Emulator, request: Request, route: Route | None, ident: str) -> Response:
+async def _run(emu: Emulator, request: Request, route: Route | None, ident: str, label: str) -> Response:
     request_id = rand_id("req_")
     try:
         api_key = authenticate(request.headers.get("authorization"))
     except StripeError as exc:
         return _error(exc, request_id)
     # Request faults strike before execution, so nothing is saved under an idempotency key.
+    live_key = api_key.startswith(_LIVE_PREFIXES)
+    refusal = emu.limiters.admit(emu.faults, route.label if route else None, live_key)
+    if refusal is not None:
+        return _error(_rate_limit_error(), request_id, refusal.headers())
+    emu.stats.admitted(label)
+    try:
+        return await _admitted(emu, request, route, ident, api_key, request_id)
+    finally:
+        emu.limiters.release(live_key)
+
+
+async def _admitted(emu: Emulator, request: Request, route: Route | None, ident: str, api_key: str,
+                    request_id: str) -> Response:
     faults = emu.faults
-    if faults.rate_limited():
-        return _error(_rate_limit_error(), request_id)
     injected = faults.injected_error()
     if injected is not None:
         return _error(injected, request_id, {"Stripe-Should-Retry": "true"})

@@ -11,6 +11,7 @@ from typing import Any
 from twoway.emulators.stripe import endpoints, invoices
 from twoway.emulators.stripe.config import EmulatorConfig
 from twoway.emulators.stripe.idempotency import IdempotencyCache
+from twoway.emulators.stripe.limits import Limiters
 from twoway.emulators.stripe.persist import Persister
 from twoway.emulators.stripe.state import Obj, Origin, Store
 from twoway.emulators.stripe.stats import Stats
@@ -27,6 +28,7 @@ class Emulator:
         self.store.book.auto_finalize_after = config.auto_finalize_seconds
         self.faults = config.faults()
         self.stats = Stats()
+        self.limiters = Limiters()
         self.idempotency = IdempotencyCache()
         self.dispatcher = Dispatcher(
             self.store,
@@ -83,7 +85,7 @@ class Emulator:
         return endpoints.create(self.store, params, Origin(None), secret=secret)
 
     def reset(self, clear_endpoints: bool = False) -> None:
-        """Back to a clean slate: customers, invoices, events, idempotency keys, counters, faults.
+        """Back to a clean slate: customers, invoices, events, idempotency keys, counters, rate buckets, faults.
 
         Webhook endpoints stay unless asked; the --webhook-url endpoint always stays.
         """
@@ -92,6 +94,7 @@ class Emulator:
             self.store.endpoints[self.startup_endpoint["id"]] = self.startup_endpoint
         self.idempotency.clear()
         self.stats.reset()
+        self.limiters.reset()
         self.dispatcher.reset()
         self.faults.merge(self.config.faults().as_dict())
 
