@@ -156,8 +156,8 @@ class Retention:
         """Rows changed per purge this round; empty when another worker holds the round."""
         w = self.windows
         steps: dict[str, Step] = {
-            "inbox_payloads": self._statement(STRIP_PAYLOADS, w.inbox_payload),
             "inbox": self._statement(DELETE_INBOX, w.inbox_dedup),
+            "inbox_payloads": self._statement(STRIP_PAYLOADS, w.inbox_payload),
             "sync_events": self._sync_events,
             "outbox": self._statement(DELETE_OUTBOX, w.outbox),
             "idempotency_keys": self._statement(DELETE_IDEMPOTENCY_KEYS, w.idempotency_keys),
