@@ -69,29 +69,30 @@ class Windows:
                    idempotency_keys=settings.idempotency_key_retention_hours * 3600)
 
 
-# Each statement: at most :n rows, locked with SKIP LOCKED, found through an index (migration 0007).
+# Each statement: at most :n rows, locked with SKIP LOCKED, found through an index (migration 0007). `id =
+# ANY(ARRAY(...))` looks the rows up by key: with `id IN (...)` the planner may hash-join a scan of the table.
 STRIP_PAYLOADS = text(f"""
-    UPDATE inbox SET payload = '{EMPTY_PAYLOAD}'::jsonb WHERE id IN (
+    UPDATE inbox SET payload = '{EMPTY_PAYLOAD}'::jsonb WHERE id = ANY(ARRAY(
         SELECT id FROM inbox
         WHERE processed_at IS NOT NULL AND payload <> '{EMPTY_PAYLOAD}'::jsonb
           AND processed_at < now() - make_interval(secs => :age)
-        ORDER BY processed_at LIMIT :n FOR UPDATE SKIP LOCKED)""")
+        ORDER BY processed_at LIMIT :n FOR UPDATE SKIP LOCKED))""")
 DELETE_INBOX = text("""
-    DELETE FROM inbox WHERE id IN (
+    DELETE FROM inbox WHERE id = ANY(ARRAY(
         SELECT id FROM inbox WHERE processed_at IS NOT NULL AND processed_at < now() - make_interval(secs => :age)
-        ORDER BY processed_at LIMIT :n FOR UPDATE SKIP LOCKED)""")
+        ORDER BY processed_at LIMIT :n FOR UPDATE SKIP LOCKED))""")
 # The relay sends in id order, so the oldest rows are first by id: only the :n first are looked at (a
 # scan for "sent long ago" would read past every row sent within the window, at each batch).
 DELETE_OUTBOX = text("""
-    DELETE FROM outbox WHERE id IN (
+    DELETE FROM outbox WHERE id = ANY(ARRAY(
         SELECT id FROM outbox
-        WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT :n)
+        WHERE id = ANY(ARRAY(SELECT id FROM outbox ORDER BY id LIMIT :n))
           AND sent_at < now() - make_interval(secs => :age)
-        FOR UPDATE SKIP LOCKED)""")
+        FOR UPDATE SKIP LOCKED))""")
 DELETE_IDEMPOTENCY_KEYS = text("""
-    DELETE FROM idempotency_keys WHERE key IN (
+    DELETE FROM idempotency_keys WHERE key = ANY(ARRAY(
         SELECT key FROM idempotency_keys WHERE created_at < now() - make_interval(secs => :age)
-        ORDER BY created_at LIMIT :n FOR UPDATE SKIP LOCKED)""")
+        ORDER BY created_at LIMIT :n FOR UPDATE SKIP LOCKED))""")
 
 # sync_events is walked once, in id order, behind a cursor: a span of up to :n rows past it, all older
 # than the window. Each record (or, for rows naming no record, each external object) met in the span
@@ -103,32 +104,36 @@ SPAN_END = text("""
         (SELECT min(id) FROM span WHERE created_at >= now() - make_interval(secs => :age)), 9223372036854775807)""")
 
 
-def _older_rows(keys: str, key: str, match: str) -> str:
-    """Rows of the span's keys older than the key's newest there, less what is kept whatever its age."""
-    return f"""(SELECT id FROM (
+def _older_rows(keys: str, match: str) -> str:
+    """Rows of the span's keys older than the key's newest there, less what is kept whatever its age.
+
+    Read key by key through an index: the window function keeps the planner from flattening the lateral
+    subquery into a join, which it may answer with a scan of the whole table.
+    """
+    return f"""(SELECT r.id FROM {keys} t CROSS JOIN LATERAL (
             SELECT s.id, s.status, s.updated_at, s.id < t.top AS older,
-                   s.id = max(s.id) FILTER (WHERE s.status = 'ok')
-                          OVER (PARTITION BY t.kind, t.system, t.{key}, s.direction) AS newest_ok
-            FROM {keys} t JOIN sync_events s ON s.kind = t.kind AND s.system = t.system AND {match}) r
-        WHERE older AND newest_ok IS NOT TRUE AND status NOT IN ({_KEPT})
-          AND updated_at < now() - make_interval(secs => :age)
+                   s.id = max(s.id) FILTER (WHERE s.status = 'ok') OVER (PARTITION BY s.direction) AS newest_ok
+            FROM sync_events s WHERE s.kind = t.kind AND s.system = t.system AND {match}) r
+        WHERE r.older AND r.newest_ok IS NOT TRUE AND r.status NOT IN ({_KEPT})
+          AND r.updated_at < now() - make_interval(secs => :age)
         LIMIT :most)"""
 
 
 PRUNE_SYNC_EVENTS = text(f"""
-    WITH records AS (
-        SELECT kind, system, internal_id, max(id) AS top FROM sync_events
-        WHERE id > :after AND id <= :upto AND internal_id IS NOT NULL GROUP BY kind, system, internal_id),
+    WITH span AS MATERIALIZED (  -- read once, by id: not through an index of every loose row
+        SELECT id, kind, system, internal_id, external_id FROM sync_events WHERE id > :after AND id <= :upto),
+    records AS (
+        SELECT kind, system, internal_id, max(id) AS top FROM span WHERE internal_id IS NOT NULL
+        GROUP BY kind, system, internal_id),
     objects AS (
-        SELECT kind, system, external_id, max(id) AS top FROM sync_events
-        WHERE id > :after AND id <= :upto AND internal_id IS NULL AND external_id IS NOT NULL
+        SELECT kind, system, external_id, max(id) AS top FROM span WHERE internal_id IS NULL AND external_id IS NOT NULL
         GROUP BY kind, system, external_id),
     doomed AS (
-        {_older_rows("records", "internal_id", "s.internal_id = t.internal_id")}
+        {_older_rows("records", "s.internal_id = t.internal_id")}
         UNION ALL
-        {_older_rows("objects", "external_id", "s.internal_id IS NULL AND s.external_id = t.external_id")})
-    DELETE FROM sync_events WHERE id IN (
-        SELECT id FROM sync_events WHERE id IN (SELECT id FROM doomed) FOR UPDATE SKIP LOCKED)""")
+        {_older_rows("objects", "s.internal_id IS NULL AND s.external_id = t.external_id")})
+    DELETE FROM sync_events WHERE id = ANY(ARRAY(
+        SELECT id FROM sync_events WHERE id = ANY(ARRAY(SELECT id FROM doomed)) FOR UPDATE SKIP LOCKED))""")
 READ_CURSOR = text("SELECT value FROM cursors WHERE name = :name")
 WRITE_CURSOR = text("""
     INSERT INTO cursors (name, value) VALUES (:name, :value)
