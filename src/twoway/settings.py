@@ -42,7 +42,6 @@ class Settings(BaseSettings):
     # A rejected delivery's 400 waits this long (no CPU): a sender of forgeries that waits for answers
     # (as HTTP/1.1 clients do) is slowed to ~1000/this per connection, so genuine deliveries keep the CPU.
     webhook_rejection_delay_ms: float = 50.0
-    idempotency_key_retention_hours: float = 24.0
     twoway_api_keys: SecretStr | None = None
 
     kafka_topic_partitions: int = 4
@@ -98,6 +97,15 @@ class Settings(BaseSettings):
     sweeper_interval_seconds: float = 5.0
     sweeper_grace_seconds: float = 30.0
     relay_poll_seconds: float = 1.0
+    # Retention: the worker purges every RETENTION_INTERVAL_SECONDS, RETENTION_BATCH_SIZE rows a statement
+    # (each its own transaction). Why each window is what it is: src/twoway/kit/retention.py.
+    retention_interval_seconds: float = Field(default=60.0, gt=0)
+    retention_batch_size: int = Field(default=2000, gt=0)
+    inbox_payload_retention_hours: float = Field(default=1.0, ge=0)
+    inbox_dedup_retention_days: float = Field(default=31.0, ge=0)
+    sync_events_retention_days: float = Field(default=7.0, ge=0)
+    outbox_retention_seconds: float = Field(default=3600.0, ge=0)
+    idempotency_key_retention_hours: float = Field(default=24.0, ge=0)
     worker_ready_file: str | None = None
     # Workers do the syncing, so their counters live in their process: served on this port when set.
     worker_metrics_port: int | None = None

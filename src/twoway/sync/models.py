@@ -35,6 +35,10 @@ class Link(Base):
     )
 
 
+PROCESSED = text("processed_at IS NOT NULL")
+PAYLOAD_KEPT = text("processed_at IS NOT NULL AND payload <> '{}'::jsonb")
+
+
 class InboxEvent(Base):
     __tablename__ = "inbox"
 
@@ -54,6 +58,9 @@ class InboxEvent(Base):
         UniqueConstraint("system", "event_id", name="uq_inbox_event"),
         Index("ix_inbox_unprocessed", "received_at", postgresql_where=text("processed_at IS NULL")),
         Index("ix_inbox_object", "system", "kind", "external_id"),
+        # Retention (kit/retention.py): processed events by age, and those whose payload is still kept.
+        Index("ix_inbox_processed", "processed_at", postgresql_where=PROCESSED),
+        Index("ix_inbox_payload_kept", "processed_at", postgresql_where=PAYLOAD_KEPT),
     )
 
 
@@ -72,6 +79,7 @@ class WebhookRejection(Base):
 
 
 OPEN_ROWS = text("status IN ('retry', 'requeued', 'started', 'dead')")
+LOOSE_ROWS = text("internal_id IS NULL")
 
 
 class SyncEvent(Base):
@@ -103,6 +111,8 @@ class SyncEvent(Base):
         # only the latter; without this each lookup walked ix_sync_events_record, 8 ms a record at 8k rows).
         Index("ix_sync_events_open_internal", "kind", "system", "internal_id", postgresql_where=OPEN_ROWS),
         Index("ix_sync_events_open_external", "kind", "system", "external_id", postgresql_where=OPEN_ROWS),
+        # Retention (kit/retention.py) finds a loose row's elders (rows that name no record) through this.
+        Index("ix_sync_events_loose", "kind", "system", "external_id", postgresql_where=LOOSE_ROWS),
     )
 
 
