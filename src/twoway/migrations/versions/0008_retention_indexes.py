@@ -1,8 +1,8 @@
 """indexes for retention: processed inbox events by age (all, and those still holding a payload), sync_events
 rows that name no record by external id, idempotency keys by age
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 import sqlalchemy as sa
