@@ -1,7 +1,8 @@
 """Stripe's rate limiters, as its docs describe them (docs.stripe.com/rate-limits), for tests and the bench.
 
+Stripe measures limits per account, so every account (accounts.py) has its own buckets and in-flight count.
 Off unless the `limits` knob is set: then only the `rate_limit_per_second` knob limits (one bucket for
-every request), as before this module. With `limits`:
+every request of an account), as before this module. With `limits`:
 - each mode (live keys `sk_live_`/`rk_live_`, and test keys) has its own buckets, as Stripe counts them;
 - the global bucket allows `rate_limit_per_second` when set, else Stripe's 100/s for live numbers and
   25/s for sandbox ones: `limits` "live" or "sandbox" picks the numbers for every key, "key" by the
@@ -64,40 +65,40 @@ class _Bucket:
 
 class Limiters:
     def __init__(self) -> None:
-        self._buckets: dict[tuple[str, str], _Bucket] = {}  # (mode, "" or route) -> bucket
-        self._in_flight: dict[str, int] = {}  # mode -> requests admitted and not yet answered
+        self._buckets: dict[tuple[str, str, str], _Bucket] = {}  # (account, mode, "" or route) -> bucket
+        # (account, mode) -> requests admitted and not yet answered
+        self._in_flight: dict[tuple[str, str], int] = {}
 
-    def admit(self, faults: Faults, route: str | None, live_key: bool) -> Refusal | None:
-        """None: the request may run (call `release` with the same key when it is answered)."""
+    def admit(self, faults: Faults, route: str | None, live_key: bool, account: str = "") -> Refusal | None:
+        """None: the request may run (call `release` with the same key and account when it is answered)."""
         mode = "live" if live_key else "test"
-        if faults.concurrency_limit and self._in_flight.get(mode, 0) >= faults.concurrency_limit:
+        if faults.concurrency_limit and self._in_flight.get((account, mode), 0) >= faults.concurrency_limit:
             return _CONCURRENCY
         buckets: list[tuple[_Bucket, float, Refusal]] = []
         global_rate = _global_rate(faults, live_key)
         if global_rate:
-            buckets.append((self._bucket(mode if faults.limits else _ALL, ""), global_rate, _GLOBAL))
+            buckets.append((self._bucket(account, mode if faults.limits else _ALL, ""), global_rate, _GLOBAL))
         if faults.limits and route is not None and (rate := _endpoint_rate(faults, route)):
-            buckets.append((self._bucket(mode, route), rate, Refusal(f"endpoint:{route}", "endpoint-rate")))
+            buckets.append((self._bucket(account, mode, route), rate, Refusal(f"endpoint:{route}", "endpoint-rate")))
         now = time.monotonic()
         for bucket, rate, refusal in buckets:
             if not bucket.has_token(rate, now):
                 return refusal
         for bucket, _, _ in buckets:
             bucket.take()
-        self._in_flight[mode] = self._in_flight.get(mode, 0) + 1
+        self._in_flight[(account, mode)] = self._in_flight.get((account, mode), 0) + 1
         return None
 
-    def release(self, live_key: bool) -> None:
-        mode = "live" if live_key else "test"
-        self._in_flight[mode] -= 1
+    def release(self, live_key: bool, account: str = "") -> None:
+        self._in_flight[(account, "live" if live_key else "test")] -= 1
 
     def reset(self) -> None:
         self._buckets.clear()  # requests in flight stay counted: they release when answered
 
-    def _bucket(self, mode: str, route: str) -> _Bucket:
-        bucket = self._buckets.get((mode, route))
+    def _bucket(self, account: str, mode: str, route: str) -> _Bucket:
+        bucket = self._buckets.get((account, mode, route))
         if bucket is None:
-            bucket = self._buckets[(mode, route)] = _Bucket()
+            bucket = self._buckets[(account, mode, route)] = _Bucket()
         return bucket
 
 
