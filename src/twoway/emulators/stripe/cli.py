@@ -24,7 +24,8 @@ def stripe(
     search_rate_limit: float = typer.Option(20.0, help="With --limits: requests/s per search endpoint."),
     endpoint_limit: list[str] = typer.Option(
         [], help="With --limits: one endpoint's requests/s, as 'POST /v1/customers=10' (repeatable)."),
-    concurrency_limit: int = typer.Option(0, help="Requests in flight at once per key mode before 429s (0: none)."),
+    concurrency_limit: int = typer.Option(
+        0, help="Requests in flight at once per account and key mode before 429s (0: none)."),
     latency_ms: float = typer.Option(0.0, help="Added latency per /v1 request (+-25% jitter)."),
     webhook_drop_rate: float = typer.Option(0.0, help="Fraction of events never delivered."),
     webhook_duplicate_rate: float = typer.Option(0.0, help="Fraction of events delivered twice."),
