@@ -11,7 +11,7 @@ every request of an account), as before this module. With `limits`:
   (`endpoint_rate_limit_per_second`), search routes 20/s (`search_rate_limit_per_second`; Stripe's
   page does not say whether its search routes share one budget, so each has its own), and
   `endpoint_limits` {route: rate} for others.
-`concurrency_limit` (0: none) caps the requests of one mode in flight at once, with or without `limits`
+`concurrency_limit` (0: none) caps the requests of one account and mode in flight at once, with or without `limits`
 (Stripe publishes no number).
 
 A bucket holds one second's worth; a refused request spends no token anywhere. The 429 has Stripe's
