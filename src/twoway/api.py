@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -19,7 +17,7 @@ from twoway.customers.routes import fast_create
 from twoway.customers.routes import router as customers_router
 from twoway.customers.writes import customer_writer
 from twoway.invoices.routes import router as invoices_router
-from twoway.kit import errors, idempotency
+from twoway.kit import errors
 from twoway.kit.auth import require_api_key
 from twoway.kit.db import make_engine, make_pool, make_sessionmaker
 from twoway.kit.hotpath import HotPaths
@@ -52,8 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         # One broker connection for lag, kept across /metrics scrapes and status reads.
         app.state.lag_reader = LagReader()
         stop = asyncio.Event()
-        chores = [asyncio.create_task(app.state.webhook_rejections.run(stop)),
-                  asyncio.create_task(_purge_idempotency_keys(pool, settings, stop))]
+        chores = [asyncio.create_task(app.state.webhook_rejections.run(stop))]
         try:
             yield
         finally:
@@ -103,14 +100,6 @@ def create_app_from_env() -> FastAPI:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
     return create_app(settings)
-
-
-async def _purge_idempotency_keys(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(Exception):
-            await pool.execute(idempotency.PURGE, settings.idempotency_key_retention_hours * 3600)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), 600)
 
 
 def _include_optional(app: FastAPI, protected: list[Any]) -> None:

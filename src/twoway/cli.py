@@ -100,9 +100,9 @@ def api(
 @app.command()
 def worker(
     only: Annotated[str | None, typer.Option(help="Comma-separated components: relay,outbound,inbound,"
-                                                  "retry,sweeper,poller")] = None,
+                                                  "retry,sweeper,poller,retention")] = None,
 ) -> None:
-    """Run the relay, the sync consumers, retries, the sweeper and the poller. Run as many as you like."""
+    """Run the relay, the sync consumers, retries, the sweeper, the poller and retention. Run as many as you like."""
     import twoway.models  # noqa: F401  (registers every kind of record)
     from twoway.connectors import registry
     from twoway.sync.worker import COMPONENTS, Worker

@@ -8,6 +8,14 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Stripe's limits per endpoint (docs.stripe.com/rate-limits): a named operation (method and route, so
+# `POST /v1/customers` and `GET /v1/customers/{id}` are two) may take 25 requests/s, Search 20 reads/s,
+# within the account's 100/s live or 25/s in a sandbox. Unset, we pace a little below each (24, 19),
+# as below the account's (90, 20): workers' tokens are spread, Stripe's window is not ours.
+STRIPE_ENDPOINT_RATE = 24.0
+STRIPE_SEARCH_RATE = 19.0
+STRIPE_SEARCH_ENDPOINTS = "GET /v1/*/search"  # a pattern (fnmatch) over endpoint names
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
@@ -34,7 +42,6 @@ class Settings(BaseSettings):
     # A rejected delivery's 400 waits this long (no CPU): a sender of forgeries that waits for answers
     # (as HTTP/1.1 clients do) is slowed to ~1000/this per connection, so genuine deliveries keep the CPU.
     webhook_rejection_delay_ms: float = 50.0
-    idempotency_key_retention_hours: float = 24.0
     twoway_api_keys: SecretStr | None = None
 
     kafka_topic_partitions: int = 4
@@ -54,7 +61,13 @@ class Settings(BaseSettings):
     inbound_mode: Literal["webhook", "poll", "both"] = "webhook"
     poll_interval_seconds: float = 2.0
 
+    # The Stripe account's limit (unset: 90 live, 20 in a sandbox), and each endpoint's within it (unset:
+    # STRIPE_ENDPOINT_RATE, Search STRIPE_SEARCH_RATE); STRIPE_ENDPOINT_RATE_LIMITS names endpoints whose
+    # limits Stripe raised for the account: "POST /v1/customers=50,GET /v1/*/search=30" (patterns allowed).
     stripe_rate_limit_per_second: float | None = None
+    stripe_endpoint_rate_limit_per_second: float | None = Field(default=None, gt=0)
+    stripe_search_rate_limit_per_second: float | None = Field(default=None, gt=0)
+    stripe_endpoint_rate_limits: str | None = None
     stripe_timeout_seconds: float = 20.0
     sync_max_attempts: int = 8
     sync_backoff_base_seconds: float = 0.5
@@ -84,6 +97,15 @@ class Settings(BaseSettings):
     sweeper_interval_seconds: float = 5.0
     sweeper_grace_seconds: float = 30.0
     relay_poll_seconds: float = 1.0
+    # Retention: the worker purges every RETENTION_INTERVAL_SECONDS, RETENTION_BATCH_SIZE rows a statement
+    # (each its own transaction). Why each window is what it is: src/twoway/kit/retention.py.
+    retention_interval_seconds: float = Field(default=60.0, gt=0)
+    retention_batch_size: int = Field(default=2000, gt=0)
+    inbox_payload_retention_hours: float = Field(default=1.0, ge=0)
+    inbox_dedup_retention_days: float = Field(default=31.0, ge=0)
+    sync_events_retention_days: float = Field(default=7.0, ge=0)
+    outbox_retention_seconds: float = Field(default=3600.0, ge=0)
+    idempotency_key_retention_hours: float = Field(default=24.0, ge=0)
     worker_ready_file: str | None = None
     # Workers do the syncing, so their counters live in their process: served on this port when set.
     worker_metrics_port: int | None = None
@@ -136,6 +158,12 @@ class Settings(BaseSettings):
         # Compose passes unset variables as "": that means the default, not an empty URL or name.
         return cls.model_fields[info.field_name].default if value == "" else value
 
+    @field_validator("stripe_endpoint_rate_limits")
+    @classmethod
+    def _endpoint_limits_parse(cls, raw: str | None) -> str | None:
+        _endpoint_limits(raw)  # a typo fails at start, not as a silent default
+        return raw
+
     def api_keys(self) -> list[str]:
         raw = self.twoway_api_keys.get_secret_value() if self.twoway_api_keys else ""
         return [k.strip() for k in raw.split(",") if k.strip()]
@@ -168,6 +196,13 @@ class Settings(BaseSettings):
             return self.stripe_rate_limit_per_second
         return 90.0 if self.stripe_livemode() else 20.0
 
+    def stripe_endpoint_limits(self) -> tuple[float, dict[str, float]]:
+        """Each Stripe endpoint's limit: the default, and limits by endpoint or pattern, the operator's first
+        (for `kit.ratelimit.EndpointRates`)."""
+        limits = _endpoint_limits(self.stripe_endpoint_rate_limits)
+        limits.setdefault(STRIPE_SEARCH_ENDPOINTS, self.stripe_search_rate_limit_per_second or STRIPE_SEARCH_RATE)
+        return self.stripe_endpoint_rate_limit_per_second or STRIPE_ENDPOINT_RATE, limits
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise RuntimeError("DATABASE_URL is not set (twoway dev starts an embedded PostgreSQL)")
@@ -177,6 +212,23 @@ class Settings(BaseSettings):
         if not self.kafka_bootstrap_servers:
             raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS is not set (twoway dev starts an embedded broker)")
         return self.kafka_bootstrap_servers
+
+
+def _endpoint_limits(raw: str | None) -> dict[str, float]:
+    """ "POST /v1/customers=50,GET /v1/*/search=30" -> {endpoint: limit}, in the order given."""
+    limits: dict[str, float] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        endpoint, sep, rate = item.rpartition("=")
+        method, _, route = endpoint.strip().partition(" ")
+        if not sep or not method or not route.strip().startswith("/") or not rate.strip():
+            raise ValueError(f"expected METHOD /route=limit, got {item.strip()!r}")
+        limit = float(rate)
+        if limit <= 0:
+            raise ValueError(f"a limit must be above 0: {item.strip()!r}")
+        limits[f"{method.upper()} {route.strip()}"] = limit
+    return limits
 
 
 @lru_cache

@@ -437,6 +437,7 @@ def test_rate_limit_gives_429(client: Any, emulator: Emulator) -> None:
             ok += 1
         except stripe.RateLimitError as exc:
             assert exc.http_status == 429
+            assert (exc.headers or {}).get("Twoway-Emulator-Limiter") == "global"
             limited += 1
     assert limited >= 30 and ok >= 1
     responses = admin(emulator, "GET", "/_emulator/stats")["responses"]["GET /v1/customers"]
@@ -512,7 +513,8 @@ def test_stats_shape_and_reset(client: Any, emulator: Emulator) -> None:
     client.v1.customers.update(c.id, {"name": "S2"})
     client.v1.customers.delete(c.id)
     stats = admin(emulator, "GET", "/_emulator/stats")
-    assert set(stats) == {"requests", "responses", "writes", "webhooks", "customers", "invoices", "invoiceitems", "events"}
+    assert set(stats) == {"requests", "responses", "writes", "webhooks", "per_second", "peak_per_second", "customers",
+                          "invoices", "invoiceitems", "events"}
     for route in ("POST /v1/customers", "GET /v1/customers/{id}", "POST /v1/customers/{id}"):
         assert stats["requests"][route] == 1 and stats["responses"][route] == {"200": 1}
     assert stats["requests"]["DELETE /v1/customers/{id}"] == 1

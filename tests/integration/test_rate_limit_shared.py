@@ -14,7 +14,7 @@ from tests.conftest import emulator_call, wait_until
 from tests.e2e.test_processes import worker_env
 from tests.helpers import set_faults
 from twoway.kit.db import asyncpg_dsn
-from twoway.kit.ratelimit import PRIORITY, SHRINK_FACTOR, SharedLimiter
+from twoway.kit.ratelimit import PRIORITY, SHRINK_FACTOR, EndpointRates, SharedLimiter
 from twoway.settings import Settings
 
 
@@ -45,6 +45,80 @@ async def test_limiters_in_one_account_share_its_rate(db, settings: Settings) ->
     assert 0.9 * 120 <= shared <= 120 + 5, shared
     assert all(len(s) > 10 for s in stamps[:3])  # nobody starves
     assert sum(lim.leases for lim in limiters) < sum(len(s) for s in stamps[:3]) / 1.5  # blocks, not calls
+
+
+async def _spend_on(lanes: list[tuple[SharedLimiter, str]], seconds: float) -> list[tuple[float, str]]:
+    """Each lane calls its endpoint through its limiter for `seconds`: when each call went, and where."""
+    stamps: list[tuple[float, str]] = []
+
+    async def lane(limiter: SharedLimiter, endpoint: str) -> None:
+        while True:
+            await limiter.acquire(endpoint=endpoint)
+            stamps.append((time.monotonic(), endpoint))
+
+    tasks = [asyncio.create_task(lane(lim, endpoint)) for lim, endpoint in lanes]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return stamps
+
+
+def _busiest_second(times: list[float]) -> int:
+    """The most calls in any one-second window (sliding, not aligned to the clock)."""
+    times = sorted(times)
+    return max((sum(1 for u in times[i:] if u < t + 1.0) for i, t in enumerate(times)), default=0)
+
+
+async def test_endpoints_are_shared_by_processes_and_interleaving_fills_the_account(db, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Two processes' limiters, one account of 40/s whose endpoints may take 10/s each: calls to one
+    endpoint from both never pass its 10/s together; calls to six endpoints fill the account's 40/s."""
+    dsn = asyncpg_dsn(settings.require_database_url())
+    limiters = [SharedLimiter(dsn, "test:nested", 40.0, endpoint_rates=EndpointRates(10.0)) for _ in range(2)]
+    endpoints = ["POST /v1/customers", "POST /v1/customers/{id}", "GET /v1/customers/{id}",
+                 "DELETE /v1/customers/{id}", "POST /v1/invoices", "GET /v1/invoices/{id}"]
+    try:
+        one = await _spend_on([(lim, endpoints[0]) for lim in limiters for _ in range(6)], 3.5)
+        mixed = await _spend_on([(lim, e) for lim in limiters for e in endpoints for _ in range(3)], 3.5)
+    finally:
+        for lim in limiters:
+            await lim.close()
+
+    def between_1_and_3_s(stamps: list[tuple[float, str]]) -> list[tuple[float, str]]:
+        start = stamps[0][0]
+        return [(t, e) for t, e in stamps if start + 1 <= t < start + 3]
+
+    window = between_1_and_3_s(mixed)
+    print(f"one endpoint: {len(between_1_and_3_s(one))} calls in 2 s, busiest second {_busiest_second([t for t, _ in one])};"
+          f" six endpoints: {len(window)} calls in 2 s")
+    # One endpoint: its 10/s, however many processes call it. Slack in a sliding second: the bucket's burst
+    # (1), a token handed out up to STOCK_SECONDS late next to one on time, and the window's two edges.
+    assert _busiest_second([t for t, _ in one]) <= 10 + 3, _busiest_second([t for t, _ in one])
+    assert 0.85 * 20 <= len(between_1_and_3_s(one)) <= 20 + 3, len(between_1_and_3_s(one))
+    # Six endpoints wanting 60/s: the account's 40/s is full, and still no endpoint above its 10/s.
+    assert 0.85 * 80 <= len(window) <= 80 + 5, len(window)
+    for endpoint in endpoints:
+        assert _busiest_second([t for t, e in mixed if e == endpoint]) <= 10 + 3, endpoint
+        assert sum(1 for _, e in window if e == endpoint) >= 5, endpoint  # nobody starves
+
+
+async def test_an_endpoint_429_shrinks_that_endpoint_only(db, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    limiter = SharedLimiter(asyncpg_dsn(settings.require_database_url()), "test:endpoint429", 50.0,
+                            endpoint_rates=EndpointRates(20.0))
+
+    async def rates() -> dict[str, float]:
+        async with db() as s:
+            rows = await s.execute(text("SELECT endpoint, rate FROM rate_limits WHERE account = 'test:endpoint429'"))
+            return {endpoint: rate for endpoint, rate in rows}
+    try:
+        await limiter.acquire(endpoint="POST /v1/customers")
+        await limiter.acquire(endpoint="GET /v1/customers/{id}")
+        await limiter.rate_limited(0.2, endpoint="POST /v1/customers")
+        assert await rates() == {"": 50.0, "POST /v1/customers": 20.0 * SHRINK_FACTOR, "GET /v1/customers/{id}": 20.0}
+        await limiter.rate_limited(0.2)  # a 429 that names no endpoint's limiter: the account's
+        assert (await rates())[""] == 50.0 * SHRINK_FACTOR
+    finally:
+        await limiter.close()
 
 
 async def test_a_429_shrinks_the_rate_for_everyone_then_it_recovers(db, settings: Settings) -> None:  # type: ignore[no-untyped-def]

@@ -36,13 +36,13 @@ async def test_relay_killed_between_publish_and_mark_publishes_again(settings, d
         async def die(_: list[int]) -> None:
             raise RelayKilled
 
-        crashing = Relay(db, producer, settings.require_database_url(), before_mark=die)
+        crashing = Relay(producer, settings.require_database_url(), before_mark=die)
         try:
             await crashing.publish_batch()
         except RelayKilled:
             pass
         assert await _unsent(db) == 1  # published, but not marked: the mark rolled back
-        assert await Relay(db, producer, settings.require_database_url()).publish_batch() == 1
+        assert await Relay(producer, settings.require_database_url()).publish_batch() == 1
         assert await _unsent(db) == 0
     finally:
         await producer.stop()
@@ -72,7 +72,7 @@ async def test_relays_share_work_without_double_publishing(settings, db) -> None
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
-        relays = [Relay(db, producer, settings.require_database_url(), batch_size=50) for _ in range(3)]
+        relays = [Relay(producer, settings.require_database_url(), batch_size=50) for _ in range(3)]
         published = 0
         while await _unsent(db):
             published += sum(await asyncio.gather(*(r.publish_batch() for r in relays)))

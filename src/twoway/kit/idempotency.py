@@ -1,7 +1,8 @@
 """`Idempotency-Key` on our own POSTs, as Stripe does: the first answer is stored durably with the write,
 in the same transaction, and a retry with the same key gets that answer again instead of a second write.
 
-A key reused with different parameters is refused (400). Keys are kept `retention` (24 h by default).
+A key reused with different parameters is refused (400). Keys are kept IDEMPOTENCY_KEY_RETENTION_HOURS
+(24 h by default), then purged by the worker's retention round (kit/retention.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from sqlalchemy import DateTime, Integer, String, Text, func, text
+from sqlalchemy import DateTime, Index, Integer, String, Text, func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -28,6 +29,9 @@ class IdempotencyKey(Base):
     status: Mapped[int] = mapped_column(Integer)
     response: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    # Retention (kit/retention.py) purges by age.
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,6 @@ ANSWER = """
 UPDATE idempotency_keys AS k SET response = a.response
 FROM unnest($1::text[], $2::text[]) AS a(key, response) WHERE k.key = a.key
 """
-PURGE = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)"
 
 
 async def claim(conn: asyncpg.Connection, keys: list[tuple[str, str]], status: int) -> set[str]:

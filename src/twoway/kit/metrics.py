@@ -43,4 +43,4 @@ WEBHOOKS_REJECTED = Counter("twoway_webhooks_rejected_total", "Webhook deliverie
 CONNECTOR_BREAKER = Gauge("twoway_connector_breaker", "Circuit breaker per connector: 0 closed, 1 half-open, 2 open",
                           ["system"])
 RATE_LIMIT = Gauge("twoway_rate_limit_per_second", "Current shared rate limit per external account (after 429s)",
-                   ["account"])
+                   ["account", "endpoint"])  # endpoint "": the account's own limit

@@ -5,7 +5,8 @@ A crash between publish and mark re-publishes on restart: at-least-once, which t
 
 Batched: one statement claims up to `batch_size` rows (payloads as text, never decoded), every message
 is handed to the producer before any ack is awaited (it packs them into per-partition batches), and
-one statement marks them all. Plain asyncpg on its own connection: no ORM on this path.
+one statement marks them all. Plain asyncpg on its own connection: no ORM on this path. Sent rows are
+purged by the worker's retention round (kit/retention.py).
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from twoway.kit import metrics
-from twoway.kit.db import asyncpg_dsn, unit_of_work
+from twoway.kit.db import asyncpg_dsn
 from twoway.kit.outbox import NOTIFY_CHANNEL
 from twoway.logs import get_logger
 
@@ -32,23 +31,17 @@ CLAIM = """
     WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 MARK = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])"
-PURGE = text("""
-    DELETE FROM outbox WHERE id IN (
-      SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => :age) LIMIT 5000)
-""")
 
 
 class Relay:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], producer: AIOKafkaProducer, database_url: str,
-                 *, batch_size: int = 2000, poll_seconds: float = 1.0, retention_seconds: float = 3600,
+    def __init__(self, producer: AIOKafkaProducer, database_url: str,
+                 *, batch_size: int = 2000, poll_seconds: float = 1.0,
                  before_mark: Callable[[list[int]], Awaitable[None]] | None = None,
                  on_error: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.sessions = sessions
         self.producer = producer
         self.database_url = database_url
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
-        self.retention_seconds = retention_seconds
         self.before_mark = before_mark  # a seam for crash tests: runs after publishing, before marking
         self.on_error = on_error  # e.g. recreate topics that a restarted dev broker forgot
         self._wake = asyncio.Event()
@@ -89,7 +82,6 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
-        purge_due = 0.0
         try:
             while not stop.is_set():
                 try:
@@ -103,7 +95,6 @@ class Relay:
                     await _sleep_or_stop(stop, 1.0)
                 if published >= self.batch_size:
                     continue
-                purge_due = await self._maybe_purge(purge_due)
                 self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
@@ -125,15 +116,6 @@ class Relay:
         except Exception as exc:
             log.warning("LISTEN failed; relying on polling", error=repr(exc)[:200])
             return None
-
-    async def _maybe_purge(self, due: float) -> float:
-        now = asyncio.get_running_loop().time()
-        if now < due:
-            return due
-        with contextlib.suppress(Exception):
-            async with unit_of_work(self.sessions) as session:
-                await session.execute(PURGE, {"age": self.retention_seconds})
-        return now + 60
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -13,6 +13,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from twoway.kit.db import Base
 
 
+PROCESSED = text("processed_at IS NOT NULL")
+PAYLOAD_KEPT = text("processed_at IS NOT NULL AND payload <> '{}'::jsonb")
+
+
 class InboxEvent(Base):
     __tablename__ = "inbox"
 
@@ -32,6 +36,9 @@ class InboxEvent(Base):
         UniqueConstraint("system", "event_id", name="uq_inbox_event"),
         Index("ix_inbox_unprocessed", "received_at", postgresql_where=text("processed_at IS NULL")),
         Index("ix_inbox_object", "system", "kind", "external_id"),
+        # Retention (kit/retention.py): processed events by age, and those whose payload is still kept.
+        Index("ix_inbox_processed", "processed_at", postgresql_where=PROCESSED),
+        Index("ix_inbox_payload_kept", "processed_at", postgresql_where=PAYLOAD_KEPT),
     )
 
 

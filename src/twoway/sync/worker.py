@@ -1,4 +1,4 @@
-"""The worker process: relay, one consumer group per connector, retries, sweeper and Events API poller."""
+"""The worker process: relay, one consumer group per connector, retries, sweeper, Events API poller and retention."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from twoway.kit.db import RecordLocks, make_engine, make_sessionmaker, unit_of_w
 from twoway.kit.kafka import ensure_topics, make_consumer, make_producer
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, enqueue, enqueue_inbound, enqueue_outbound, outbound
 from twoway.kit.relay import Relay
+from twoway.kit.retention import Retention
 from twoway.logs import get_logger
 from twoway.settings import Settings
 from twoway.sync.breaker import Breaker, save_state
@@ -31,7 +32,7 @@ from twoway.webhooks.service import store_event
 
 log = get_logger(__name__)
 quiet = Quiet(log)
-COMPONENTS = ("relay", "outbound", "inbound", "retry", "sweeper", "poller")
+COMPONENTS = ("relay", "outbound", "inbound", "retry", "sweeper", "poller", "retention")
 
 
 def outbound_group(settings: Settings, system: str) -> str:
@@ -103,6 +104,9 @@ class Worker:
             loops.append(("retry", self._every(1.0, self.requeue_due)))
         if "sweeper" in self.components:
             loops.append(("sweeper", self._every(self.settings.sweeper_interval_seconds, self.sweep)))
+        if "retention" in self.components:
+            retention = Retention.from_settings(self.sessions, self.settings, self.stop)
+            loops.append(("retention", self._every(self.settings.retention_interval_seconds, retention.run)))
         if self.connectors and ({"outbound", "inbound"} & self.components):
             loops.append(("breakers", self._every(1.0, self.save_breakers)))
         if "poller" in self.components:
@@ -124,7 +128,7 @@ class Worker:
                 quiet.warning("producer start failed; retrying", error=repr(exc)[:200])
                 await asyncio.sleep(1)
         try:
-            relay = Relay(self.sessions, producer, self.settings.require_database_url(),
+            relay = Relay(producer, self.settings.require_database_url(),
                           poll_seconds=self.settings.relay_poll_seconds, on_error=self._ensure_topics)
             await relay.run(self.stop)
         finally:

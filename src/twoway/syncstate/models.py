@@ -40,6 +40,7 @@ class Link(Base):
 
 
 OPEN_ROWS = text("status IN ('retry', 'requeued', 'started', 'dead')")
+LOOSE_ROWS = text("internal_id IS NULL")
 
 
 class SyncEvent(Base):
@@ -71,4 +72,6 @@ class SyncEvent(Base):
         # only the latter; without this each lookup walked ix_sync_events_record, 8 ms a record at 8k rows).
         Index("ix_sync_events_open_internal", "kind", "system", "internal_id", postgresql_where=OPEN_ROWS),
         Index("ix_sync_events_open_external", "kind", "system", "external_id", postgresql_where=OPEN_ROWS),
+        # Retention (kit/retention.py) finds a loose row's elders (rows that name no record) through this.
+        Index("ix_sync_events_loose", "kind", "system", "external_id", postgresql_where=LOOSE_ROWS),
     )

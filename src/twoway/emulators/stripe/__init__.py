@@ -17,10 +17,36 @@ Behaviour chosen where Stripe's docs leave room:
   key never both execute: the second replays the first's answer.
 - Test and live keys share one data set; `livemode` follows the key used.
 - Reset clears customers, events, idempotency keys, counters and faults (back to
-  the startup values) and cancels pending deliveries; endpoints stay unless
-  `{"endpoints": true}`, and the `--webhook-url` endpoint always stays.
+  the startup values) of every account and cancels pending deliveries; endpoints stay unless
+  `{"endpoints": true}`, and the `--webhook-url` endpoint always stays; accounts stay unless
+  `{"accounts": true}`.
 - Events kept in memory are capped (`max_events`, 100k), idempotency keys at 200k;
   the state file keeps customers, invoices, invoice items, endpoints and the latest 10k events.
+
+Accounts (`accounts.py`): every key nobody owns acts on the platform, the one account there was before
+accounts. `POST /_emulator/accounts` -> `{"id": "acct_…", "secret_key": "sk_test_…"}` makes an account with
+its own customers, invoices, events, webhook endpoints, idempotency keys and rate-limit buckets; its key acts
+on it, and the platform's key with `Stripe-Account: acct_…` does too (Connect). Endpoints made on the platform
+with `connect=true` get every connected account's events, with a top-level `account`. `GET /v1/account` is the
+account a call acts on. Control: `GET /_emulator/accounts` (a summary each), `POST /_emulator/accounts/{id}/`
+`revoke_keys` (its keys answer 401), `roll_keys` (-> a new `secret_key`, the old ones answer 401),
+`deauthorize` (`Stripe-Account` calls answer 403 `account_invalid`; `account.application.deauthorized` goes to
+the Connect endpoints first; -> `{"id", "deauthorized": true, "event"}`) and `authorize` (connected again).
+`GET /_emulator/customers` and `/_emulator/invoices` take `?account=acct_…`; the stats count every account's
+requests and the platform's objects. The state file keeps accounts, keys and each account's data.
+
+Rate limits (`limits.py`; Stripe's numbers from docs.stripe.com/rate-limits). Off by default: then
+only `--rate-limit-per-second` (one bucket for everything) answers 429s, as before. `--limits live`
+(or `sandbox`, or `key`: by the key's mode, `sk_live_`/`rk_live_` being live) turns on Stripe's
+limiters: a global bucket (100/s live, 25/s sandbox; `--rate-limit-per-second` overrides) and one per
+endpoint, a route such as `POST /v1/customers/{id}` (`--endpoint-rate-limit` 25/s, search routes
+`--search-rate-limit` 20/s, `--endpoint-limit 'POST /v1/customers=10'` for one), each account's apart
+and live and test keys counted apart; `--concurrency-limit N` caps requests in flight. A 429 has Stripe's body (code
+`rate_limit`) and `Stripe-Rate-Limited-Reason` header, plus `Twoway-Emulator-Limiter: global |
+endpoint:<route> | concurrency`. All are fault knobs too (`limits`, `endpoint_rate_limit_per_second`,
+`search_rate_limit_per_second`, `endpoint_limits`, `concurrency_limit`). `GET /_emulator/stats` has
+`per_second` (requests the limiters let through, per route and `*` for all, per wall-clock second,
+the last 300 s) and `peak_per_second`.
 
 Invoices (`/v1/invoices`, `/v1/invoiceitems`; facts in ../shared/STRIPE-INVOICES.md):
 - The lifecycle is the table in `lifecycle.py`; refusals are 400 `invalid_request_error`, item

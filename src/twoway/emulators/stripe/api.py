@@ -1,4 +1,5 @@
-"""The `/v1` pipeline: auth, request faults, routing, idempotency, execution, counters."""
+"""The `/v1` pipeline: auth and the account acted on (accounts.py), rate limiters (limits.py), request faults,
+routing, idempotency, execution, counters."""
 
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ from twoway.emulators.stripe import (
     locks,
     search,
 )
+from twoway.emulators.stripe.accounts import Account
 from twoway.emulators.stripe.core import Emulator
 from twoway.emulators.stripe.errors import StripeError, bad_api_key, no_api_key
 from twoway.emulators.stripe.forms import parse_form
 from twoway.emulators.stripe.idempotency import Saved
 from twoway.emulators.stripe.ids import rand_id
-from twoway.emulators.stripe.state import API_VERSION, Obj, Origin
+from twoway.emulators.stripe.state import API_VERSION, Obj, Origin, Store
 
 _KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_")
 _LIVE_PREFIXES = ("sk_live_", "rk_live_")
@@ -42,6 +44,24 @@ class Call:
     params: Obj
     ident: str
     origin: Origin
+    account: Account
+
+    @property
+    def store(self) -> Store:
+        return self.account.store
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls: the API key and the account it acts on."""
+
+    api_key: str
+    account: Account
+
+    @property
+    def scope(self) -> str:
+        """Idempotency keys are the key's and the account's: one key can act on many accounts (Connect)."""
+        return f"{self.api_key}|{self.account.id}"
 
 
 Handler = Callable[[Emulator, Call], Obj]
@@ -59,61 +79,62 @@ def _reject(emu: Emulator) -> Any:
 
 
 _TABLE: dict[tuple[str, str], tuple[Handler, bool]] = {
-    ("POST", "customers"): (lambda e, c: customers.create(e.store, c.params, c.origin, _reject(e)), True),
-    ("GET", "customers"): (lambda e, c: customers.list_customers(e.store, c.params), False),
-    ("GET", "customers/search"): (lambda e, c: search.search_customers(e.store, c.params), False),
-    ("GET", "customers/{id}"): (lambda e, c: customers.retrieve(e.store, c.ident), False),
+    ("POST", "customers"): (lambda e, c: customers.create(c.store, c.params, c.origin, _reject(e)), True),
+    ("GET", "customers"): (lambda e, c: customers.list_customers(c.store, c.params), False),
+    ("GET", "customers/search"): (lambda e, c: search.search_customers(c.store, c.params), False),
+    ("GET", "customers/{id}"): (lambda e, c: customers.retrieve(c.store, c.ident), False),
     ("POST", "customers/{id}"): (
-        lambda e, c: customers.update(e.store, c.ident, c.params, c.origin, _reject(e)),
+        lambda e, c: customers.update(c.store, c.ident, c.params, c.origin, _reject(e)),
         True,
     ),
-    ("DELETE", "customers/{id}"): (lambda e, c: customers.delete(e.store, c.ident, c.origin), True),
-    ("POST", "invoices"): (lambda e, c: invoices.create(e.store, c.params, c.origin, _reject(e)), True),
-    ("GET", "invoices"): (lambda e, c: invoicelists.list_invoices(e.store, c.params), False),
-    ("GET", "invoices/search"): (lambda e, c: invoicelists.search_invoices(e.store, c.params), False),
-    ("GET", "invoices/{id}"): (lambda e, c: invoices.retrieve(e.store, c.ident), False),
-    ("POST", "invoices/{id}"): (lambda e, c: invoices.update(e.store, c.ident, c.params, c.origin, _reject(e)), True),
-    ("DELETE", "invoices/{id}"): (lambda e, c: invoices.delete(e.store, c.ident, c.origin), True),
-    ("POST", "invoices/{id}/finalize"): (lambda e, c: invoices.finalize(e.store, c.ident, c.params, c.origin), True),
-    ("POST", "invoices/{id}/pay"): (lambda e, c: invoices.pay(e.store, c.ident, c.params, c.origin), True),
-    ("POST", "invoices/{id}/send"): (lambda e, c: invoices.send(e.store, c.ident, c.params, c.origin), True),
-    ("POST", "invoices/{id}/void"): (lambda e, c: invoices.void(e.store, c.ident, c.params, c.origin), True),
+    ("DELETE", "customers/{id}"): (lambda e, c: customers.delete(c.store, c.ident, c.origin), True),
+    ("POST", "invoices"): (lambda e, c: invoices.create(c.store, c.params, c.origin, _reject(e)), True),
+    ("GET", "invoices"): (lambda e, c: invoicelists.list_invoices(c.store, c.params), False),
+    ("GET", "invoices/search"): (lambda e, c: invoicelists.search_invoices(c.store, c.params), False),
+    ("GET", "invoices/{id}"): (lambda e, c: invoices.retrieve(c.store, c.ident), False),
+    ("POST", "invoices/{id}"): (lambda e, c: invoices.update(c.store, c.ident, c.params, c.origin, _reject(e)), True),
+    ("DELETE", "invoices/{id}"): (lambda e, c: invoices.delete(c.store, c.ident, c.origin), True),
+    ("POST", "invoices/{id}/finalize"): (lambda e, c: invoices.finalize(c.store, c.ident, c.params, c.origin), True),
+    ("POST", "invoices/{id}/pay"): (lambda e, c: invoices.pay(c.store, c.ident, c.params, c.origin), True),
+    ("POST", "invoices/{id}/send"): (lambda e, c: invoices.send(c.store, c.ident, c.params, c.origin), True),
+    ("POST", "invoices/{id}/void"): (lambda e, c: invoices.void(c.store, c.ident, c.params, c.origin), True),
     ("POST", "invoices/{id}/mark_uncollectible"): (
-        lambda e, c: invoices.mark_uncollectible(e.store, c.ident, c.params, c.origin),
+        lambda e, c: invoices.mark_uncollectible(c.store, c.ident, c.params, c.origin),
         True,
     ),
-    ("GET", "invoices/{id}/lines"): (lambda e, c: invoicelists.list_lines(e.store, c.ident, c.params), False),
+    ("GET", "invoices/{id}/lines"): (lambda e, c: invoicelists.list_lines(c.store, c.ident, c.params), False),
     ("POST", "invoices/{id}/lines/{id}"): (
-        lambda e, c: lines.update_line(e.store, c.ident, c.params, c.origin, _reject(e)),
+        lambda e, c: lines.update_line(c.store, c.ident, c.params, c.origin, _reject(e)),
         True,
     ),
     ("POST", "invoices/{id}/add_lines"): (
-        lambda e, c: lines.add_lines(e.store, c.ident, c.params, c.origin, _reject(e)),
+        lambda e, c: lines.add_lines(c.store, c.ident, c.params, c.origin, _reject(e)),
         True,
     ),
     ("POST", "invoices/{id}/update_lines"): (
-        lambda e, c: lines.update_lines(e.store, c.ident, c.params, c.origin, _reject(e)),
+        lambda e, c: lines.update_lines(c.store, c.ident, c.params, c.origin, _reject(e)),
         True,
     ),
     ("POST", "invoices/{id}/remove_lines"): (
-        lambda e, c: lines.remove_lines(e.store, c.ident, c.params, c.origin),
+        lambda e, c: lines.remove_lines(c.store, c.ident, c.params, c.origin),
         True,
     ),
-    ("POST", "invoiceitems"): (lambda e, c: invoiceitems.create(e.store, c.params, c.origin, _reject(e)), True),
-    ("GET", "invoiceitems"): (lambda e, c: invoiceitems.list_items(e.store, c.params), False),
-    ("GET", "invoiceitems/{id}"): (lambda e, c: invoiceitems.retrieve(e.store, c.ident), False),
+    ("POST", "invoiceitems"): (lambda e, c: invoiceitems.create(c.store, c.params, c.origin, _reject(e)), True),
+    ("GET", "invoiceitems"): (lambda e, c: invoiceitems.list_items(c.store, c.params), False),
+    ("GET", "invoiceitems/{id}"): (lambda e, c: invoiceitems.retrieve(c.store, c.ident), False),
     ("POST", "invoiceitems/{id}"): (
-        lambda e, c: invoiceitems.update(e.store, c.ident, c.params, c.origin, _reject(e)),
+        lambda e, c: invoiceitems.update(c.store, c.ident, c.params, c.origin, _reject(e)),
         True,
     ),
-    ("DELETE", "invoiceitems/{id}"): (lambda e, c: invoiceitems.delete(e.store, c.ident, c.origin), True),
-    ("GET", "events"): (lambda e, c: events.list_events(e.store, c.params), False),
-    ("GET", "events/{id}"): (lambda e, c: events.retrieve(e.store, c.ident), False),
-    ("POST", "webhook_endpoints"): (lambda e, c: endpoints.create(e.store, c.params, c.origin), False),
-    ("GET", "webhook_endpoints"): (lambda e, c: endpoints.list_endpoints(e.store, c.params), False),
-    ("GET", "webhook_endpoints/{id}"): (lambda e, c: endpoints.retrieve(e.store, c.ident), False),
-    ("POST", "webhook_endpoints/{id}"): (lambda e, c: endpoints.update(e.store, c.ident, c.params), False),
-    ("DELETE", "webhook_endpoints/{id}"): (lambda e, c: endpoints.delete(e.store, c.ident), False),
+    ("DELETE", "invoiceitems/{id}"): (lambda e, c: invoiceitems.delete(c.store, c.ident, c.origin), True),
+    ("GET", "account"): (lambda e, c: _account(c.account), False),
+    ("GET", "events"): (lambda e, c: events.list_events(c.store, c.params), False),
+    ("GET", "events/{id}"): (lambda e, c: events.retrieve(c.store, c.ident), False),
+    ("POST", "webhook_endpoints"): (lambda e, c: endpoints.create(c.store, c.params, c.origin), False),
+    ("GET", "webhook_endpoints"): (lambda e, c: endpoints.list_endpoints(c.store, c.params), False),
+    ("GET", "webhook_endpoints/{id}"): (lambda e, c: endpoints.retrieve(c.store, c.ident), False),
+    ("POST", "webhook_endpoints/{id}"): (lambda e, c: endpoints.update(c.store, c.ident, c.params), False),
+    ("DELETE", "webhook_endpoints/{id}"): (lambda e, c: endpoints.delete(c.store, c.ident), False),
 }
 ROUTES = {key: Route(f"{key[0]} /v1/{key[1]}", h, w) for key, (h, w) in _TABLE.items()}
 
@@ -138,28 +159,41 @@ def match(method: str, path: str) -> tuple[Route | None, str]:
 async def handle(emu: Emulator, request: Request) -> Response:
     method, path = request.method, request.url.path
     route, ident = match(method, path)
-    response = await _run(emu, request, route, ident)
-    emu.stats.count(route.label if route else f"{method} /v1/(unrecognized)", response.status_code)
+    label = route.label if route else f"{method} /v1/(unrecognized)"
+    response = await _run(emu, request, route, ident, label)
+    emu.stats.count(label, response.status_code)
     return response
 
 
-async def _run(emu: Emulator, request: Request, route: Route | None, ident: str) -> Response:
+async def _run(emu: Emulator, request: Request, route: Route | None, ident: str, label: str) -> Response:
     request_id = rand_id("req_")
     try:
         api_key = authenticate(request.headers.get("authorization"))
+        account = emu.accounts.resolve(api_key, request.headers.get("stripe-account"))
     except StripeError as exc:
         return _error(exc, request_id)
     # Request faults strike before execution, so nothing is saved under an idempotency key.
+    live_key = api_key.startswith(_LIVE_PREFIXES)
+    refusal = emu.limiters.admit(emu.faults, route.label if route else None, live_key, account.id)
+    if refusal is not None:
+        return _error(_rate_limit_error(), request_id, refusal.headers())
+    emu.stats.admitted(label)
+    try:
+        return await _admitted(emu, request, route, ident, Caller(api_key, account), request_id)
+    finally:
+        emu.limiters.release(live_key, account.id)
+
+
+async def _admitted(emu: Emulator, request: Request, route: Route | None, ident: str, caller: Caller,
+                    request_id: str) -> Response:
     faults = emu.faults
-    if faults.rate_limited():
-        return _error(_rate_limit_error(), request_id)
     injected = faults.injected_error()
     if injected is not None:
         return _error(injected, request_id, {"Stripe-Should-Retry": "true"})
     raw = await request.body() if request.method == "POST" else b""
     held = None
     if faults.invoice_lock_timeout and route is not None and route.write:
-        held = locks.invoice_of(emu.store, route.label, ident, raw)
+        held = locks.invoice_of(caller.account.store, route.label, ident, raw)
         if held is not None:
             if held in emu.invoice_locks:
                 return _error(locks.lock_timeout(), request_id, {"Stripe-Should-Retry": "true"})
@@ -170,7 +204,7 @@ async def _run(emu: Emulator, request: Request, route: Route | None, ident: str)
             await asyncio.sleep(delay)
         if route is None:
             return _error(_unrecognized(request.method, request.url.path), request_id)
-        response = _execute(emu, request, route, ident, raw, api_key, request_id)
+        response = _execute(emu, request, route, ident, raw, caller, request_id)
         if faults.response_delay_ms > 0 and route.write:
             await asyncio.sleep(faults.response_delay_ms / 1000)
         return response
@@ -180,7 +214,7 @@ async def _run(emu: Emulator, request: Request, route: Route | None, ident: str)
 
 
 def _execute(
-    emu: Emulator, request: Request, route: Route, ident: str, raw: bytes, api_key: str, request_id: str
+    emu: Emulator, request: Request, route: Route, ident: str, raw: bytes, caller: Caller, request_id: str
 ) -> Response:
     # No await from here on: the lookup-execute-save sequence is atomic on the event
     # loop, so concurrent requests with one idempotency key simply replay in turn.
@@ -188,20 +222,20 @@ def _execute(
     fingerprint: tuple[object, ...] = ()
     if key:
         fingerprint = (route.label, ident, tuple(sorted(parse_qsl(raw.decode(errors="replace"), True))))
-        saved = emu.idempotency.get(api_key, key)
+        saved = emu.idempotency.get(caller.scope, key)
         if saved is not None:
             return _replay(saved, fingerprint, key, request_id)
-    origin = Origin(request_id, key, api_key.startswith(_LIVE_PREFIXES))
+    origin = Origin(request_id, key, caller.api_key.startswith(_LIVE_PREFIXES))
     try:
         params = parse_form(request.url.query)
         if raw:
             params.update(parse_form(raw))
-        obj = route.handler(emu, Call(params, ident, origin))
+        obj = route.handler(emu, Call(params, ident, origin, caller.account))
         status, body, save = 200, json.dumps(obj).encode(), True
     except StripeError as exc:
         status, body, save = exc.status, json.dumps(exc.body(request_id)).encode(), exc.save
     if key and save:
-        emu.idempotency.put(api_key, key, Saved(fingerprint, status, body, request_id, time.time()))
+        emu.idempotency.put(caller.scope, key, Saved(fingerprint, status, body, request_id, time.time()))
     if status == 200 and route.write:
         emu.stats.writes += 1
     headers = {"Idempotency-Key": key} if key else None
@@ -237,6 +271,22 @@ def authenticate(header: str | None) -> str:
     if not value.startswith(_KEY_PREFIXES):
         raise bad_api_key(value)
     return value
+
+
+def _account(account: Account) -> Obj:
+    """`GET /v1/account`: the account the call acts on (the cheap call that checks a key)."""
+    return {
+        "id": account.id,
+        "object": "account",
+        "type": "standard",
+        "created": account.created,
+        "charges_enabled": True,
+        "payouts_enabled": True,
+        "details_submitted": True,
+        "country": "US",
+        "default_currency": "usd",
+        "metadata": {},
+    }
 
 
 def _rate_limit_error() -> StripeError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -14,12 +14,13 @@ from starlette.routing import Route
 from twoway.emulators.kit import serve
 from twoway.emulators.kit.app import emulator_app
 from twoway.emulators.stripe import api, customers, invoicelists, invoices, page
+from twoway.emulators.stripe.accounts import Account
 from twoway.emulators.stripe.config import EmulatorConfig
 from twoway.emulators.stripe.core import Emulator
 from twoway.emulators.stripe.errors import StripeError
 from twoway.emulators.stripe.forms import parse_form
 from twoway.emulators.stripe.ids import rand_id
-from twoway.emulators.stripe.state import Origin
+from twoway.emulators.stripe.state import Obj, Origin
 
 __all__ = ["EmulatorConfig", "create_app", "run"]
 
@@ -33,6 +34,7 @@ def create_app(config: EmulatorConfig | None = None) -> Starlette:
     routes = [
         Route("/v1/{rest:path}", v1, methods=["GET", "POST", "DELETE"]),
         *_admin_routes(emu),
+        *_account_routes(emu),
         *_ui_routes(emu),
     ]
     return emulator_app(emu, routes)
@@ -57,17 +59,25 @@ def _admin_routes(emu: Emulator) -> list[Route]:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
             body = {}
-        emu.reset(clear_endpoints=bool(isinstance(body, dict) and body.get("endpoints")))
+        if not isinstance(body, dict):
+            body = {}
+        emu.reset(clear_endpoints=bool(body.get("endpoints")), drop_accounts=bool(body.get("accounts")))
         return JSONResponse({"reset": True})
 
     async def stats(_: Request) -> Response:
         return JSONResponse(emu.stats_body())
 
-    async def all_customers(_: Request) -> Response:
-        return JSONResponse(list(emu.store.customers.values()))
+    async def all_customers(request: Request) -> Response:
+        account = _account_of(emu, request.query_params.get("account"))
+        if account is None:
+            return _no_account()
+        return JSONResponse(list(account.store.customers.values()))
 
-    async def all_invoices(_: Request) -> Response:
-        return JSONResponse(invoicelists.dump(emu.store))
+    async def all_invoices(request: Request) -> Response:
+        account = _account_of(emu, request.query_params.get("account"))
+        if account is None:
+            return _no_account()
+        return JSONResponse(invoicelists.dump(account.store))
 
     return [
         Route("/_emulator/faults", get_faults, methods=["GET"]),
@@ -79,11 +89,64 @@ def _admin_routes(emu: Emulator) -> list[Route]:
     ]
 
 
+def _account_of(emu: Emulator, ident: str | None) -> Account | None:
+    """The account `ident` names; none named: the platform."""
+    return emu.accounts.platform if ident is None else emu.accounts.by_id.get(ident)
+
+
+def _no_account() -> Response:
+    return JSONResponse({"error": "no such account"}, status_code=404)
+
+
+def _account_routes(emu: Emulator) -> list[Route]:
+    """`/_emulator/accounts`: make accounts, and break or mend their access the ways Stripe's can break."""
+    accounts = emu.accounts
+
+    async def create(_: Request) -> Response:
+        account, key = accounts.create()
+        return JSONResponse({"id": account.id, "secret_key": key})
+
+    async def listing(_: Request) -> Response:
+        return JSONResponse([a.summary(a is accounts.platform) for a in accounts])
+
+    def change(verb: Callable[[Account], Obj]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            account = accounts.by_id.get(request.path_params["id"])
+            if account is None:
+                return _no_account()
+            if account is accounts.platform:
+                return JSONResponse({"error": "the platform's keys and access cannot change"}, status_code=400)
+            return JSONResponse({"id": account.id, **verb(account)})
+
+        return endpoint
+
+    def revoke(account: Account) -> Obj:
+        accounts.revoke_keys(account)
+        return {"revoked": True}
+
+    def deauthorize(account: Account) -> Obj:
+        return {"deauthorized": True, "event": accounts.deauthorize(account)["id"]}
+
+    def authorize(account: Account) -> Obj:
+        accounts.authorize(account)
+        return {"deauthorized": False}
+
+    return [
+        Route("/_emulator/accounts", create, methods=["POST"]),
+        Route("/_emulator/accounts", listing, methods=["GET"]),
+        Route("/_emulator/accounts/{id}/revoke_keys", change(revoke), methods=["POST"]),
+        Route("/_emulator/accounts/{id}/roll_keys", change(lambda a: {"secret_key": accounts.roll_keys(a)}),
+              methods=["POST"]),
+        Route("/_emulator/accounts/{id}/deauthorize", change(deauthorize), methods=["POST"]),
+        Route("/_emulator/accounts/{id}/authorize", change(authorize), methods=["POST"]),
+    ]
+
+
 def _ui_routes(emu: Emulator) -> list[Route]:
     """Dashboard forms; they call the same functions as the API, so events and webhooks fire."""
 
     async def home(request: Request) -> Response:
-        return HTMLResponse(page.render(emu.store, request.query_params.get("error")))
+        return HTMLResponse(page.render(emu.accounts, request.query_params.get("error")))
 
     async def create(request: Request) -> Response:
         form = _fields(await request.body())

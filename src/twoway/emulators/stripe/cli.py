@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from twoway.emulators.stripe.config import EmulatorConfig
+from twoway.emulators.stripe.limits import parse_endpoint_limit
 
 emulator_app = typer.Typer(help="Local emulators of external services.", no_args_is_help=True)
 
@@ -14,7 +15,17 @@ def stripe(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(12111, help="Port to bind (0 picks a free one)."),
     error_rate: float = typer.Option(0.0, help="Fraction of /v1 requests answered 500/503."),
-    rate_limit_per_second: float = typer.Option(0.0, help="Requests/s before 429s (0 = unlimited)."),
+    rate_limit_per_second: float = typer.Option(
+        0.0, help="Requests/s before 429s, every endpoint together (0: unlimited, or with --limits its number)."),
+    limits: str = typer.Option(
+        "off", help="Stripe's limiters: off (only --rate-limit-per-second), live (100/s), sandbox (25/s) or key "
+        "(by the API key's mode); besides the global limit, 25/s per endpoint, 20/s per search endpoint."),
+    endpoint_rate_limit: float = typer.Option(25.0, help="With --limits: requests/s per endpoint (0: none)."),
+    search_rate_limit: float = typer.Option(20.0, help="With --limits: requests/s per search endpoint."),
+    endpoint_limit: list[str] = typer.Option(
+        [], help="With --limits: one endpoint's requests/s, as 'POST /v1/customers=10' (repeatable)."),
+    concurrency_limit: int = typer.Option(
+        0, help="Requests in flight at once per account and key mode before 429s (0: none)."),
     latency_ms: float = typer.Option(0.0, help="Added latency per /v1 request (+-25% jitter)."),
     webhook_drop_rate: float = typer.Option(0.0, help="Fraction of events never delivered."),
     webhook_duplicate_rate: float = typer.Option(0.0, help="Fraction of events delivered twice."),
@@ -32,8 +43,15 @@ def stripe(
     """Serve a stateful Stripe API emulator (customers, invoices, events, webhooks)."""
     from twoway.emulators.stripe.app import run  # deferred: keeps `twoway --help` fast
 
+    try:
+        endpoint_limits = dict(parse_endpoint_limit(text) for text in endpoint_limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     knobs = {
         "error_rate": error_rate, "rate_limit_per_second": rate_limit_per_second, "latency_ms": latency_ms,
+        "limits": limits, "endpoint_rate_limit_per_second": endpoint_rate_limit,
+        "search_rate_limit_per_second": search_rate_limit, "endpoint_limits": endpoint_limits,
+        "concurrency_limit": concurrency_limit,
         "webhook_drop_rate": webhook_drop_rate, "webhook_duplicate_rate": webhook_duplicate_rate,
         "webhook_reorder": webhook_reorder, "webhook_delay_ms": webhook_delay_ms, "reject_pattern": reject_pattern,
         "invoice_lock_timeout": invoice_lock_timeout,

@@ -31,6 +31,8 @@ def create(store: Store, params: Obj, origin: Origin, secret: str | None = None)
         "livemode": origin.livemode,
         "metadata": _metadata(params.get("metadata")),
         "secret": secret or webhook_secret(),
+        # A Connect endpoint (on the platform) gets every connected account's events instead of its own.
+        "connect": params.get("connect") == "true",
         "status": "enabled",
         "url": url,
     }

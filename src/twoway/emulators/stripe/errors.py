@@ -67,6 +67,10 @@ def no_api_key() -> StripeError:
     )
 
 
+def masked(key: str) -> str:
+    """A key as Stripe's messages show it: its prefix and last four characters."""
+    return key[:8] + "*" * max(0, len(key) - 12) + key[-4:] if len(key) > 12 else key
+
+
 def bad_api_key(key: str) -> StripeError:
-    shown = key[:8] + "*" * max(0, len(key) - 12) + key[-4:] if len(key) > 12 else key
-    return StripeError(401, f"Invalid API Key provided: {shown}", code="api_key_invalid")
+    return StripeError(401, f"Invalid API Key provided: {masked(key)}", code="api_key_invalid")

@@ -1,10 +1,12 @@
-"""The small HTML dashboard at `/`: customers (create, edit, delete) and invoices (lifecycle buttons)."""
+"""The small HTML dashboard at `/`: the platform's customers (create, edit, delete) and invoices (lifecycle
+buttons), and the list of accounts."""
 
 from __future__ import annotations
 
 from html import escape
 from urllib.parse import quote
 
+from twoway.emulators.stripe.accounts import Accounts
 from twoway.emulators.stripe.state import Obj, Store
 
 _STYLE = """
@@ -22,7 +24,8 @@ _ACTIONS = {
 }
 
 
-def render(store: Store, error: str | None = None) -> str:
+def render(accounts: Accounts, error: str | None = None) -> str:
+    store = accounts.platform.store
     rows = [_row(c) for c in list(reversed(store.customers.values()))[:_MAX_ROWS]]
     shown = f"{min(len(store.customers), _MAX_ROWS)} of {len(store.customers)}"
     error_html = f'<div class="err">{escape(error)}</div>' if error else ""
@@ -38,7 +41,22 @@ def render(store: Store, error: str | None = None) -> str:
 {"".join(rows)}
 </table>
 {_invoices(store)}
+{_accounts(accounts)}
 </body></html>"""
+
+
+def _accounts(accounts: Accounts) -> str:
+    rows = []
+    for account in list(accounts)[:_MAX_ROWS]:
+        s = account.summary(account is accounts.platform)
+        kind = "platform" if s["platform"] else "deauthorized" if s["deauthorized"] else "connected"
+        keys = "active" if s["keys_active"] else "revoked"
+        rows.append(f"<tr><td><code>{escape(s['id'])}</code></td><td>{kind}</td><td>{keys}</td>"
+                    f"<td>{s['customers']}</td><td>{s['invoices']}</td><td>{s['events']}</td></tr>")
+    return f"""<h2>Accounts ({len(accounts.by_id)})</h2>
+<table><tr><th>id</th><th>access</th><th>keys</th><th>customers</th><th>invoices</th><th>events</th></tr>
+{"".join(rows)}
+</table>"""
 
 
 def _invoices(store: Store) -> str:

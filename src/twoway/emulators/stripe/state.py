@@ -1,4 +1,4 @@
-"""All emulator data, in memory: customers, invoices (in `book`), events, webhook endpoints.
+"""One account's data, in memory: customers, invoices (in `book`), events, webhook endpoints.
 
 Customer and event dicts are never mutated after they are stored (updates store a
 new dict), so events can share them and a state snapshot is a cheap shallow copy.
@@ -36,6 +36,20 @@ def endpoint_matches(endpoint: Obj, event_type: str) -> bool:
     return "*" in enabled or event_type in enabled
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one event goes: an endpoint, looked up again in its account's `endpoints` at each attempt (it may
+    be gone or disabled by then), and the connected account a Connect endpoint's copy names (`account`)."""
+
+    endpoints: dict[str, Obj]
+    endpoint_id: str
+    account: str | None = None
+
+
+def no_targets(_event_type: str) -> list[Target]:
+    return []
+
+
 class Store:
     def __init__(self, max_events: int = 100_000) -> None:
         self.max_events = max_events
@@ -46,7 +60,11 @@ class Store:
         self.events: dict[str, Obj] = {}
         self.event_log = Log()
         self.endpoints: dict[str, Obj] = {}
-        self.listeners: list[Callable[[Obj], None]] = []
+        # Called with each recorded event and its targets, chosen when it is recorded (so an account
+        # deauthorized right after its `account.application.deauthorized` event still sends that event).
+        self.listeners: list[Callable[[Obj, list[Target]], None]] = []
+        # The platform's Connect endpoints that also get this account's events (set by accounts.py).
+        self.upstream: Callable[[str], list[Target]] = no_targets
         self.book = InvoiceBook(self._touch)
         self.dirty = False
 
@@ -95,8 +113,18 @@ class Store:
 
     # -- events ----------------------------------------------------------------------
 
+    def audience(self, event_type: str) -> list[Target]:
+        """This account's own endpoints (not its Connect ones: those get connected accounts' events only)."""
+        own = [
+            Target(self.endpoints, ep["id"])
+            for ep in self.endpoints.values()
+            if not ep.get("connect") and endpoint_matches(ep, event_type)
+        ]
+        return own + self.upstream(event_type)
+
     def record_event(self, type_: str, obj: Obj, origin: Origin, previous: Obj | None = None) -> Obj:
         data: Obj = {"object": obj}
+        targets = self.audience(type_)
         if previous is not None:
             data["previous_attributes"] = previous
         event: Obj = {
@@ -106,13 +134,13 @@ class Store:
             "created": int(time.time()),
             "data": data,
             "livemode": origin.livemode,
-            "pending_webhooks": sum(1 for ep in self.endpoints.values() if endpoint_matches(ep, type_)),
+            "pending_webhooks": len(targets),
             "request": {"id": origin.request_id, "idempotency_key": origin.idempotency_key},
             "type": type_,
         }
         self.add_event(event)
         for listener in self.listeners:
-            listener(event)
+            listener(event, targets)
         return event
 
     def add_event(self, event: Obj) -> None:

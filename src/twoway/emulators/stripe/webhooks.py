@@ -4,6 +4,9 @@ Each endpoint gets a queue drained by a fixed pool of workers, each holding one
 keep-alive connection, so a burst of thousands of events never opens thousands
 of sockets, and a failed attempt is re-queued later by a timer instead of
 holding a worker while it waits.
+
+Every account's store publishes here with its events' targets: its own endpoints, and for a connected
+account the platform's Connect endpoints, whose copy carries the top-level `account`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from twoway.emulators.stripe.faults import Faults
-from twoway.emulators.stripe.state import Obj, Store, endpoint_matches
+from twoway.emulators.stripe.state import Obj, Target
 from twoway.emulators.stripe.stats import Stats
 from twoway.emulators.stripe.transport import Connection
 
@@ -40,7 +43,7 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 @dataclass(slots=True)
 class Delivery:
     event: Obj
-    endpoint_id: str
+    target: Target
     generation: int
     attempt: int = 1
     body: bytes | None = None
@@ -49,7 +52,6 @@ class Delivery:
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
         faults: Faults,
         stats: Stats,
         *,
@@ -57,15 +59,14 @@ class Dispatcher:
         schedule: tuple[float, ...] = LOCAL_SCHEDULE,
         concurrency: int = 32,
     ) -> None:
-        self.store, self.faults, self.stats = store, faults, stats
+        self.faults, self.stats = faults, stats
         self.timeout, self.schedule, self.concurrency = timeout, schedule, concurrency
         self.pending = 0  # deliveries not yet delivered or given up, plus held events
         self._generation = 0  # bumped on reset so stale retries and timers are ignored
         self._queues: dict[str, asyncio.Queue[Delivery]] = {}
         self._workers: list[asyncio.Task[None]] = []
-        self._reorder: list[tuple[Obj, int]] = []
+        self._reorder: list[tuple[Obj, list[Target], int]] = []
         self._reorder_timer: asyncio.TimerHandle | None = None
-        store.listeners.append(self.publish)
 
     async def start(self) -> None:
         pass  # workers start lazily with the first delivery to each endpoint
@@ -89,9 +90,9 @@ class Dispatcher:
 
     # -- fan-out with delivery faults ---------------------------------------------------
 
-    def publish(self, event: Obj) -> None:
+    def publish(self, event: Obj, targets: list[Target]) -> None:
         """Store listener: called synchronously for every recorded event."""
-        if not any(endpoint_matches(ep, event["type"]) for ep in self.store.endpoints.values()):
+        if not targets:
             return
         faults = self.faults
         if faults.chance(faults.webhook_drop_rate):
@@ -103,12 +104,12 @@ class Dispatcher:
             self.stats.webhooks.duplicated += 1
         self.pending += 1  # held until _fan_out turns it into deliveries
         if faults.webhook_reorder > 1:
-            self._hold_for_reorder(event, copies)
+            self._hold_for_reorder(event, targets, copies)
         else:
-            self._after_reorder(event, copies, self._generation)
+            self._after_reorder(event, targets, copies, self._generation)
 
-    def _hold_for_reorder(self, event: Obj, copies: int) -> None:
-        self._reorder.append((event, copies))
+    def _hold_for_reorder(self, event: Obj, targets: list[Target], copies: int) -> None:
+        self._reorder.append((event, targets, copies))
         if len(self._reorder) >= self.faults.webhook_reorder:
             self._flush_reorder()
         elif self._reorder_timer is None:
@@ -126,25 +127,24 @@ class Dispatcher:
             # A shuffle can land on the original order; rotate so the fault is real.
             shuffled = shuffled[1:] + shuffled[:1]
         self.stats.webhooks.reordered += sum(1 for a, b in zip(window, shuffled, strict=True) if a is not b)
-        for event, copies in shuffled:
-            self._after_reorder(event, copies, self._generation)
+        for event, targets, copies in shuffled:
+            self._after_reorder(event, targets, copies, self._generation)
 
-    def _after_reorder(self, event: Obj, copies: int, generation: int) -> None:
+    def _after_reorder(self, event: Obj, targets: list[Target], copies: int, generation: int) -> None:
         delay = self.faults.webhook_delay_ms / 1000
         if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self._fan_out, event, copies, generation)
+            asyncio.get_running_loop().call_later(delay, self._fan_out, event, targets, copies, generation)
         else:
-            self._fan_out(event, copies, generation)
+            self._fan_out(event, targets, copies, generation)
 
-    def _fan_out(self, event: Obj, copies: int, generation: int) -> None:
+    def _fan_out(self, event: Obj, targets: list[Target], copies: int, generation: int) -> None:
         if generation != self._generation:
             return
         self.pending -= 1
-        for endpoint in list(self.store.endpoints.values()):
-            if endpoint_matches(endpoint, event["type"]):
-                for _ in range(copies):
-                    self.pending += 1
-                    self._queue(endpoint["id"]).put_nowait(Delivery(event, endpoint["id"], generation))
+        for target in targets:
+            for _ in range(copies):
+                self.pending += 1
+                self._queue(target.endpoint_id).put_nowait(Delivery(event, target, generation))
 
     # -- delivery -------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class Dispatcher:
             conn.close()
 
     async def _deliver(self, item: Delivery, conn: Connection) -> None:
-        endpoint = self.store.endpoints.get(item.endpoint_id)
+        endpoint = item.target.endpoints.get(item.target.endpoint_id)
         if item.generation != self._generation:
             return
         if endpoint is None or endpoint.get("status") != "enabled":
@@ -193,12 +193,13 @@ class Dispatcher:
             return
         delay = self.schedule[item.attempt - 1]
         item.attempt += 1
-        queue = self._queue(item.endpoint_id)
+        queue = self._queue(item.target.endpoint_id)
         asyncio.get_running_loop().call_later(delay, queue.put_nowait, item)
 
     async def _attempt(self, endpoint: Obj, item: Delivery, conn: Connection) -> bool:
         if item.body is None:
-            item.body = json.dumps(item.event).encode()
+            account = item.target.account
+            item.body = json.dumps(item.event if account is None else {**item.event, "account": account}).encode()
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": USER_AGENT,
