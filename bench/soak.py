@@ -44,12 +44,20 @@ def done(tally: Tally) -> int:
 
 
 async def pace(sides: Sides, started: float, until: float, rate: float, max_in_flight: int) -> None:
-    """An open loop: the offered rate stays `rate` when the system slows down; a backlog shows as skips."""
+    """An open loop: the offered rate stays `rate` when the system slows down; a backlog shows as skips.
+    When the driver itself falls behind (its own loop starved of CPU), the lost ticks are dropped and
+    counted (`driver.late`) instead of fired in a burst after the end."""
     pending: set[asyncio.Task[None]] = set()
     tick = 0
-    while (at := started + tick / rate) < until:
+    while (now := time.monotonic()) < until:
+        at = started + tick / rate
+        if now - at > 1.0:
+            late = int((now - at) * rate)
+            sides.tally.ops["driver.late"] += late
+            tick += late
+            continue
         tick += 1
-        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        await asyncio.sleep(max(0.0, at - now))
         if len(pending) >= max_in_flight:
             sides.tally.ops["driver.skipped"] += 1
             continue
