@@ -52,7 +52,7 @@ async def pace(sides: Sides, started: float, until: float, rate: float, max_in_f
     while (now := time.monotonic()) < until:
         at = started + tick / rate
         if now - at > 1.0:
-            late = int((now - at) * rate)
+            late = max(1, int((now - at) * rate))
             sides.tally.ops["driver.late"] += late
             tick += late
             continue
