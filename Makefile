@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?= --durations=30
 
-.PHONY: install system-deps run test test-fast lint chaos bench clean
+.PHONY: install system-deps run test test-fast lint chaos soak bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: install
 
 chaos: install
 	$(BIN)/python -m bench.chaos --duration 120
+
+# Steady changes on every side with a fault every 3 minutes, sampled each minute (bench/README.md, "Soak").
+SOAK_MINUTES ?= 30
+soak: install
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES)
 
 bench: install
 	$(BIN)/python -m bench.run --out bench/results.json

@@ -65,6 +65,8 @@ class Sides:
         # Other systems' parts of the run (bench/chaos_*.py): refresh(), one_op(), fault(), calm(), ...
         self.modules: list[Any] = []
         self.invoices = InvoiceSides(self) if invoices else None
+        # Ids (ours and Stripe's) no actor may pick: a soak's latency probes edit those alone.
+        self.reserved: set[Any] = set()
 
     async def close(self) -> None:
         await self.api.aclose()
@@ -83,9 +85,9 @@ class Sides:
         """Learn ids created by the other side (and forget deleted ones) from both catalogs."""
         try:
             ours = await list_ours(self.api)
-            self.our_ids = [c["id"] for c in ours if c["deleted_at"] is None]
+            self.our_ids = [c["id"] for c in ours if c["deleted_at"] is None and c["id"] not in self.reserved]
             theirs = await asyncio.to_thread(self.cluster.emulator_customers)
-            self.stripe_ids = [c["id"] for c in theirs]
+            self.stripe_ids = [c["id"] for c in theirs if c["id"] not in self.reserved]
         except (httpx.HTTPError, OSError, ValueError):
             pass  # the API may be down right now; keep the old view
 
@@ -417,13 +419,28 @@ async def seed_catalog(sides: Sides, count: int) -> None:
             await module._create()
 
 
+def make_sides(cluster: Cluster, rng: random.Random, tally: Tally, invoices: bool) -> Sides:
+    """Stripe's and our sides, invoices if asked, and Salesforce's when the cluster runs it."""
+    sides = Sides(cluster, rng, tally, invoices=invoices)
+    if isinstance(cluster, chaos_salesforce.SalesforceCluster):
+        sides.modules.append(chaos_salesforce.SalesforceChaos(cluster, rng, tally))
+    return sides
+
+
+async def settle(cluster: Cluster, converge_timeout: float, modules: Sequence[Any]) -> dict[str, Any]:
+    """Faults off everywhere, every process up again, then wait for convergence (the verdict)."""
+    await asyncio.to_thread(cluster.set_faults, **NO_FAULTS)
+    for module in modules:
+        await module.calm()
+    await asyncio.to_thread(revive, cluster)
+    return await await_convergence(cluster, converge_timeout, modules=modules)
+
+
 async def run_chaos(cluster: Cluster, duration: float, seed: int, rate: float,
                     converge_timeout: float, invoices: bool = True, broker_restart: bool = True) -> dict[str, Any]:
     rng = random.Random(seed)
     tally = Tally()
-    sides = Sides(cluster, rng, tally, invoices=invoices)
-    if isinstance(cluster, chaos_salesforce.SalesforceCluster):
-        sides.modules.append(chaos_salesforce.SalesforceChaos(cluster, rng, tally))
+    sides = make_sides(cluster, rng, tally, invoices)
     modules = sides.modules
     try:
         await seed_catalog(sides, 20)
@@ -435,17 +452,13 @@ async def run_chaos(cluster: Cluster, duration: float, seed: int, rate: float,
                              inject(faults, until, broker_at if broker_restart else None, modules))
     finally:
         await sides.close()
-    await asyncio.to_thread(cluster.set_faults, **NO_FAULTS)
-    for module in modules:
-        await module.calm()
-    await asyncio.to_thread(_revive, cluster)
-    verdict = await await_convergence(cluster, converge_timeout, modules=modules)
+    verdict = await settle(cluster, converge_timeout, modules)
     return {"seed": seed, "duration_s": duration, "target_ops_per_s": rate, "operations": dict(tally.ops),
             "faults": dict(tally.faults), "fault_log": tally.fault_log,
             "emulator_stats": await asyncio.to_thread(cluster.emulator_stats), **verdict}
 
 
-def _revive(cluster: Cluster) -> None:
+def revive(cluster: Cluster) -> None:
     """A restart that raced with the next kill may have left a process down: bring it back."""
     for name, alive in cluster.alive().items():
         if not alive:
@@ -478,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = chaos_salesforce.SalesforceCluster if args.salesforce else Cluster
     # A caller's timeout ends us with SIGTERM: unwind (the `finally` below stops the cluster's processes)
     # instead of dying at once and leaving its workers, emulators, broker and database running.
-    signal.signal(signal.SIGTERM, _exit_on_term)
+    signal.signal(signal.SIGTERM, exit_on_term)
     cluster = kind(ClusterConfig(workers=args.workers)).start()
     try:
         report = asyncio.run(run_chaos(cluster, args.duration, seed, args.rate, args.converge_timeout,
@@ -495,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report["converged"] and not report["divergences"] and not report["dead_letters"] else 1
 
 
-def _exit_on_term(signum: int, frame: object) -> None:
+def exit_on_term(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 

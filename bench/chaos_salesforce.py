@@ -87,6 +87,8 @@ class SalesforceChaos:
         self.rng = rng
         self.tally = tally
         self.ids: list[str] = []
+        # Account ids no edit may pick (a soak's latency probes).
+        self.reserved: set[Any] = set()
         self.serial = 0
         self._sf: Salesforce | None = None
 
@@ -107,7 +109,8 @@ class SalesforceChaos:
 
     async def refresh(self) -> None:
         try:
-            self.ids = [a["Id"] for a in await asyncio.to_thread(self.cluster.sf_accounts)]
+            self.ids = [a["Id"] for a in await asyncio.to_thread(self.cluster.sf_accounts)
+                        if a["Id"] not in self.reserved]
         except (OSError, ValueError):
             pass
 

@@ -38,6 +38,9 @@ class ClusterConfig:
     stripe_rate_limit: float = 1000.0
     emulator_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # Each worker and the relay serve Prometheus metrics on a port of its own (`Cluster.metrics_ports`)
+    # and name their database connections after themselves, so a soak can tell them apart.
+    metrics: bool = False
 
 
 class Cluster:
@@ -57,6 +60,9 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._commands: dict[str, list[str]] = {}
         self.env: dict[str, str] = {}
+        # Settings of one process only, on top of `env` (kept for its restarts).
+        self._own_env: dict[str, dict[str, str]] = {}
+        self.metrics_ports: dict[str, int] = {}
 
     # -- addresses ---------------------------------------------------------------------------------
 
@@ -130,13 +136,18 @@ class Cluster:
                            stdout=log, stderr=subprocess.STDOUT, timeout=120)
 
     def start_workers(self) -> None:
-        if self.config.split_relay:
-            self._spawn("relay", ["worker", "--only", "relay"])
         components = self.config.worker_components
         if not self.config.split_relay:
             components = "relay," + components
-        for name in self.worker_names():
-            self._spawn(name, ["worker", "--only", components])
+        commands = {name: ["worker", "--only", components] for name in self.worker_names()}
+        if self.config.split_relay:
+            commands = {"relay": ["worker", "--only", "relay"], **commands}
+        for name, args in commands.items():
+            if self.config.metrics:
+                self.metrics_ports[name] = free_port()
+                self._own_env[name] = {"WORKER_METRICS_PORT": str(self.metrics_ports[name]),
+                                       "DB_APPLICATION_NAME": f"twoway-{name}"}
+            self._spawn(name, args)
 
     def stop(self) -> None:
         for name in list(self.procs):
@@ -209,8 +220,9 @@ class Cluster:
     def _spawn_command(self, name: str, command: list[str]) -> None:
         self._commands[name] = command
         with open(self.root / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(command, env=self.env or dict(os.environ), stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+            env = {**(self.env or os.environ), **self._own_env.get(name, {})}
+            self.procs[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
 
 
 def http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:

@@ -91,3 +91,20 @@ def run_cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.
     """`twoway <args>` as a process of its own (as an operator runs it), its output captured."""
     return subprocess.run([sys.executable, "-m", "twoway", *args], env=cli_env(settings), cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run_bench(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """subprocess.run, except that a run which overstays gets SIGTERM first: bench.chaos (or soak) then stops its
+    cluster, where a SIGKILL would leave its workers, emulators, broker and database loading the rest
+    of the suite."""
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)

@@ -23,6 +23,7 @@ from twoway.kit.db import make_engine, make_pool, make_sessionmaker
 from twoway.kit.hotpath import HotPaths
 from twoway.kit.kafka import broker_reachable
 from twoway.kit.limits import BodyLimitMiddleware
+from twoway.kit.metrics import sample_tasks
 from twoway.ops.lag import LagReader
 from twoway.settings import Settings
 from twoway.webhooks.ingest import inbox_writer
@@ -50,7 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
         # One broker connection for lag, kept across /metrics scrapes and status reads.
         app.state.lag_reader = LagReader()
         stop = asyncio.Event()
-        chores = [asyncio.create_task(app.state.webhook_rejections.run(stop))]
+        chores = [asyncio.create_task(app.state.webhook_rejections.run(stop)),
+                  asyncio.create_task(sample_tasks(stop))]
         try:
             yield
         finally:

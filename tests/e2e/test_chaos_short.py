@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 from bench import chaos_invoices, chaos_salesforce
 from bench.chaos import KNOWN_BUGS, Snapshot, divergences
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_bench
 
 
 def _snap(ours: list[dict], theirs: list[dict], links: list[tuple[int, str]]) -> Snapshot:
@@ -78,28 +77,11 @@ def test_salesforce_checker_reports_each_kind_of_divergence(ours: list[dict], ac
     assert _sf_types(ours, accounts, links) == expected
 
 
-def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """subprocess.run, except that a run which overstays gets SIGTERM first: bench.chaos then stops its
-    cluster, where a SIGKILL would leave its workers, emulators, broker and database loading the rest
-    of the suite."""
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(250)
 def test_short_chaos_run_converges(tmp_path: Path) -> None:
     out = tmp_path / "chaos.json"
-    proc = _run(
+    proc = run_bench(
         [sys.executable, "-m", "bench.chaos", "--duration", "35", "--seed", "7", "--rate", "20",
          "--converge-timeout", "75", "--out", str(out)],
         timeout=170,

@@ -6,6 +6,9 @@ time by `twoway.ops.status` (registered by whoever serves /metrics).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
 OUTBOX_BACKLOG = Gauge("twoway_outbox_backlog", "Outbox messages not yet published")
@@ -44,3 +47,13 @@ CONNECTOR_BREAKER = Gauge("twoway_connector_breaker", "Circuit breaker per conne
                           ["system"])
 RATE_LIMIT = Gauge("twoway_rate_limit_per_second", "Current shared rate limit per external account (after 429s)",
                    ["account", "endpoint"])  # endpoint "": the account's own limit
+ASYNCIO_TASKS = Gauge("twoway_asyncio_tasks", "asyncio tasks alive in this process (sampled every 5 s)")
+
+
+async def sample_tasks(stop: asyncio.Event, every: float = 5.0) -> None:
+    """Keeps ASYNCIO_TASKS current until `stop`: a task leak shows as a count that only grows (bench/soak.py).
+    Sampled on the loop because the worker's metrics server answers from a thread of its own."""
+    while not stop.is_set():
+        ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from twoway.kit.db import Base
 
-
 PROCESSED = text("processed_at IS NOT NULL")
 PAYLOAD_KEPT = text("processed_at IS NOT NULL AND payload <> '{}'::jsonb")
 

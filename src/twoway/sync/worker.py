@@ -18,6 +18,7 @@ from twoway.connectors.base import Connector, ConnectorError
 from twoway.kit import records
 from twoway.kit.db import RecordLocks, make_engine, make_sessionmaker, unit_of_work
 from twoway.kit.kafka import ensure_topics, make_consumer, make_producer
+from twoway.kit.metrics import sample_tasks
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC, enqueue, enqueue_inbound, enqueue_outbound, outbound
 from twoway.kit.relay import Relay
 from twoway.kit.retention import Retention
@@ -73,6 +74,7 @@ class Worker:
         self._waiting = {name for name, _ in loops if name.startswith(("outbound:", "inbound"))}
         tasks = [asyncio.create_task(coro, name=name) for name, coro in loops]
         tasks.append(asyncio.create_task(self._announce_ready()))
+        tasks.append(asyncio.create_task(sample_tasks(self.stop)))
         log.info("worker started", components=sorted(self.components), systems=sorted(self.connectors))
         try:
             await self.stop.wait()
