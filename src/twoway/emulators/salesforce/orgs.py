@@ -50,9 +50,8 @@ class Orgs:
         key = Path(config.jwt_public_key_file).read_text() if config.jwt_public_key_file else None
         self.default = Org(DEFAULT_NUMBER, config.client_id, config.client_secret, config.integration_username,
                            Store(config.daily_api_requests, clock=self.clock), key)
-        self.by_id: dict[str, Org] = {}
+        self.by_id: dict[str, Org] = {self.default.org_id: self.default}
         self._dirty = False
-        self._drop_created()
 
     def _drop_created(self) -> None:
         self.by_id = {self.default.org_id: self.default}
