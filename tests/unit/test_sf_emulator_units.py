@@ -30,13 +30,13 @@ def test_soql_parses_the_subset() -> None:
     store = Store()
     for i in range(5):
         records.create(store, {"Name": f"n{i}", "Twoway_Id__c": str(i) if i % 2 else None}, "005x")
-    rows = soql.parse("select Id, name from account where Twoway_Id__c != null order by Name desc limit 1").run(
-        list(store.records.values()))
+    query = "select Id, name from account where Twoway_Id__c != null order by Name desc limit 1"
+    rows = soql.parse(query, store.schema).run(list(store.records.values()))
     assert [r["Name"] for r in rows] == ["n3"]
     with pytest.raises(SfError):
-        soql.parse("SELECT Id FROM Account WHERE Name = ")
+        soql.parse("SELECT Id FROM Account WHERE Name = ", store.schema)
     with pytest.raises(SfError):
-        soql.parse("SELECT Id FROM Account LIMIT 1 garbage")
+        soql.parse("SELECT Id FROM Account LIMIT 1 garbage", store.schema)
 
 
 def test_store_snapshot_restores() -> None:

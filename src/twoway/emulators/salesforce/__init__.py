@@ -14,6 +14,9 @@ Behaviour chosen where Salesforce's docs leave room:
 - Unique values and upsert matches ignore records in the recycle bin.
 - The daily API allowance is a rolling 24 hours from the first counted call; every `/services/data`
   call counts one (a composite call of 200 records counts one); the token endpoint counts none.
+- Many orgs on one instance (`POST /_emulator/orgs`), each with its own OAuth client, records, users,
+  allowance and custom fields; the client picks the org at the token endpoint and the token's org-id
+  prefix picks it at the API (orgs.py). The first org comes from the startup options.
 - The clock can be moved forward (`POST /_emulator/clock`): system fields, token expiry, the daily
   window and `updated`/`deleted` all read the moved clock.
 """

@@ -1,4 +1,5 @@
-"""The `/services/data/vXX.X` pipeline: version, session, faults, daily allowance, routing, counters."""
+"""The `/services/data/vXX.X` pipeline: version, session (which names the org), faults, the org's daily
+allowance, routing, counters."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from starlette.responses import Response
 from twoway.emulators.salesforce import composite, errors, records, schema, soql
 from twoway.emulators.salesforce.core import Cursor, Emulator
 from twoway.emulators.salesforce.errors import SfError
-from twoway.emulators.salesforce.store import DAY_MS
+from twoway.emulators.salesforce.orgs import Org
+from twoway.emulators.salesforce.store import DAY_MS, Store
 
 _VERSION = re.compile(r"^v(\d{2})\.(\d)$")
 _BATCH = re.compile(r"batchSize=(\d+)", re.I)
@@ -23,8 +25,9 @@ _CLIENT = re.compile(r"client=([^,;\s]+)", re.I)
 
 
 class Ctx:
-    def __init__(self, emu: Emulator, request: Request, version: str, user_id: str, body: bytes) -> None:
+    def __init__(self, emu: Emulator, org: Org, request: Request, version: str, user_id: str, body: bytes) -> None:
         self.emu, self.request, self.version, self.user_id, self.body = emu, request, version, user_id, body
+        self.org, self.store = org, org.store
         self.base = f"/services/data/{version}"
         self.writes = 0
 
@@ -49,45 +52,52 @@ async def handle(emu: Emulator, request: Request) -> Response:
 
 
 async def _run(emu: Emulator, request: Request, version: str, segments: list[str]) -> Response:
+    # Until the session names an org, answers carry the first org's usage (as they always have).
+    store = emu.orgs.default.store
     m = _VERSION.match(version)
     if not m or not 20 <= int(m.group(1)) <= 70:
-        return _error(emu, errors.not_found())
-    user_id = _session(emu, request.headers.get("authorization"))
-    if user_id is None:
-        return _error(emu, errors.session_invalid())
+        return _error(store, errors.not_found())
+    session = _session(emu, request.headers.get("authorization"))
+    if session is None:
+        return _error(store, errors.session_invalid())
+    org, user_id = session
+    store = org.store
     options = request.headers.get("sforce-call-options") or ""
     client = _CLIENT.search(options)
     key = client.group(1) if client else "(none)"
     emu.stats.clients[key] = emu.stats.clients.get(key, 0) + 1
     faults = emu.faults
     if faults.rate_limited():
-        return _error(emu, SfError(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."))
+        return _error(store, SfError(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded."))
     injected = faults.injected_status()
     if injected is not None:
-        return _error(emu, errors.unavailable(injected))
+        return _error(store, errors.unavailable(injected))
     delay = faults.latency_seconds()
     if delay:
         await asyncio.sleep(delay)
-    if not emu.store.take_call():
-        return _error(emu, errors.limit_exceeded())
-    ctx = Ctx(emu, request, version, user_id, await request.body())
+    if not store.take_call():
+        return _error(store, errors.limit_exceeded())
+    ctx = Ctx(emu, org, request, version, user_id, await request.body())
     try:
         status, body = _route(ctx, request.method, segments)
     except SfError as exc:
-        return _error(emu, exc)
+        return _error(store, exc)
     emu.stats.writes += ctx.writes
     if ctx.writes and faults.response_delay_ms > 0:
         await asyncio.sleep(faults.response_delay_ms / 1000)
-    return _response(emu, status, body)
+    return _response(store, status, body)
 
 
-def _session(emu: Emulator, header: str | None) -> str | None:
+def _session(emu: Emulator, header: str | None) -> tuple[Org, str] | None:
+    """(org, user id): the token's prefix names the org, and only that org's token table can admit it."""
     if not header:
         return None
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() not in ("bearer", "oauth"):
         return None
-    return emu.store.user_of(token.strip())
+    org = emu.orgs.for_token(token.strip())
+    user_id = org.store.user_of(token.strip()) if org is not None else None
+    return (org, user_id) if org is not None and user_id is not None else None
 
 
 def _label(segments: list[str]) -> str:
@@ -100,14 +110,14 @@ def _label(segments: list[str]) -> str:
 
 
 def _route(ctx: Ctx, method: str, seg: list[str]) -> tuple[int, Any]:
-    emu, q = ctx.emu, ctx.request.query_params
+    q = ctx.request.query_params
     if not seg and method == "GET":
         return 200, {"sobjects": f"{ctx.base}/sobjects", "query": f"{ctx.base}/query",
                      "queryAll": f"{ctx.base}/queryAll", "limits": f"{ctx.base}/limits",
                      "composite": f"{ctx.base}/composite"}
     head = seg[0] if seg else ""
     if head == "limits" and len(seg) == 1 and method == "GET":
-        used, limit = emu.store.usage_now()
+        used, limit = ctx.store.usage_now()
         return 200, {"DailyApiRequests": {"Max": limit, "Remaining": max(0, limit - used)}}
     if head in ("query", "queryAll") and method == "GET":
         return 200, _query(ctx, seg, include_deleted=head == "queryAll")
@@ -131,7 +141,7 @@ def _sobject(name: str) -> str:
 
 
 def _sobjects(ctx: Ctx, method: str, seg: list[str]) -> tuple[int, Any]:
-    store, q = ctx.emu.store, ctx.request.query_params
+    store, q = ctx.store, ctx.request.query_params
     if not seg and method == "GET":
         return 200, {"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": [
             {"name": schema.SOBJECT, "label": "Account", "keyPrefix": schema.KEY_PREFIX, "custom": False,
@@ -148,7 +158,7 @@ def _sobjects(ctx: Ctx, method: str, seg: list[str]) -> tuple[int, Any]:
         if method == "GET":
             return 200, {"objectDescribe": {"name": schema.SOBJECT, "keyPrefix": schema.KEY_PREFIX}, "recentItems": []}
     elif rest == ["describe"] and method == "GET":
-        return 200, schema.describe(ctx.base)
+        return 200, store.schema.describe(ctx.base)
     elif rest in (["updated"], ["deleted"]) and method == "GET":
         return 200, _changes(ctx, rest[0])
     elif len(rest) == 1:
@@ -160,10 +170,10 @@ def _sobjects(ctx: Ctx, method: str, seg: list[str]) -> tuple[int, Any]:
 
 
 def _one(ctx: Ctx, method: str, ident: str) -> tuple[int, Any]:
-    store = ctx.emu.store
+    store = ctx.store
     if method == "GET":
-        fields = records.parse_fields(ctx.request.query_params.get("fields"))
-        return 200, records.render(records.get(store, ident), fields, ctx.base)
+        fields = records.parse_fields(store.schema, ctx.request.query_params.get("fields"))
+        return 200, records.render(records.get(store, ident), store.schema, fields, ctx.base)
     if method == "PATCH":
         since = _unmodified_since(ctx.request.headers.get("if-unmodified-since"))
         records.update(store, ident, ctx.json(), ctx.user_id, ctx.emu.faults, since)
@@ -177,8 +187,8 @@ def _one(ctx: Ctx, method: str, ident: str) -> tuple[int, Any]:
 
 
 def _by_external_id(ctx: Ctx, method: str, field_name: str, value: str) -> tuple[int, Any]:
-    store = ctx.emu.store
-    fdef = schema.field(field_name)
+    store = ctx.store
+    fdef = store.schema.field(field_name)
     if fdef is None or not (fdef.external_id or fdef.name == "Id"):
         raise errors.not_found(f"Provided external ID field does not exist or is not accessible: {field_name}")
     if method == "PATCH":
@@ -196,8 +206,8 @@ def _by_external_id(ctx: Ctx, method: str, field_name: str, value: str) -> tuple
             return 300, [f"{ctx.base}/sobjects/Account/{i}" for i in matches]
         if not matches:
             raise errors.not_found()
-        fields = records.parse_fields(ctx.request.query_params.get("fields"))
-        return 200, records.render(records.get(store, matches[0]), fields, ctx.base)
+        fields = records.parse_fields(store.schema, ctx.request.query_params.get("fields"))
+        return 200, records.render(records.get(store, matches[0]), store.schema, fields, ctx.base)
     if method == "DELETE":
         if len(matches) > 1:
             return 300, [f"{ctx.base}/sobjects/Account/{i}" for i in matches]
@@ -210,20 +220,20 @@ def _by_external_id(ctx: Ctx, method: str, field_name: str, value: str) -> tuple
 
 
 def _query(ctx: Ctx, seg: list[str], include_deleted: bool) -> dict[str, Any]:
-    emu = ctx.emu
+    emu, store = ctx.emu, ctx.store
     if len(seg) == 2:
         cursor = emu.cursors.get(seg[1].split("-")[0])
-        if cursor is None:
+        if cursor is None or cursor.org_id != ctx.org.org_id:
             raise SfError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         return _page(ctx, seg[0], seg[1].split("-")[0], cursor, len(cursor.rows))
     text = ctx.request.query_params.get("q")
     if not text:
         raise errors.malformed("A query string has to be specified")
-    query = soql.parse(text)
-    pool = [r for r in emu.store.records.values() if include_deleted or not r["IsDeleted"]]
+    query = soql.parse(text, store.schema)
+    pool = [r for r in store.records.values() if include_deleted or not r["IsDeleted"]]
     rows = query.run(pool)
     page = min(emu.config.query_page_size, _batch_size(ctx.request.headers.get("sforce-query-options")))
-    cursor = Cursor(rows, query.fields, page)
+    cursor = Cursor(rows, query.fields, page, ctx.org.org_id)
     total = len(rows)
     ident = emu.add_cursor(cursor) if total > page else ""
     return _page(ctx, seg[0], ident, cursor, total)
@@ -232,7 +242,7 @@ def _query(ctx: Ctx, seg: list[str], include_deleted: bool) -> dict[str, Any]:
 def _page(ctx: Ctx, endpoint: str, ident: str, cursor: Cursor, total: int) -> dict[str, Any]:
     rows, rest = cursor.rows[: cursor.page], cursor.rows[cursor.page:]
     body: dict[str, Any] = {"totalSize": total, "done": not rest,
-                            "records": [records.render(r, cursor.fields, ctx.base) for r in rows]}
+                            "records": [records.render(r, ctx.store.schema, cursor.fields, ctx.base) for r in rows]}
     if rest:
         cursor.rows = rest
         served = total - len(rest)
@@ -248,7 +258,7 @@ def _batch_size(header: str | None) -> int:
 
 
 def _changes(ctx: Ctx, which: str) -> dict[str, Any]:
-    store, q = ctx.emu.store, ctx.request.query_params
+    store, q = ctx.store, ctx.request.query_params
     start, end = schema.parse_ms(q.get("start") or ""), schema.parse_ms(q.get("end") or "")
     now = store.now_ms()
     if start is None or end is None:
@@ -278,20 +288,20 @@ def _unmodified_since(header: str | None) -> int | None:
         raise SfError(400, "INVALID_HEADER_TYPE", "If-Unmodified-Since is not an HTTP date")
 
 
-def _limit_header(emu: Emulator) -> dict[str, str]:
-    used, limit = emu.store.usage_now()
+def _limit_header(store: Store) -> dict[str, str]:
+    used, limit = store.usage_now()
     # Date from the emulator's (movable) clock: clients learn the server's time from it, as from Salesforce.
-    now = datetime.fromtimestamp(emu.store.now_ms() / 1000, UTC)
+    now = datetime.fromtimestamp(store.now_ms() / 1000, UTC)
     return {"Sforce-Limit-Info": f"api-usage={used}/{limit}", "Date": format_datetime(now, usegmt=True)}
 
 
-def _error(emu: Emulator, exc: SfError) -> Response:
-    headers = _limit_header(emu)
+def _error(store: Store, exc: SfError) -> Response:
+    headers = _limit_header(store)
     return Response(json.dumps(exc.body()), exc.status, headers, media_type="application/json")
 
 
-def _response(emu: Emulator, status: int, body: Any) -> Response:
-    headers = _limit_header(emu)
+def _response(store: Store, status: int, body: Any) -> Response:
+    headers = _limit_header(store)
     if status == 204:
         return Response(None, 204, headers)
     return Response(json.dumps(body), status, headers, media_type="application/json")

@@ -1,4 +1,6 @@
-"""The OAuth 2 token endpoint: client credentials and JWT bearer. Answers in OAuth's error shape."""
+"""The OAuth 2 token endpoint: client credentials and JWT bearer. Answers in OAuth's error shape.
+
+The client (its id, or the JWT's `iss`) names the org; the token issued begins with that org's id."""
 
 from __future__ import annotations
 
@@ -6,14 +8,13 @@ import base64
 import binascii
 import secrets
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import jwt
 
-from twoway.emulators.salesforce.config import SalesforceConfig
-from twoway.emulators.salesforce.store import ORG_ID, Obj, Store
+from twoway.emulators.salesforce.orgs import Org, Orgs
+from twoway.emulators.salesforce.store import Obj
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
@@ -25,34 +26,35 @@ class OAuthError(Exception):
         self.body = {"error": error, "error_description": description}
 
 
-def issue(store: Store, user: Obj, instance_url: str, ttl_seconds: float) -> Obj:
-    token = f"{ORG_ID[:15]}!" + secrets.token_urlsafe(48)
-    store.add_token(token, user["Id"], int(ttl_seconds * 1000))
+def issue(org: Org, user: Obj, instance_url: str, ttl_seconds: float) -> Obj:
+    token = f"{org.org_id[:15]}!" + secrets.token_urlsafe(48)
+    org.store.add_token(token, user["Id"], int(ttl_seconds * 1000))
     return {"access_token": token, "instance_url": instance_url, "token_type": "Bearer",
-            "id": f"{instance_url}/id/{ORG_ID}/{user['Id']}", "issued_at": str(store.now_ms()),
+            "id": f"{instance_url}/id/{org.org_id}/{user['Id']}", "issued_at": str(org.store.now_ms()),
             "signature": base64.b64encode(secrets.token_bytes(32)).decode(), "scope": "api"}
 
 
-def token(store: Store, config: SalesforceConfig, raw: bytes, authorization: str | None,
-          instance_url: str) -> Obj:
+def token(orgs: Orgs, ttl_seconds: float, raw: bytes, authorization: str | None, instance_url: str) -> Obj:
     form = dict(parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True))
     grant = form.get("grant_type")
     if grant == "client_credentials":
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
         if authorization and authorization.lower().startswith("basic "):
             client_id, client_secret = _basic(authorization)
-        if client_id != config.client_id:
+        org = orgs.for_client(client_id)
+        if org is None:
             raise OAuthError("invalid_client_id", "client identifier invalid")
-        if not config.client_secret or not secrets.compare_digest(client_secret or "", config.client_secret):
+        if not secrets.compare_digest(client_secret or "", org.client_secret):
             raise OAuthError("invalid_client", "invalid client credentials")
-        user = store.user(config.integration_username)
+        user = org.store.user(org.integration_username)
     elif grant == JWT_GRANT:
-        user = store.user(_jwt_subject(config, form.get("assertion") or "", instance_url))
+        org, subject = _jwt_subject(orgs, form.get("assertion") or "", instance_url)
+        user = org.store.user(subject)
     elif grant == "password":
         raise OAuthError("invalid_grant", "authentication failure (the username-password flow is disabled)")
     else:
         raise OAuthError("unsupported_grant_type", "grant type not supported")
-    return issue(store, user, instance_url, config.token_ttl_seconds)
+    return issue(org, user, instance_url, ttl_seconds)
 
 
 def _basic(header: str) -> tuple[str | None, str | None]:
@@ -63,23 +65,28 @@ def _basic(header: str) -> tuple[str | None, str | None]:
     return user, password
 
 
-def _jwt_subject(config: SalesforceConfig, assertion: str, instance_url: str) -> str:
-    if not config.jwt_public_key_file:
+def _jwt_subject(orgs: Orgs, assertion: str, instance_url: str) -> tuple[Org, str]:
+    """(org, username). The unverified `iss` only picks whose certificate checks the signature."""
+    try:
+        issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+    except jwt.InvalidTokenError as exc:
+        raise OAuthError("invalid_grant", f"invalid assertion: {type(exc).__name__}")
+    org = orgs.for_client(issuer) if isinstance(issuer, str) else None
+    if org is None:
+        raise OAuthError("invalid_client_id", "client identifier invalid")
+    if not org.jwt_public_key:
         raise OAuthError("invalid_grant", "no certificate is registered for this connected app")
-    key = Path(config.jwt_public_key_file).read_bytes()
     audiences = ["https://login.salesforce.com", "https://test.salesforce.com", instance_url]
     try:
-        claims: dict[str, Any] = jwt.decode(assertion, _public_key(key), algorithms=["RS256"], audience=audiences,
-                                            options={"require": ["iss", "sub", "aud", "exp"]})
+        claims: dict[str, Any] = jwt.decode(assertion, _public_key(org.jwt_public_key.encode()), algorithms=["RS256"],
+                                            audience=audiences, options={"require": ["iss", "sub", "aud", "exp"]})
     except jwt.ExpiredSignatureError:
         raise OAuthError("invalid_grant", "expired authorization code")
     except jwt.InvalidTokenError as exc:
         raise OAuthError("invalid_grant", f"invalid assertion: {type(exc).__name__}")
-    if claims["iss"] != config.client_id:
-        raise OAuthError("invalid_client_id", "client identifier invalid")
     if claims["exp"] > time.time() + 3600:
         raise OAuthError("invalid_grant", "the assertion's exp is too far ahead")
-    return str(claims["sub"])
+    return org, str(claims["sub"])
 
 
 def _public_key(pem: bytes) -> Any:

@@ -20,7 +20,7 @@ _ROLLED_BACK = {"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
 
 def run(ctx: Ctx, op: str, ext_field: str | None, q: QueryParams) -> list[dict[str, Any]]:
     """op: POST (create), PATCH (update by id), UPSERT (by `ext_field`), DELETE (`?ids=`)."""
-    store = ctx.emu.store
+    store = ctx.store
     if op == "DELETE":
         items: list[Any] = [i for i in (q.get("ids") or "").split(",") if i]
         all_or_none = (q.get("allOrNone") or "false").lower() == "true"
@@ -34,7 +34,7 @@ def run(ctx: Ctx, op: str, ext_field: str | None, q: QueryParams) -> list[dict[s
     if len(items) > MAX_RECORDS:
         raise SfError(400, "EXCEEDED_ID_LIMIT", f"record limit reached. cannot submit more than {MAX_RECORDS} "
                       "records into this call")
-    fdef = schema.field(ext_field) if ext_field else None
+    fdef = store.schema.field(ext_field) if ext_field else None
     if op == "UPSERT" and (fdef is None or not fdef.external_id):
         raise errors.not_found(f"Provided external ID field does not exist or is not accessible: {ext_field}")
     sizes = ctx.emu.stats.composite_sizes
@@ -64,7 +64,7 @@ def run(ctx: Ctx, op: str, ext_field: str | None, q: QueryParams) -> list[dict[s
 
 
 def _one(ctx: Ctx, op: str, ext_field: str | None, item: Any) -> dict[str, Any]:
-    store, user = ctx.emu.store, ctx.user_id
+    store, user = ctx.store, ctx.user_id
     if op == "DELETE":
         records.delete(store, str(item), user)
         return {"id": records.get_any(store, str(item))["Id"], "success": True, "errors": []}
@@ -106,13 +106,13 @@ def retrieve(ctx: Ctx, q: QueryParams) -> list[dict[str, Any] | None]:
         raise SfError(400, "MISSING_ARGUMENT", "ids is required", ["ids"])
     if len(ids) > 2000:
         raise SfError(400, "EXCEEDED_ID_LIMIT", "cannot retrieve more than 2000 records")
-    fields = records.parse_fields(q.get("fields"))
+    fields = records.parse_fields(ctx.store.schema, q.get("fields"))
     if not fields:
         raise SfError(400, "MISSING_ARGUMENT", "fields is required", ["fields"])
     out: list[dict[str, Any] | None] = []
     for ident in ids:
         try:
-            out.append(records.render(records.get(ctx.emu.store, ident), fields, ctx.base))
+            out.append(records.render(records.get(ctx.store, ident), ctx.store.schema, fields, ctx.base))
         except SfError:
             out.append(None)
     return out

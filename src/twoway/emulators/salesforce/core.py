@@ -1,4 +1,6 @@
-"""The emulator instance: state, faults, counters, query cursors, persistence."""
+"""The emulator instance: its orgs (state), faults, counters, query cursors, persistence.
+
+Faults, counters and the clock belong to the instance, shared by its orgs as one host's outage is."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import Any
 from twoway.emulators.kit.persist import Persister
 from twoway.emulators.kit.stats import RouteStats
 from twoway.emulators.salesforce.config import SalesforceConfig
-from twoway.emulators.salesforce.store import Obj, Store
+from twoway.emulators.salesforce.orgs import Org, Orgs
+from twoway.emulators.salesforce.store import Obj
 
 MAX_CURSORS = 1000
 
@@ -22,6 +25,7 @@ class Cursor:
     rows: list[Obj]
     fields: list[str]
     page: int
+    org_id: str  # a locator opens only in the org that made it
 
 
 @dataclass
@@ -42,17 +46,18 @@ class Emulator:
         self.config = config
         if not config.client_secret:
             config.client_secret = secrets.token_urlsafe(24)
-        self.store = Store(config.daily_api_requests)
+        self.orgs = Orgs(config)
         self.faults = config.faults()
         self.stats = Stats()
         self.cursors: OrderedDict[str, Cursor] = OrderedDict()
-        self.persister = Persister(self.store, config.state_file, config.save_interval) if config.state_file else None
+        self.persister = Persister(self.orgs, config.state_file, config.save_interval) if config.state_file else None
         self._saver: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.persister is not None:
             self.persister.load()
-            self.store.daily_limit = self.config.daily_api_requests  # the command line wins over the file
+            # The command line wins over the file (for the first org; the others' allowances are their own).
+            self.orgs.default.store.daily_limit = self.config.daily_api_requests
             self._saver = asyncio.create_task(self.persister.run())
 
     async def stop(self) -> None:
@@ -71,16 +76,18 @@ class Emulator:
         return ident
 
     def reset(self) -> None:
-        """Back to a clean slate: records, users, tokens, clock, counters, faults, daily limit."""
-        self.store.reset()
-        self.store.daily_limit = self.config.daily_api_requests
+        """Back to a clean slate: one org (created orgs are gone), records, users, tokens, clock, counters,
+        faults, daily limit."""
+        self.orgs.reset()
         self.cursors.clear()
         self.stats.reset()
         self.faults.merge(self.config.faults().as_dict())
 
-    def stats_body(self) -> dict[str, Any]:
-        used, limit = self.store.usage_now()
-        live = sum(1 for r in self.store.records.values() if not r["IsDeleted"])
+    def stats_body(self, org: Org) -> dict[str, Any]:
+        """The instance's counters, with `org`'s usage and record counts."""
+        store = org.store
+        used, limit = store.usage_now()
+        live = sum(1 for r in store.records.values() if not r["IsDeleted"])
         return {**self.stats.render_routes(), "clients": dict(self.stats.clients),
                 "composite_sizes": list(self.stats.composite_sizes), "api_usage": used,
-                "daily_limit": limit, "accounts": live, "recycle_bin": len(self.store.records) - live}
+                "daily_limit": limit, "accounts": live, "recycle_bin": len(store.records) - live}

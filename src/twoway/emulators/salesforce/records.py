@@ -1,4 +1,6 @@
-"""Account operations: create, update, upsert by External ID, delete, read. They raise SfError."""
+"""Account operations: create, update, upsert by External ID, delete, read. They raise SfError.
+
+Fields are checked against the store's schema: each org has its own custom fields."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 from twoway.emulators.kit.faults import Faults
 from twoway.emulators.salesforce import errors, ids, schema
 from twoway.emulators.salesforce.errors import SfError
+from twoway.emulators.salesforce.schema import Schema
 from twoway.emulators.salesforce.store import Obj, Store
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -33,12 +36,12 @@ def get_any(store: Store, ident: str) -> Obj:
 
 
 def create(store: Store, data: Any, user_id: str, faults: Faults | None = None) -> Obj:
-    values = _validated(data, creating=True, faults=faults)
+    values = _validated(store.schema, data, creating=True, faults=faults)
     if not values.get("Name"):
         raise SfError(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [Name]", ["Name"])
     _check_unique(store, values, None)
     now = store.now_ms()
-    record: Obj = {f.name: None for f in schema.FIELDS}
+    record: Obj = {f.name: None for f in store.schema.fields}
     record.update(values)
     record.update({"Id": store.new_id(), "IsDeleted": False, "OwnerId": values.get("OwnerId") or user_id,
                    "CreatedDate": now, "CreatedById": user_id, "LastModifiedDate": now,
@@ -52,7 +55,7 @@ def update(store: Store, ident: str, data: Any, user_id: str, faults: Faults | N
     record = get(store, ident)
     if unmodified_since_ms is not None and record["LastModifiedDate"] // 1000 * 1000 > unmodified_since_ms:
         raise SfError(412, "PRECONDITION_FAILED", "The requested Salesforce object has been modified since")
-    values = _validated(data, creating=False, faults=faults)
+    values = _validated(store.schema, data, creating=False, faults=faults)
     if "Name" in values and not values["Name"]:
         raise SfError(400, "REQUIRED_FIELD_MISSING", "Required fields are missing: [Name]", ["Name"])
     _check_unique(store, values, record["Id"])
@@ -66,7 +69,7 @@ def update(store: Store, ident: str, data: Any, user_id: str, faults: Faults | N
 def upsert(store: Store, ext_field: str, value: str, data: Any, user_id: str,
            faults: Faults | None = None) -> tuple[Obj, bool]:
     """(record, created). Several matches: 300 with their URLs in the message."""
-    fdef = schema.field(ext_field)
+    fdef = store.schema.field(ext_field)
     if fdef is None or not (fdef.external_id or fdef.name == "Id"):
         raise SfError(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {ext_field}")
     if not isinstance(data, dict):
@@ -95,34 +98,34 @@ def delete(store: Store, ident: str, user_id: str) -> Obj:
     return gone
 
 
-def render(record: Obj, fields: list[str] | None = None, base: str = "/services/data/v60.0") -> Obj:
+def render(record: Obj, shape: Schema, fields: list[str] | None = None, base: str = "/services/data/v60.0") -> Obj:
     out: Obj = {"attributes": {"type": schema.SOBJECT, "url": f"{base}/sobjects/{schema.SOBJECT}/{record['Id']}"}}
-    for name in fields or [f.name for f in schema.FIELDS]:
+    for name in fields or [f.name for f in shape.fields]:
         value = record.get(name)
-        out[name] = schema.render_ms(value) if name in schema.DATETIMES and value is not None else value
+        out[name] = schema.render_ms(value) if name in shape.datetimes and value is not None else value
     return out
 
 
-def parse_fields(raw: str | None) -> list[str] | None:
+def parse_fields(shape: Schema, raw: str | None) -> list[str] | None:
     if not raw:
         return None
     out = []
     for name in raw.split(","):
-        fdef = schema.field(name.strip())
+        fdef = shape.field(name.strip())
         if fdef is None:
             raise errors.invalid_field(name.strip())
         out.append(fdef.name)
     return out
 
 
-def _validated(data: Any, *, creating: bool, faults: Faults | None) -> Obj:
+def _validated(shape: Schema, data: Any, *, creating: bool, faults: Faults | None) -> Obj:
     if not isinstance(data, dict):
         raise errors.bad_json("Expected a JSON object for an Account")
     out: Obj = {}
     for key, value in data.items():
         if key == "attributes":
             continue
-        fdef = schema.field(key)
+        fdef = shape.field(key)
         if fdef is None:
             raise errors.invalid_field(key)
         if not (fdef.createable if creating else fdef.updateable):
@@ -148,7 +151,7 @@ def _validated(data: Any, *, creating: bool, faults: Faults | None) -> Obj:
 
 
 def _check_unique(store: Store, values: Obj, own_id: str | None) -> None:
-    for name in schema.UNIQUE:
+    for name in store.schema.unique:
         value = values.get(name)
         if value is None:
             continue

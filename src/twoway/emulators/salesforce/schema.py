@@ -1,4 +1,5 @@
-"""Account's fields as `describe` shows them, and Salesforce's datetime format."""
+"""Account's fields as `describe` shows them (standard ones, plus custom ones per org), and Salesforce's
+datetime format."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _system(name: str, type_: str, label: str) -> FieldDef:
                     createable=False, updateable=False)
 
 
-FIELDS: tuple[FieldDef, ...] = (
+STANDARD: tuple[FieldDef, ...] = (
     _system("Id", "id", "Account ID"),
     _system("IsDeleted", "boolean", "Deleted"),
     FieldDef("Name", "string", "Account Name", 255, nillable=False),
@@ -48,28 +49,72 @@ FIELDS: tuple[FieldDef, ...] = (
     _system("LastModifiedDate", "datetime", "Last Modified Date"),
     _system("LastModifiedById", "reference", "Last Modified By ID"),
     _system("SystemModstamp", "datetime", "System Modstamp"),
+)
+# The custom fields of an org made without a list of its own (the emulator's first org among them).
+DEFAULT_CUSTOM: tuple[FieldDef, ...] = (
     FieldDef("Email__c", "email", "Email", 80, custom=True),
     FieldDef("Twoway_Id__c", "string", "Twoway Id", 64, external_id=True, unique=True, custom=True),
     FieldDef("Legacy_Id__c", "string", "Legacy Id", 64, external_id=True, custom=True),
 )
-BY_LOWER = {f.name.lower(): f for f in FIELDS}
-DATETIMES = frozenset(f.name for f in FIELDS if f.type == "datetime")
-EXTERNAL_IDS = tuple(f.name for f in FIELDS if f.external_id)
-UNIQUE = tuple(f.name for f in FIELDS if f.unique)
+_CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,36}__c$")
+_CUSTOM_TYPES = {"string": 255, "email": 80, "phone": 40, "url": 255, "textarea": 32000}
 
 
-def field(name: str) -> FieldDef | None:
-    return BY_LOWER.get(name.lower())
+class Schema:
+    """One org's Account: the standard fields plus that org's custom fields (they differ from org to org)."""
+
+    def __init__(self, custom: tuple[FieldDef, ...] = DEFAULT_CUSTOM) -> None:
+        self.custom = custom
+        self.fields = STANDARD + custom
+        self.by_lower = {f.name.lower(): f for f in self.fields}
+        self.datetimes = frozenset(f.name for f in self.fields if f.type == "datetime")
+        self.external_ids = tuple(f.name for f in self.fields if f.external_id)
+        self.unique = tuple(f.name for f in self.fields if f.unique)
+
+    def field(self, name: str) -> FieldDef | None:
+        return self.by_lower.get(name.lower())
+
+    def describe(self, base: str) -> dict[str, object]:
+        return {
+            "name": SOBJECT, "label": "Account", "labelPlural": "Accounts", "keyPrefix": KEY_PREFIX,
+            "createable": True, "updateable": True, "deletable": True, "queryable": True, "custom": False,
+            "fields": [f.describe() for f in self.fields],
+            "urls": {"sobject": f"{base}/sobjects/{SOBJECT}", "describe": f"{base}/sobjects/{SOBJECT}/describe",
+                     "rowTemplate": f"{base}/sobjects/{SOBJECT}/{{ID}}"},
+        }
 
 
-def describe(base: str) -> dict[str, object]:
-    return {
-        "name": SOBJECT, "label": "Account", "labelPlural": "Accounts", "keyPrefix": KEY_PREFIX,
-        "createable": True, "updateable": True, "deletable": True, "queryable": True, "custom": False,
-        "fields": [f.describe() for f in FIELDS],
-        "urls": {"sobject": f"{base}/sobjects/{SOBJECT}", "describe": f"{base}/sobjects/{SOBJECT}/describe",
-                 "rowTemplate": f"{base}/sobjects/{SOBJECT}/{{ID}}"},
-    }
+DEFAULT = Schema()
+
+
+def custom_field(spec: object) -> FieldDef:
+    """A custom field from a control request: `{"name": "X__c", "type": "email", "external_id", "unique", ...}`."""
+    if not isinstance(spec, dict):
+        raise ValueError("each custom field must be a JSON object")
+    name, type_ = spec.get("name"), spec.get("type", "string")
+    if not isinstance(name, str) or not _CUSTOM_NAME.match(name):
+        raise ValueError(f"custom field name {name!r} must look like Some_Name__c")
+    if type_ not in _CUSTOM_TYPES:
+        raise ValueError(f"custom field type must be one of {sorted(_CUSTOM_TYPES)}")
+    length = spec.get("length", _CUSTOM_TYPES[type_])
+    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+        raise ValueError("custom field length must be a positive integer")
+    flags = {k: spec.get(k, False) for k in ("external_id", "unique")}
+    if not all(isinstance(v, bool) for v in flags.values()):
+        raise ValueError("external_id and unique must be booleans")
+    label = spec.get("label", name[:-3].replace("_", " "))
+    if not isinstance(label, str):
+        raise ValueError("custom field label must be a string")
+    return FieldDef(name, type_, label, length, custom=True, **flags)
+
+
+def custom_fields(specs: object) -> tuple[FieldDef, ...]:
+    if not isinstance(specs, list):
+        raise ValueError("custom_fields must be a list")
+    made = tuple(custom_field(s) for s in specs)
+    if len({f.name.lower() for f in made}) != len(made):
+        raise ValueError("custom field names must differ")
+    return made
 
 
 # -- datetimes: stored as epoch milliseconds, shown as 2024-05-28T21:10:08.000+0000 ---------------

@@ -50,8 +50,9 @@ class Query:
         return rows if self.limit is None else rows[: self.limit]
 
 
-def parse(text: str) -> Query:
-    return _Parser(_tokens(text)).query()
+def parse(text: str, shape: schema.Schema) -> Query:
+    """Field names are checked against `shape`, the asking org's schema."""
+    return _Parser(_tokens(text), shape).query()
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -72,8 +73,9 @@ def _tokens(text: str) -> list[tuple[str, str]]:
 
 
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str]]) -> None:
+    def __init__(self, tokens: list[tuple[str, str]], shape: schema.Schema) -> None:
         self.tokens = tokens
+        self.shape = shape
         self.i = 0
 
     def peek(self) -> tuple[str, str]:
@@ -130,7 +132,7 @@ class _Parser:
         if k != "word":
             raise errors.malformed(f"unexpected token: '{v or 'end of query'}', expected a field")
         self.i += 1
-        fdef = schema.field(v)
+        fdef = self.shape.field(v)
         if fdef is None:
             raise errors.invalid_field(v)
         return fdef.name
@@ -171,7 +173,7 @@ class _Parser:
 
     def comparison(self) -> Predicate:
         name = self.field_name()
-        ftype = schema.BY_LOWER[name.lower()].type
+        ftype = self.shape.by_lower[name.lower()].type
         if self.accept("kw", "not"):
             self.take("kw", "in")
             values = self.value_list(name, ftype)

@@ -1,5 +1,5 @@
-"""All emulator data, in memory: Accounts (live and in the recycle bin), the delete log, users,
-tokens, the daily API counter and the clock offset.
+"""One org's data, in memory: Accounts (live and in the recycle bin), the delete log, users, tokens,
+the daily API counter, and its schema; plus the instance's clock, which every org on it shares.
 
 Record dicts are never mutated after they are stored (updates store a new dict), so a snapshot or an
 all-or-none rollback is a shallow copy.
@@ -10,24 +10,39 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from twoway.emulators.salesforce import ids, schema
+from twoway.emulators.salesforce import ids
+from twoway.emulators.salesforce.schema import DEFAULT, KEY_PREFIX, Schema
 
 Obj = dict[str, Any]
 DAY_MS = 24 * 3600 * 1000
 ORG_ID = ids.make("00D", "5g", 1)
 
 
+class Clock:
+    """The instance's clock, which a control endpoint moves forward: one per instance, shared by its orgs."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.offset_ms
+
+
 class Store:
-    def __init__(self, daily_limit: int = 15_000) -> None:
+    def __init__(self, daily_limit: int = 15_000, schema: Schema = DEFAULT, clock: Clock | None = None,
+                 id_base: int = 0) -> None:
+        self.schema = schema
+        self.clock = clock or Clock()
+        # Where this org's record and user sequences start: ids stay unique across the orgs of an instance.
+        self.id_base = id_base
         self.records: dict[str, Obj] = {}
         # External ID field -> value -> ids of live records holding it.
-        self.by_ext: dict[str, dict[str, set[str]]] = {f: {} for f in schema.EXTERNAL_IDS}
+        self.by_ext: dict[str, dict[str, set[str]]] = {f: {} for f in schema.external_ids}
         self.delete_log: list[tuple[str, int]] = []  # (id, deleted at ms), in deletion order
         self.users: dict[str, Obj] = {}
         self.tokens: dict[str, tuple[str, int]] = {}  # token -> (user id, expires at ms)
         self.seq = 0
         self.user_seq = 0
-        self.clock_offset_ms = 0
         self.daily_limit = daily_limit
         self.usage_window_start: int | None = None
         self.usage = 0
@@ -36,7 +51,7 @@ class Store:
     # -- clock and allowance ---------------------------------------------------------
 
     def now_ms(self) -> int:
-        return int(time.time() * 1000) + self.clock_offset_ms
+        return self.clock.now_ms()
 
     def _roll_window(self) -> None:
         now = self.now_ms()
@@ -63,7 +78,7 @@ class Store:
             if u["Username"] == username:
                 return u
         self.user_seq += 1
-        ident = ids.make("005", "5g", self.user_seq)
+        ident = ids.make("005", "5g", self.id_base + self.user_seq)
         u = {"Id": ident, "Username": username, "Name": username.split("@")[0]}
         self.users[ident] = u
         self.dirty = True
@@ -88,7 +103,7 @@ class Store:
 
     def new_id(self) -> str:
         self.seq += 1
-        return ids.make(schema.KEY_PREFIX, "5g", self.seq)
+        return ids.make(KEY_PREFIX, "5g", self.id_base + self.seq)
 
     def put(self, record: Obj) -> None:
         old = self.records.get(record["Id"])
@@ -133,14 +148,14 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------
 
     def reset(self) -> None:
-        limit = self.daily_limit
-        self.__init__(limit)  # type: ignore[misc]
+        """Empty, with the same allowance, schema and id range; the clock is the instance's, not reset here."""
+        self.__init__(self.daily_limit, self.schema, self.clock, self.id_base)  # type: ignore[misc]
         self.dirty = True
 
     def snapshot(self) -> Obj:
         return {"records": list(self.records.values()), "delete_log": list(self.delete_log),
                 "users": list(self.users.values()), "tokens": dict(self.tokens), "seq": self.seq,
-                "user_seq": self.user_seq, "clock_offset_ms": self.clock_offset_ms, "daily_limit": self.daily_limit,
+                "user_seq": self.user_seq, "clock_offset_ms": self.clock.offset_ms, "daily_limit": self.daily_limit,
                 "usage_window_start": self.usage_window_start, "usage": self.usage}
 
     def restore(self, data: Obj) -> None:
@@ -152,7 +167,7 @@ class Store:
         self.tokens = {t: (u, int(e)) for t, (u, e) in data.get("tokens", {}).items()}
         self.seq = int(data.get("seq", len(self.records)))
         self.user_seq = int(data.get("user_seq", len(self.users)))
-        self.clock_offset_ms = int(data.get("clock_offset_ms", 0))
+        self.clock.offset_ms = int(data.get("clock_offset_ms", 0))
         self.daily_limit = int(data.get("daily_limit", self.daily_limit))
         self.usage_window_start = data.get("usage_window_start")
         self.usage = int(data.get("usage", 0))
