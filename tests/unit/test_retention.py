@@ -6,7 +6,8 @@ import pytest
 
 from twoway.kit.retention import KEPT_STATUSES, Windows
 from twoway.settings import Settings
-from twoway.sync import log, models
+from twoway.sync import log
+from twoway.syncstate import models
 
 DAY = 86400
 
