@@ -178,3 +178,19 @@ async def test_live_part_record_pages_and_bad_input(client: httpx.AsyncClient, b
 async def _all_linked(db, n: int) -> bool:  # type: ignore[no-untyped-def]
     return await _scalar(db, "SELECT count(*) FROM links") == n and \
         await _scalar(db, "SELECT count(*) FROM sync_events WHERE status = 'ok'") == n
+
+
+async def test_page_shows_table_sizes_oldest_rows_and_windows(client: httpx.AsyncClient,
+                                                               browser_like: httpx.AsyncClient, db) -> None:  # type: ignore[no-untyped-def]
+    await client.post("/api/v1/customers", json={"name": "Tess Tables", "email": "tess@example.com"})
+    await browser_like.get(f"/?key={API_KEY}")
+    page = (await browser_like.get("/")).text
+    rows = dict(re.findall(r'<tr data-table="([a-z_-]+)">(.*?)</tr>', page, re.S))
+    assert {"customers", "invoices", "invoice_lines", "links", "inbox", "inbox-payloads", "outbox", "sync_events",
+            "idempotency_keys"} <= set(rows)
+    assert int(re.search(r'data-bytes="(\d+)"', rows["customers"]).group(1)) > 0  # type: ignore[union-attr]
+    assert "kept (the data)" in rows["customers"] and "s ago" in rows["customers"]  # its one row, just made
+    assert "7d (SYNC_EVENTS_RETENTION_DAYS)" in rows["sync_events"]
+    assert "none" in rows["inbox"] and "31d (INBOX_DEDUP_RETENTION_DAYS)" in rows["inbox"]
+    assert "1h (INBOX_PAYLOAD_RETENTION_HOURS)" in rows["inbox-payloads"]
+    assert "1d (IDEMPOTENCY_KEY_RETENTION_HOURS)" in rows["idempotency_keys"]

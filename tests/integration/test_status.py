@@ -72,6 +72,50 @@ async def test_breaker_column_is_a_dash_without_state(client: httpx.AsyncClient,
     assert " - " in row
 
 
+WATCHED = {"customers", "invoices", "invoice_lines", "links", "inbox", "outbox", "sync_events", "idempotency_keys"}
+
+
+async def test_tables_show_size_rows_oldest_and_window(app, client: httpx.AsyncClient, settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
+    await _synced_customer(client, settings, db)
+    async with unit_of_work(db) as session:
+        # An event handled two days ago, its payload still kept (as if retention had not run yet).
+        await session.execute(text("""
+            INSERT INTO inbox (system, event_id, event_type, kind, external_id, source, payload, processed_at)
+            VALUES ('stripe', 'evt_old', 'customer.updated', 'customer', 'cus_old', 'webhook', '{"id": "cus_old"}',
+                    now() - interval '2 days')"""))
+    async with db() as session:
+        await session.execute(text("ANALYZE customers"))
+
+    data = json.loads(run_cli(settings, "status", "--json").stdout)
+    assert "connectors" in data and "dead_letters" in data  # beside the keys scripts read
+    tables = data["tables"]
+    assert set(tables) >= WATCHED
+    assert all(t["bytes"] > 0 and isinstance(t["rows_estimate"], int) for t in tables.values())
+    assert tables["customers"]["rows_estimate"] == 1  # the planner's estimate, as of the ANALYZE
+    customers = tables["customers"]
+    assert customers["retention"] is None and customers["oldest"]["column"] == "created_at"
+    assert 0 <= customers["oldest"]["age_seconds"] < 120
+    inbox = tables["inbox"]
+    assert inbox["oldest"]["column"] == "processed_at" and 2 * 86400 <= inbox["oldest"]["age_seconds"] < 2 * 86400 + 120
+    assert inbox["retention"] == {"seconds": 31 * 86400, "setting": "INBOX_DEDUP_RETENTION_DAYS"}
+    assert inbox["payloads"]["oldest"]["age_seconds"] >= 2 * 86400
+    assert inbox["payloads"]["retention"] == {"seconds": 3600, "setting": "INBOX_PAYLOAD_RETENTION_HOURS"}
+    assert tables["sync_events"]["oldest"]["at"] and tables["links"]["oldest"]["at"]
+    assert tables["idempotency_keys"]["oldest"]["at"] is None  # no request carried a key
+    assert tables["outbox"]["retention"]["seconds"] == 3600
+
+    lines = run_cli(settings, "status").stdout.splitlines()
+    rows = {line.split("│")[1].strip(): line for line in lines if line.count("│") == 6}  # the tables' table
+    assert "2d ago (processed_at)" in rows["inbox"] and "31d (INBOX_DEDUP_RETENTION_DAYS)" in rows["inbox"]
+    assert "1h (INBOX_PAYLOAD_RETENTION_HOURS)" in rows["payloads"]
+    assert "kept (the data)" in rows["customers"]
+
+    # The windows are the settings the process runs with.
+    app.state.settings = settings.model_copy(update={"sync_events_retention_days": 0.5})
+    served = (await client.get("/api/v1/sync/status")).json()["tables"]
+    assert served["sync_events"]["retention"] == {"seconds": 43200, "setting": "SYNC_EVENTS_RETENTION_DAYS"}
+
+
 def test_watch_redraws_in_place_until_interrupted(settings: Settings, db) -> None:  # type: ignore[no-untyped-def]
     """In a terminal (a pty here): the table is drawn, then redrawn over itself (cursor up), until Ctrl-C."""
     controller, terminal = pty.openpty()

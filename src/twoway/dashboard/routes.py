@@ -22,6 +22,7 @@ from twoway.kit import records
 from twoway.kit.auth import bearer_token, is_authorized, key_matches
 from twoway.kit.db import unit_of_work
 from twoway.kit.deps import RecordId
+from twoway.ops import status_table
 from twoway.ops.status import full_status
 from twoway.sync import replay as replays
 
@@ -29,6 +30,8 @@ router = APIRouter(include_in_schema=False)
 COOKIE = "twoway_key"
 templates = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(default=True))
+# The table sizes, ages and windows read as in `twoway status`.
+templates.filters.update(size=status_table.size, age=status_table.age, retention=status_table.retention)
 
 
 Kind = Annotated[str, Query(max_length=50, pattern=r"^[a-z_]+$")]

@@ -1,7 +1,8 @@
 """What is behind, what failed, when things last worked: for `twoway status`, the API, the dashboard and /metrics.
 
 One row per connector and direction. Numbers come from the database (backlogs, open and dead sync work,
-last success, breaker state) and from the broker (each consumer group's lag), read at call time.
+last success, breaker state) and from the broker (each consumer group's lag), read at call time; and, for
+people (not /metrics), each table's size and oldest kept row (`ops.storage`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twoway.connectors import registry
 from twoway.kit import metrics, records
 from twoway.kit.outbox import INBOUND_TOPIC, OUTBOUND_TOPIC
+from twoway.kit.retention import Windows
+from twoway.ops import storage
 from twoway.ops.lag import LagReader, LagReading
 from twoway.settings import Settings
 from twoway.sync.breaker import GAUGE_VALUE
@@ -257,6 +260,7 @@ async def full_status(sessions: async_sessionmaker[AsyncSession], settings: Sett
                       lag_reader: LagReader | None = None) -> dict[str, Any]:
     async with sessions() as session:
         db = await read_database(session)
+        tables = await storage.read_tables(session, Windows.from_settings(settings))
     status = dict(db.summary)
     readings: list[LagReading] | None = None
     try:
@@ -265,6 +269,7 @@ async def full_status(sessions: async_sessionmaker[AsyncSession], settings: Sett
     except Exception as exc:
         status["consumer_lag"] = {"error": f"broker unreachable: {type(exc).__name__}"}
     status["connectors"] = [row.as_dict(datetime.now(UTC)) for row in connector_rows(settings, db, readings)]
+    status["tables"] = tables
     return status
 
 

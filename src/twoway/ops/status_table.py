@@ -1,4 +1,5 @@
-"""`twoway status` for people: one row per connector, direction and kind, from the same data as `--json`."""
+"""`twoway status` for people: one row per connector, direction and kind, and one per table (its size, oldest
+row kept and retention window), from the same data as `--json`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,28 @@ def age(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f}h ago"
     return f"{seconds / 86400:.0f}d ago"
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB"):
+        if value < 1024:
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def window(seconds: float) -> str:
+    """A retention window in its largest whole unit: 31d, 24h, 1h, 90s."""
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds / length:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
+def retention(part: dict[str, Any]) -> str:
+    kept = part.get("retention")
+    return f"{window(kept['seconds'])} ({kept['setting']})" if kept else "kept (the data)"
 
 
 def _count(n: int | None, bad: str) -> Text:
@@ -61,7 +84,29 @@ def render_status(status: dict[str, Any]) -> Group:
     summary = Text(f"{counts} · links {links} · outbox {status.get('outbox_backlog', 0)} unpublished · "
                    f"inbox {status.get('inbox_backlog', 0)} unhandled", style="dim")
     parts: list[Any] = [table, summary]
+    if status.get("tables"):
+        parts.append(_tables(status["tables"]))
     lag = status.get("consumer_lag", {})
     if isinstance(lag, dict) and "error" in lag:
         parts.append(Text(f"consumer lag unknown: {lag['error']}", style="bold red"))
     return Group(*parts)
+
+
+def _tables(tables: dict[str, dict[str, Any]]) -> Table:
+    """Rows are the planner's estimate; the oldest row is by the column retention goes by."""
+    table = Table(title="tables", title_justify="left")
+    for name, justify in (("table", "left"), ("size", "right"), ("rows (est.)", "right"),
+                          ("oldest kept", "left"), ("retention", "left")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for name, part in tables.items():
+        rows = part["rows_estimate"]
+        table.add_row(name, size(part["bytes"]), "?" if rows is None else f"{rows:,}", _oldest(part),
+                      retention(part))
+        if "payloads" in part:
+            table.add_row("  payloads", "", "", _oldest(part["payloads"]), retention(part["payloads"]))
+    return table
+
+
+def _oldest(part: dict[str, Any]) -> str:
+    oldest = part["oldest"]
+    return "none" if oldest["at"] is None else f"{age(oldest['age_seconds'])} ({oldest['column']})"
