@@ -161,7 +161,8 @@ async def test_a_backlog_of_creates_and_updates_drains_under_live_limits(client:
     """300 creates, then 300 creates and 300 updates queued at once: with Stripe's live limits, creates
     and updates never pass 25/s in any second, the account never 100/s, <= 1 % of calls are 429s, and
     every change reaches Stripe with nothing dead."""
-    live = settings.model_copy(update={"stripe_rate_limit_per_second": OUR_GLOBAL})
+    live = settings.model_copy(update={"stripe_rate_limit_per_second": OUR_GLOBAL,
+                                       "stripe_endpoint_rate_limit_per_second": None})  # Stripe's default
     set_faults(emulator, limits="live")
     try:
         async with running_worker(live):
