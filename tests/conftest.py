@@ -162,6 +162,7 @@ async def settings(pg_url: str, kafka: str, emulator: str) -> Settings:
         kafka_enable_idempotence=False, kafka_session_timeout_ms=4000, kafka_rebalance_timeout_ms=4000,
         sweeper_grace_seconds=3, sweeper_interval_seconds=1, sync_backoff_base_seconds=0.2,
         sync_backoff_max_seconds=2, stripe_rate_limit_per_second=500, poll_interval_seconds=0.5,
+        stripe_endpoint_rate_limit_per_second=500,  # the emulator limits no endpoint unless a test says so
         # A record that met 5xx retries on a delay growing to this (30 s in production): under injected
         # error rates the last unlucky record otherwise sets a test's length (a test took 57-131 s).
         sync_outage_retry_max_seconds=5,

@@ -1,14 +1,21 @@
 """The one module that talks to Stripe through the official SDK, with an injected client: auth, the
-account's rate limit, webhook verification, the Events API, and the table of the kinds it syncs (each
-kind's calls and fields live in its own module: customers.py, invoices.py)."""
+account's and each endpoint's rate limits, webhook verification, the Events API, and the table of the
+kinds it syncs (each kind's calls and fields live in its own module: customers.py, invoices.py).
+
+Every call names its endpoint as Stripe counts it, the method and the route template
+(`POST /v1/customers/{id}`, never an id; the labels of the emulator's `api.ROUTES`): Stripe limits each
+endpoint (25/s) within the account (100/s live), and the limiter paces both (kit/ratelimit.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import stripe
 
@@ -25,13 +32,21 @@ from twoway.connectors.base import (
 from twoway.connectors.stripe import customers, invoices
 from twoway.kit import metrics
 from twoway.kit.db import asyncpg_dsn
-from twoway.kit.ratelimit import Limiter, SharedLimiter, TokenBucket
+from twoway.kit.ratelimit import EndpointLimiter, EndpointRates, LocalLimiter, SharedLimiter
 from twoway.settings import Settings
 
 SYSTEM = "stripe"
 RATE_LIMIT_RETRIES = 6
+# Stripe's `Stripe-Rate-Limited-Reason` on a 429: `endpoint-rate` names the endpoint's limiter; the others
+# (`global-rate`, `global-concurrency`) the account's.
+REASON_HEADER = "stripe-rate-limited-reason"
+# A 429 `lock_timeout` is another request holding the object (Stripe's object lock), not a rate limit:
+# it shrinks no budget, and the call tries again after a short wait that doubles each time.
+LOCK_TIMEOUT = "lock_timeout"
+LOCK_RETRY_SECONDS = 0.05
 # Stripe keeps idempotency keys for 24 hours; stay clear of the edge.
 IDEMPOTENCY_WINDOW = timedelta(hours=23)
+EVENTS_ENDPOINT = "GET /v1/events"
 
 
 class HandlerClass(Parses, Protocol):
@@ -55,7 +70,7 @@ class StripeConnector(Dispatch[KindHandler]):
     max_in_flight: int | None = None  # the shared rate limiter paces calls; the engine's setting bounds them
     idempotency_window = IDEMPOTENCY_WINDOW
 
-    def __init__(self, client: stripe.StripeClient, *, limiter: Limiter, webhook_secrets: list[str],
+    def __init__(self, client: stripe.StripeClient, *, limiter: EndpointLimiter, webhook_secrets: list[str],
                  livemode: bool, tolerance: int = 300) -> None:
         self.client = client
         self.limiter = limiter
@@ -78,26 +93,30 @@ class StripeConnector(Dispatch[KindHandler]):
 
     # -- calls -------------------------------------------------------------------------------
 
-    async def request(self, op: str, method: str, path: str, idempotency_key: str | None = None,
+    async def request(self, op: str, endpoint: str, *ids: str, idempotency_key: str | None = None,
                       **params: Any) -> tuple[dict[str, Any], Mapping[str, str]]:
-        """One call through the SDK's `raw_request_async`: the answer as a dict, and its headers.
+        """One call to `endpoint` (`GET /v1/customers/{id}`: its method, and its path with `ids` in its
+        `{id}`s) through the SDK's `raw_request_async`: the answer as a dict, and its headers.
 
         The SDK still encodes, authenticates and raises its own errors; we skip the StripeObject tree
         (a third of the CPU of a call: bench/README.md, "HTTP clients").
         """
         if idempotency_key is not None:
             params["idempotency_key"] = idempotency_key
-        response = await self.call(op, self.client.raw_request_async, method, path, **params)
+        method, _, template = endpoint.partition(" ")
+        response = await self.call(op, endpoint, self.client.raw_request_async, method.lower(),
+                                   fill(template, ids), **params)
         return response.data, response.headers
 
-    async def call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """One Stripe call (an SDK coroutine) under the account's shared rate limit.
+    async def call(self, op: str, endpoint: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One Stripe call (an SDK coroutine) to `endpoint` under its own and the account's shared limits.
 
-        A 429 shrinks the shared limit (every worker slows down) and the call waits its turn again:
-        429s are never a record's failure.
+        A 429 shrinks the limit Stripe says it hit, the endpoint's or the account's (every worker slows
+        down), and the call waits its turn again: 429s are never a record's failure. A `lock_timeout`
+        429 shrinks nothing (see LOCK_TIMEOUT).
         """
         for attempt in range(RATE_LIMIT_RETRIES + 1):
-            await self.limiter.acquire()
+            await self.limiter.acquire(endpoint=endpoint)
             try:
                 result = await fn(*args, **kwargs)
                 metrics.STRIPE_CALLS.labels(op=op, status="200").inc()
@@ -106,7 +125,10 @@ class StripeConnector(Dispatch[KindHandler]):
                 metrics.STRIPE_CALLS.labels(op=op, status="429").inc()
                 if attempt == RATE_LIMIT_RETRIES:
                     raise _translate(exc)
-                await self.limiter.rate_limited(_retry_after(exc))
+                if _code(exc) == LOCK_TIMEOUT:
+                    await asyncio.sleep(LOCK_RETRY_SECONDS * 2 ** attempt)
+                else:
+                    await self.limiter.rate_limited(_retry_after(exc), endpoint=_limited_endpoint(exc, endpoint))
             except stripe.StripeError as exc:
                 metrics.STRIPE_CALLS.labels(op=op, status=str(exc.http_status or "error")).inc()
                 raise _translate(exc)
@@ -142,7 +164,7 @@ class StripeConnector(Dispatch[KindHandler]):
     async def poll_events(self, cursor: str | None) -> tuple[list[InboundEvent], str | None]:
         """Events newer than `cursor`, oldest first. Without a cursor, start from now."""
         if cursor is None:
-            latest, _ = await self.request("events", "get", "/v1/events", limit=1)
+            latest, _ = await self.request("events", EVENTS_ENDPOINT, limit=1)
             data = latest.get("data") or []
             return [], (data[0]["id"] if data else "")
         collected: list[InboundEvent] = []
@@ -150,7 +172,7 @@ class StripeConnector(Dispatch[KindHandler]):
             params: dict[str, Any] = {"limit": 100}
             if cursor:
                 params["ending_before"] = cursor
-            page, _ = await self.request("events", "get", "/v1/events", **params)
+            page, _ = await self.request("events", EVENTS_ENDPOINT, **params)
             data = page.get("data") or []
             if not data:
                 return collected, cursor
@@ -204,18 +226,45 @@ def account_key(settings: Settings) -> str:
     return f"stripe:{digest}"
 
 
-def limiter_for(settings: Settings) -> Limiter:
-    """`STRIPE_RATE_LIMIT_PER_SECOND` is the account's limit, shared through the database by every
-    process using the same key; a process with no database keeps it to itself."""
+def limiter_for(settings: Settings) -> EndpointLimiter:
+    """`STRIPE_RATE_LIMIT_PER_SECOND` is the account's limit and `Settings.stripe_endpoint_limits` each
+    endpoint's within it, shared through the database by every process using the same key; a process
+    with no database keeps them to itself."""
     rate = settings.effective_stripe_rate()
+    default, limits = settings.stripe_endpoint_limits()
+    endpoint_rates = EndpointRates(default, limits)
     if settings.database_url:
-        return SharedLimiter(asyncpg_dsn(settings.database_url), account_key(settings), rate)
-    return TokenBucket(rate)
+        return SharedLimiter(asyncpg_dsn(settings.database_url), account_key(settings), rate,
+                             endpoint_rates=endpoint_rates)
+    return LocalLimiter(rate, endpoint_rates=endpoint_rates)
+
+
+def fill(template: str, ids: tuple[str, ...]) -> str:
+    """`/v1/customers/{id}` with its ids, each quoted whole (an id never adds a segment)."""
+    parts = template.split("{id}")
+    if len(parts) != len(ids) + 1:
+        raise ValueError(f"{template} takes {len(parts) - 1} ids, not {len(ids)}")
+    return parts[0] + "".join(quote(i, safe="") + rest for i, rest in zip(ids, parts[1:], strict=True))
+
+
+def _limited_endpoint(exc: stripe.StripeError, endpoint: str) -> str | None:
+    """The endpoint whose limiter refused, when Stripe says so; None: the account's."""
+    reason = _header(exc, REASON_HEADER) or ""
+    return endpoint if reason.lower().startswith("endpoint") else None
+
+
+def _header(exc: stripe.StripeError, name: str) -> str | None:
+    """A header of the error's answer, whatever its case (`name` in lower case)."""
+    return next((v for k, v in (exc.headers or {}).items() if k.lower() == name), None)
+
+
+def _code(exc: stripe.StripeError) -> str | None:
+    """The error's code: the SDK sets `code` on some errors only (not on a 429), the body has it always."""
+    return exc.code or (exc.error.code if exc.error is not None else None)
 
 
 def _retry_after(exc: stripe.StripeError) -> float | None:
-    headers = exc.headers or {}
-    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    raw = _header(exc, "retry-after")
     try:
         return max(0.0, float(raw)) if raw is not None else None
     except ValueError:
@@ -250,6 +299,8 @@ def _translate(exc: stripe.StripeError) -> ConnectorError:
     status = exc.http_status
     code = getattr(exc, "code", None)
     message = f"stripe {status}: {exc.user_message or type(exc).__name__}"
+    if isinstance(exc, stripe.RateLimitError) and _code(exc) == LOCK_TIMEOUT:
+        return ConnectorError(message, transient=True, status=429, code=LOCK_TIMEOUT)  # contention, not a limit
     if isinstance(exc, stripe.RateLimitError):
         return ConnectorError(message, transient=True, status=429, code="rate_limit", rate_limited=True,
                               retry_after=_retry_after(exc))

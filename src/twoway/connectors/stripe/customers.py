@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from twoway.connectors.base import ExternalRecord, InboundEvent, NotFound
 from twoway.connectors.stripe import mapping
@@ -17,7 +16,7 @@ KIND = "customer"
 
 
 class Caller(Protocol):
-    async def request(self, op: str, method: str, path: str, idempotency_key: str | None = None,
+    async def request(self, op: str, endpoint: str, *ids: str, idempotency_key: str | None = None,
                       **params: Any) -> tuple[dict[str, Any], Mapping[str, str]]: ...
 
 
@@ -30,36 +29,39 @@ class Customers:
 
     async def fetch(self, external_id: str) -> ExternalRecord:
         try:
-            obj, _ = await self.conn.request("retrieve", "get", _path(external_id))
+            obj, _ = await self.conn.request("retrieve", "GET /v1/customers/{id}", external_id)
         except NotFound:
             return ExternalRecord(external_id, {}, deleted=True)
         return record(obj)
 
     async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str) -> ExternalRecord:
         params = {**self.to_system(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
-        obj, headers = await self.conn.request("create", "post", "/v1/customers", idempotency_key, **params)
+        obj, headers = await self.conn.request("create", "POST /v1/customers", idempotency_key=idempotency_key,
+                                               **params)
         replayed = headers.get("idempotent-replayed", "").lower() == "true"
         return dataclasses.replace(record(obj), replayed=replayed)
 
     async def update(self, external_id: str, changes: Mapping[str, str], idempotency_key: str) -> ExternalRecord:
-        obj, _ = await self.conn.request("update", "post", _path(external_id), idempotency_key,
-                                         **self.to_system(changes))
+        obj, _ = await self.conn.request("update", "POST /v1/customers/{id}", external_id,
+                                         idempotency_key=idempotency_key, **self.to_system(changes))
         return record(obj)
 
     async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str) -> ExternalRecord:
-        obj, _ = await self.conn.request("update", "post", _path(external_id), idempotency_key,
+        obj, _ = await self.conn.request("update", "POST /v1/customers/{id}", external_id,
+                                         idempotency_key=idempotency_key,
                                          metadata={mapping.INTERNAL_ID_KEY: str(internal_id)})
         return record(obj)
 
     async def delete(self, external_id: str, idempotency_key: str) -> None:
         try:
-            await self.conn.request("delete", "delete", _path(external_id), idempotency_key)
+            await self.conn.request("delete", "DELETE /v1/customers/{id}", external_id,
+                                    idempotency_key=idempotency_key)
         except NotFound:
             return  # already gone: the goal state holds
 
     async def find_by_internal_id(self, internal_id: int) -> ExternalRecord | None:
         query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
-        result, _ = await self.conn.request("search", "get", "/v1/customers/search", query=query, limit=10)
+        result, _ = await self.conn.request("search", "GET /v1/customers/search", query=query, limit=10)
         found = [o for o in result.get("data") or [] if mapping.internal_id_of(o) == internal_id]
         return record(found[0]) if found else None
 
@@ -69,7 +71,7 @@ class Customers:
             params: dict[str, Any] = {"limit": page_size}
             if after:
                 params["starting_after"] = after
-            page, _ = await self.conn.request("list", "get", "/v1/customers", **params)
+            page, _ = await self.conn.request("list", "GET /v1/customers", **params)
             data = page.get("data") or []
             for obj in data:
                 yield record(obj)
@@ -86,10 +88,6 @@ class Customers:
     @staticmethod
     def event(payload: Mapping[str, Any]) -> InboundEvent | None:
         return event_from_payload(payload)
-
-
-def _path(external_id: str) -> str:
-    return "/v1/customers/" + quote(external_id, safe="")
 
 
 def record(obj: Any, deleted: bool = False) -> ExternalRecord:

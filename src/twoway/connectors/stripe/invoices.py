@@ -41,7 +41,7 @@ LINE_BATCH = 50  # lines per add_lines / update_lines / remove_lines call
 class Caller(Protocol):
     client: Any
 
-    async def call(self, op: str, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
+    async def call(self, op: str, endpoint: str, fn: Any, *args: Any, **kwargs: Any) -> Any: ...
 
 
 # -- Stripe's objects in our terms ------------------------------------------------------------
@@ -189,7 +189,8 @@ class Invoices:
 
     async def fetch(self, external_id: str) -> ExternalRecord:
         try:
-            invoice = _data(await self.conn.call("retrieve", self.api.retrieve_async, external_id))
+            invoice = _data(await self.conn.call("retrieve", "GET /v1/invoices/{id}", self.api.retrieve_async,
+                                                 external_id))
         except NotFound:
             return ExternalRecord(external_id, {}, deleted=True)
         return record(invoice, await self._all_lines(invoice))
@@ -202,7 +203,8 @@ class Invoices:
         after: str | None = None
         while True:
             params: dict[str, Any] = {"limit": 100, **({"starting_after": after} if after else {})}
-            page = await self.conn.call("list", self.api.line_items.list_async, invoice["id"], params)
+            page = await self.conn.call("list", "GET /v1/invoices/{id}/lines", self.api.line_items.list_async,
+                                        invoice["id"], params)
             out += [_data(x) for x in page.data]
             if not page.has_more or not page.data:
                 return out
@@ -215,7 +217,8 @@ class Invoices:
         params = {"customer": fields["customer_id"], "currency": fields["currency"], "auto_advance": False,
                   **self.to_system(fields), "metadata": {INTERNAL_ID_KEY: str(internal_id)}}
         try:
-            obj = await self.conn.call("create", self.api.create_async, params, {"idempotency_key": key})
+            obj = await self.conn.call("create", "POST /v1/invoices", self.api.create_async, params,
+                                       {"idempotency_key": key})
         except NotFound as exc:
             if exc.param == "customer":
                 raise ParentMissing(str(exc), param="customer") from exc
@@ -233,7 +236,8 @@ class Invoices:
         method = getattr(self.api, f"{op}_async")
         invoice: dict[str, Any] = {}
         for n in range(0, len(lines), LINE_BATCH):
-            invoice = _data(await self.conn.call(op, method, external_id, {"lines": lines[n:n + LINE_BATCH]},
+            invoice = _data(await self.conn.call(op, f"POST /v1/invoices/{{id}}/{op}", method, external_id,
+                                                 {"lines": lines[n:n + LINE_BATCH]},
                                                  {"idempotency_key": f"{key}:{op}:{n}"}))
         return invoice
 
@@ -244,8 +248,8 @@ class Invoices:
         invoice: dict[str, Any] | None = None
         if params:
             try:
-                invoice = _data(await self.conn.call("update", self.api.update_async, external_id, params,
-                                                     {"idempotency_key": f"{key}:fields"}))
+                invoice = _data(await self.conn.call("update", "POST /v1/invoices/{id}", self.api.update_async,
+                                                     external_id, params, {"idempotency_key": f"{key}:fields"}))
             except ConnectorError as exc:
                 current = await self.fetch(external_id) if exc.status == 400 else None
                 if current is None or current.deleted or current.fields.get("status") == "draft":
@@ -321,7 +325,8 @@ class Invoices:
         return result
 
     async def _retrieve(self, external_id: str) -> dict[str, Any]:
-        return _data(await self.conn.call("retrieve", self.api.retrieve_async, external_id))
+        return _data(await self.conn.call("retrieve", "GET /v1/invoices/{id}", self.api.retrieve_async,
+                                          external_id))
 
     async def _move(self, external_id: str, target: str, key: str) -> dict[str, Any]:
         """Ask Stripe for `target`; when it refuses, read where the invoice is and finish or explain."""
@@ -352,14 +357,15 @@ class Invoices:
         params: dict[str, Any] = {"paid_out_of_band": True} if target == "paid" else {}
         if target == "open":
             params["auto_advance"] = False
-        return _data(await self.conn.call(target, method, external_id, params,
-                                          {"idempotency_key": f"{key}:{COMMANDS[target].removesuffix('_async')}"}))
+        name = COMMANDS[target].removesuffix("_async")  # finalize_invoice: the path says finalize
+        return _data(await self.conn.call(target, f"POST /v1/invoices/{{id}}/{name.removesuffix('_invoice')}", method,
+                                          external_id, params, {"idempotency_key": f"{key}:{name}"}))
 
     async def delete(self, external_id: str, idempotency_key: str) -> None:
         """Only a draft can be deleted. One Stripe finalized (or paid, voided, wrote off) meanwhile is
         `Refused` with its state: the kind's deletion rules say what our delete becomes then."""
         try:
-            await self.conn.call("delete", self.api.delete_async, external_id, None,
+            await self.conn.call("delete", "DELETE /v1/invoices/{id}", self.api.delete_async, external_id, None,
                                  {"idempotency_key": idempotency_key})
         except NotFound:
             return
@@ -375,7 +381,7 @@ class Invoices:
                           "deleted", fields=["status"], current=current) from exc
 
     async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str) -> ExternalRecord:
-        obj = await self.conn.call("update", self.api.update_async, external_id,
+        obj = await self.conn.call("update", "POST /v1/invoices/{id}", self.api.update_async, external_id,
                                    {"metadata": {INTERNAL_ID_KEY: str(internal_id)}},
                                    {"idempotency_key": idempotency_key})
         invoice = _data(obj)
@@ -383,7 +389,8 @@ class Invoices:
 
     async def find_by_internal_id(self, internal_id: int) -> ExternalRecord | None:
         query = f"metadata['{INTERNAL_ID_KEY}']:'{internal_id}'"
-        result = await self.conn.call("search", self.api.search_async, {"query": query, "limit": 10})
+        result = await self.conn.call("search", "GET /v1/invoices/search", self.api.search_async,
+                                      {"query": query, "limit": 10})
         found = [_data(o) for o in result.data]
         found = [o for o in found if internal_id_of(o) == internal_id]
         if not found:
@@ -394,7 +401,7 @@ class Invoices:
         after: str | None = None
         while True:
             params: dict[str, Any] = {"limit": page_size, **({"starting_after": after} if after else {})}
-            page = await self.conn.call("list", self.api.list_async, params)
+            page = await self.conn.call("list", "GET /v1/invoices", self.api.list_async, params)
             for obj in page.data:
                 invoice = _data(obj)
                 yield record(invoice, await self._all_lines(invoice))
