@@ -117,6 +117,9 @@ class Cluster:
             "SWEEPER_GRACE_SECONDS": "3", "SWEEPER_INTERVAL_SECONDS": "1",
             "SYNC_BACKOFF_BASE_SECONDS": "0.2", "SYNC_BACKOFF_MAX_SECONDS": "3",
             "STRIPE_RATE_LIMIT_PER_SECOND": str(self.config.stripe_rate_limit),
+            # The emulator limits only the account unless a workload switches its endpoint limits on
+            # (config.env can set ours lower then): pace each endpoint by the account's rate too.
+            "STRIPE_ENDPOINT_RATE_LIMIT_PER_SECOND": str(self.config.stripe_rate_limit),
             "INBOUND_MODE": self.config.inbound_mode, "POLL_INTERVAL_SECONDS": "1",
             "RELAY_POLL_SECONDS": "0.5", "LOG_LEVEL": "warning",
         }
