@@ -1,6 +1,7 @@
 """customers <-> Salesforce Accounts (object and field names from settings: mapping.py).
 
-Creates are upserts by our External ID (a retried create lands on the same Account); batches go through
+Creates are upserts by our External ID, which holds the record's uid (mapping.py): a retried create lands on the
+same Account, and another record cannot land on it even if a restore issues its id again. Batches go through
 `composite/sobjects`, 200 records a call. The `customer` row of the Salesforce connector's handler table;
 the connector holds the client (auth, limits, the daily allowance) and polls for changes.
 """
@@ -13,10 +14,18 @@ from typing import Any
 
 from simple_salesforce import Salesforce
 
-from twoway.connectors.base import ConnectorError, CreateItem, ExternalRecord, InboundEvent, NotFound, UpdateItem
+from twoway.connectors.base import (
+    ConnectorError,
+    CreateItem,
+    ExternalRecord,
+    InboundEvent,
+    NotFound,
+    UpdateItem,
+    best_match,
+)
 from twoway.connectors.salesforce.batching import Filler
 from twoway.connectors.salesforce.client import SalesforceClient
-from twoway.connectors.salesforce.mapping import Mapping_
+from twoway.connectors.salesforce.mapping import UID_LENGTH, Mapping_, external_value
 
 KIND = "customer"
 BATCH = 200  # composite/sobjects takes up to 200 records a call
@@ -46,6 +55,9 @@ class Accounts:
         problems = [f"missing field {self.sobject}.{f}" for f in missing]
         if ext is not None and not (ext.get("externalId") and ext.get("unique")):
             problems.append(f"{self.sobject}.{self.map.external_id_field} must be a unique External ID field")
+        if ext is not None and int(ext.get("length") or UID_LENGTH) < UID_LENGTH:
+            problems.append(f"{self.sobject}.{self.map.external_id_field} must hold {UID_LENGTH} characters "
+                            "(a record's uid)")
         return problems
 
     # -- reads ---------------------------------------------------------------------------------
@@ -53,7 +65,7 @@ class Accounts:
     def record(self, obj: Mapping[str, Any], deleted: bool = False) -> ExternalRecord:
         gone = deleted or bool(obj.get("IsDeleted"))
         return ExternalRecord(external_id=str(obj["Id"]), fields={} if gone else self.map.from_sf(obj),
-                              internal_id=self.map.internal_id(obj), deleted=gone)
+                              internal_id=self.map.internal_id(obj), deleted=gone, uid=self.map.uid(obj))
 
     def select(self) -> str:
         """The fields a read asks for, as a SOQL select list."""
@@ -68,12 +80,13 @@ class Accounts:
             return ExternalRecord(external_id, {}, deleted=True)
         return self.record(raw)
 
-    async def find_by_internal_id(self, internal_id: int) -> ExternalRecord | None:
-        q = (f"SELECT {self.select()} FROM {self.sobject} "
-             f"WHERE {self.map.external_id_field} = '{int(internal_id)}' ORDER BY CreatedDate LIMIT 10")
+    async def find_by_internal_id(self, internal_id: int, uid: str | None = None) -> ExternalRecord | None:
+        """The Account with our uid, or one made before uids with our id."""
+        values = {external_value(None, internal_id), *([external_value(uid)] if uid else [])}
+        q = (f"SELECT {self.select()} FROM {self.sobject} WHERE {self.map.external_id_field} "
+             f"IN ({', '.join(repr(v) for v in sorted(values))}) ORDER BY CreatedDate LIMIT 10")
         page = await self.client.call("query", lambda sf: sf.query(q))
-        found = [r for r in page["records"] if self.map.internal_id(r) == internal_id]
-        return self.record(found[0]) if found else None
+        return best_match(map(self.record, page["records"]), internal_id, uid)
 
     async def list_all(self, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
         q = f"SELECT {self.select()} FROM {self.sobject} ORDER BY Id"
@@ -83,22 +96,24 @@ class Accounts:
 
     # -- writes --------------------------------------------------------------------------------
 
-    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str) -> ExternalRecord:
+    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str,
+                     uid: str | None = None) -> ExternalRecord:
         """An upsert by our External ID: a create retried after a crash updates the Account it made."""
-        path = f"{self.map.external_id_field}/{int(internal_id)}"
+        path = f"{self.map.external_id_field}/{external_value(uid, internal_id)}"
         body = self.to_system(fields)
         answer = await self.client.call("upsert", lambda sf: self._api(sf).upsert(
             path, body, raw_response=True).json())
-        return ExternalRecord(str(answer["id"]), self._normal(fields), internal_id=internal_id,
-                              replayed=answer.get("created") is False)
+        return ExternalRecord(str(answer["id"]), self._normal(fields), internal_id=None if uid else internal_id,
+                              replayed=answer.get("created") is False, uid=uid)
 
     async def update(self, external_id: str, changes: Mapping[str, str], idempotency_key: str) -> ExternalRecord:
         body = self.to_system(changes)
         await self.client.call("update", lambda sf: self._api(sf).update(external_id, body))
         return ExternalRecord(external_id, self._normal(changes))
 
-    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str) -> ExternalRecord:
-        body = {self.map.external_id_field: str(int(internal_id))}
+    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str,
+                              uid: str | None = None) -> ExternalRecord:
+        body = {self.map.external_id_field: external_value(uid, internal_id)}
         await self.client.call("update", lambda sf: self._api(sf).update(external_id, body))
         return await self.fetch(external_id)
 
@@ -111,11 +126,11 @@ class Accounts:
     async def create_many(self, items: Sequence[CreateItem]) -> list[ExternalRecord | ConnectorError]:
         """Upserts by External ID through composite/sobjects, 200 a call, allOrNone=false."""
         records = [{"attributes": {"type": self.sobject}, **self.to_system(i.fields),
-                    self.map.external_id_field: str(int(i.internal_id))} for i in items]
+                    self.map.external_id_field: external_value(i.uid, i.internal_id)} for i in items]
         results = await self._upserts.submit(records)
         return [r if isinstance(r, ConnectorError) else
-                ExternalRecord(str(r["id"]), self._normal(i.fields), internal_id=i.internal_id,
-                               replayed=r.get("created") is False)
+                ExternalRecord(str(r["id"]), self._normal(i.fields), internal_id=None if i.uid else i.internal_id,
+                               replayed=r.get("created") is False, uid=i.uid)
                 for i, r in zip(items, results, strict=True)]
 
     async def update_many(self, items: Sequence[UpdateItem]) -> list[ExternalRecord | ConnectorError]:

@@ -1,8 +1,10 @@
 """Outbound: make the external system hold what our row holds (merging their pending changes first).
 
 Creates are replayed with the same key while the system remembers it (`Snapshot.idempotency_window`), and
-searched for first only when an earlier create may have landed. A delete the system cannot do in the
-record's state becomes the kind's end state, or gives way to theirs (`Rules.deletion`).
+searched for first only when an earlier create may have landed (or the record came back from another system
+after a restore). A found object that carries another record's uid is never adopted (`_search`). A delete
+the system cannot do in the record's state becomes the kind's end state, or gives way to theirs
+(`Rules.deletion`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, ParentMissing, Refused
 from twoway.sync.plan.calls import Call, Create, Delete, Fetch, MarkStarted, Search, Update
 from twoway.sync.plan.fields import digest, pushable
+from twoway.sync.plan.identity import may_be
 from twoway.sync.plan.inbound import take_in
 from twoway.sync.plan.outcome import Follow, Plan
 from twoway.sync.plan.snapshot import DELETED, LinkState, Snapshot
@@ -67,7 +70,7 @@ def _push(w: Work) -> Generator[Call, Any, Result]:
     ours = _outgoing(w, pushable(w.s.rules, row.fields, w.link.base))
     changes = {k: v for k, v in ours.items() if w.link.base.get(k) != v}
     if changes:
-        key = w.key(row.id, f"v{row.version}", digest(changes))
+        key = w.row_key(f"v{row.version}", digest(changes))
         try:
             yield Update(w.link.external_id, changes, key)
         except NotFound:
@@ -118,7 +121,7 @@ def _create_or_adopt(w: Work) -> Generator[Call, Any, None]:
     row = w.row
     assert row is not None
     fields = _outgoing(w, pushable(w.s.rules, row.fields, {}))
-    key = w.key(row.id, "create", f"v{row.version}")
+    key = w.row_key("create", f"v{row.version}")
     record: ExternalRecord | None = None
     again = w.s.trace.replayable(w.s.now, w.s.idempotency_window)
     if again is not None and again.fields is not None:
@@ -127,16 +130,16 @@ def _create_or_adopt(w: Work) -> Generator[Call, Any, None]:
     elif w.s.trace.exists:
         # An earlier create (too long ago to replay, or a link lost after a success) may exist: look first.
         # Not before every create: search is slow, eventually consistent and rate limited.
-        record = yield Search(row.id)
+        record = yield from _search(w)
     if record is None:
         if again is None:
             yield MarkStarted(key, fields)
         try:
-            record = yield Create(row.id, fields, key)
+            record = yield Create(row.id, fields, key, row.uid)
         except ConnectorError as exc:
             if exc.code != "idempotency_error":
                 raise
-            record = yield Search(row.id)
+            record = yield from _search(w)
             if record is None:
                 raise ConnectorError("create key reused but no record found yet", transient=True) from exc
         assert record is not None
@@ -148,6 +151,22 @@ def _create_or_adopt(w: Work) -> Generator[Call, Any, None]:
     w.set_link(LinkState(row.id, record.external_id, dict(DELETED) if record.deleted else dict(record.fields)))
 
 
+def _search(w: Work) -> Generator[Call, Any, ExternalRecord | None]:
+    """The object an earlier create of this record made, if the system finds it. One that carries our id
+    but another record's uid is a record a restore lost (its id was issued again): never adopted,
+    overwritten or deleted; recorded as a conflict for a person, and this record goes on without it."""
+    row = w.row
+    assert row is not None
+    found: ExternalRecord | None = yield Search(row.id, row.uid)
+    if found is None or may_be(found, row):
+        return found
+    w.log(Direction.OUTBOUND, Operation.ADOPT, Status.CONFLICT, {
+        "found": found.external_id, "found_uid": found.uid, "uid": row.uid,
+        "resolution": "the object carries our id but another record's uid (ids issued again after a database "
+                      "restore): not adopted"})
+    return None
+
+
 def _push_delete(w: Work) -> Generator[Call, Any, Result]:
     row = w.row
     assert row is not None
@@ -157,11 +176,11 @@ def _push_delete(w: Work) -> Generator[Call, Any, Result]:
         try:
             if again is not None and again.fields is not None:
                 # A create we sent may have landed: re-send it to learn its id (search may lag behind).
-                found = yield Create(row.id, dict(again.fields), again.key)
+                found = yield Create(row.id, dict(again.fields), again.key, row.uid)
                 if found is not None and found.deleted:
                     found = None
             elif w.s.trace.exists:
-                found = yield Search(row.id)
+                found = yield from _search(w)
         except NotFound:
             found = None  # the create never landed (its parent is gone over there)
         if found is None:
@@ -181,7 +200,7 @@ def _push_delete(w: Work) -> Generator[Call, Any, Result]:
         current = yield from _undeletable(w, state, None)
     else:
         try:
-            yield Delete(w.link.external_id, w.key(row.id, "delete"))
+            yield Delete(w.link.external_id, w.row_key("delete"))
         except Refused as exc:
             # It moved on over there first (a draft finalized or paid meanwhile).
             if not deletion.end_state:
@@ -206,7 +225,7 @@ def _undeletable(w: Work, state: str | None, current: ExternalRecord | None
         basis = current.fields if current is not None else w.link.base
         if any(basis.get(k) != v for k, v in end.items()):
             try:
-                yield Update(w.link.external_id, end, w.key(w.row.id, "end", digest(end)))
+                yield Update(w.link.external_id, end, w.row_key("end", digest(end)))
                 current = None  # moved: read it whole below, when it is wanted
             except Refused as exc:
                 current = exc.current  # it moved on meanwhile (paid): theirs stands
