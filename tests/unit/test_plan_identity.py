@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from twoway.connectors.base import ExternalRecord
+from twoway.connectors.base import ExternalRecord, Taken
 from twoway.sync import plan
 from twoway.sync.plan.identity import import_uid
 from twoway.syncstate.words import Operation, Status
@@ -112,10 +112,10 @@ def test_inbound_refuses_even_an_unlinked_row_with_another_uid() -> None:
 def test_the_second_systems_copy_is_claimed_by_uid_not_imported_again() -> None:
     # Stripe's copy came back first and was imported as row 31 with the lost uid; now Salesforce's arrives.
     account = ExternalRecord("001A", {"name": "Lost", "email": "lost@x"}, uid=LOST_UID)
-    first, calls = drive(plan.inbound(snap("salesforce"), "001A"), {plan.Fetch: account, plan.FindUid: 31})
+    first, _ = drive(plan.inbound(snap("salesforce"), "001A"), {plan.Fetch: account, plan.FindUid: 31})
     assert first.result == plan.Result.DEFERRED and first.follow[0].hint == 31  # read row 31 under its lock
     s = snap("salesforce", claims={31: plan.Claim(row(LOST_UID, rid=31, name="Lost", email="lost@x"), False)})
-    out, calls = drive(plan.inbound(s, "001A"), {plan.Fetch: account, plan.FindUid: 31})
+    out, _ = drive(plan.inbound(s, "001A"), {plan.Fetch: account, plan.FindUid: 31})
     assert out.result == plan.Result.ADOPTED and out.insert is None
     assert out.link is not None and out.link.internal_id == 31 and not conflicts(out)
 
@@ -137,3 +137,13 @@ def test_a_linked_object_that_lacks_the_uid_gets_it_written() -> None:
     carried = ExternalRecord("001A", {"name": "New", "email": "new@x"}, uid=NEW_UID)  # Salesforce: uid only
     _, calls = drive(plan.inbound(snap("salesforce", ours=row(), link=link), "cus_1"), {plan.Fetch: carried})
     assert not any(isinstance(c, plan.SetInternalId) for c in calls)
+
+
+def test_a_create_that_would_land_on_another_records_object_waits_for_its_import() -> None:
+    # Salesforce upserts by our id: the lost record's Account holds id 7, so the connector writes nothing.
+    taken = Taken("held", current=lost("001L"))
+    out, _ = drive(plan.outbound(snap("salesforce", ours=row())), {plan.Create: taken})
+    assert out.result == plan.Result.WAITING and out.failure is None and out.link is None
+    assert out.defer_seconds == 1.0 and len(conflicts(out)) == 1
+    [read] = out.follow
+    assert (read.direction, read.external_id) == (plan.Direction.INBOUND, "001L")  # imported: its id moves

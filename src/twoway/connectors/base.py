@@ -115,6 +115,17 @@ def best_match(found: Iterable[ExternalRecord], internal_id: int, uid: str | Non
     return next(iter(same or [r for r in found if r.internal_id == internal_id]), None)
 
 
+class Taken(ConnectorError):
+    """The create would land on `current`, an object that holds our id but another record's uid (a database
+    restore issued the id again; Salesforce's upsert by External ID). Nothing was written. The planner
+    records it and has that object imported first (it becomes its own record and takes its own id), then
+    creates again."""
+
+    def __init__(self, message: str, *, current: ExternalRecord) -> None:
+        super().__init__(message, transient=True, status=409, code="identity_taken")
+        self.current = current
+
+
 class WebhookRejected(Exception):
     """Verification failed; the reason is safe to record (no secret, no signature)."""
 

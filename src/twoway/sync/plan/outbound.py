@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, ParentMissing, Refused
+from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, ParentMissing, Refused, Taken
 from twoway.sync.plan.calls import Call, Create, Delete, Fetch, MarkStarted, Search, Update
 from twoway.sync.plan.fields import digest, pushable
 from twoway.sync.plan.identity import may_be
@@ -64,6 +64,8 @@ def _push(w: Work) -> Generator[Call, Any, Result]:
             if not pid or int(pid) in w.s.parents_gone or int(pid) not in w.s.parent_links:
                 raise
             return _parent_missing(w)
+        except Taken as exc:
+            return _taken(w, exc.current)
     assert w.link is not None
     if w.link.base.get("deleted"):
         return _gone(w)
@@ -94,6 +96,20 @@ def _parent_missing(w: Work) -> Result:
     assert parent is not None and w.row is not None
     pid = int(w.row.fields[parent.field])
     w.out.follow.append(Follow(Direction.INBOUND, parent.kind, external_id=w.s.parent_links[pid], reason="parent"))
+    w.out.defer_seconds = 1.0
+    return Result.WAITING
+
+
+def _taken(w: Work, current: ExternalRecord) -> Result:
+    """Our id is held over there by another record's object (a restore issued the id again): nothing was
+    written to it. Recorded; that object is read and imported as its own record, which moves its id off
+    ours; then this create goes again (not a failure: no attempt used)."""
+    assert w.row is not None
+    w.log(Direction.OUTBOUND, Operation.CREATE, Status.CONFLICT, {
+        "found": current.external_id, "found_uid": current.uid, "uid": w.row.uid,
+        "resolution": "the object holds our id with another record's uid (ids issued again after a database "
+                      "restore): not written; imported as its own record, then this record is created"})
+    w.out.follow.append(Follow(Direction.INBOUND, w.s.kind, external_id=current.external_id, reason="taken"))
     w.out.defer_seconds = 1.0
     return Result.WAITING
 
