@@ -164,10 +164,11 @@ async def test_a_restore_duplicates_nothing_and_adopts_nothing_wrong(sf_settings
     for a in accounts:
         row = ours[a["Email__c"]]
         assert (a["Twoway_Id__c"], a["Twoway_Uid__c"], a["Name"]) == (str(row.id), row.uid, row.name)
-    # The invoices came back once each, on their customers.
-    assert len(stripe_invoices(emulator)) == LOST_INVOICES
-    invoices = await rows(db, "SELECT i.id, c.email FROM invoices i JOIN customers c ON c.id = i.customer_id")
+    # The invoices came back once each, on their customers, with their uid.
+    invoices = await rows(db, "SELECT i.id, CAST(i.uid AS text) AS uid, c.email FROM invoices i "
+                              "JOIN customers c ON c.id = i.customer_id")
     assert len(invoices) == LOST_INVOICES and all(r.email.startswith("lost") for r in invoices)
+    assert sorted(i["metadata"]["twoway_uid"] for i in stripe_invoices(emulator)) == sorted(r.uid for r in invoices)
     # What was refused is reported for a person, and nothing is dead.
     refused = await rows(db, "SELECT count(*) AS n FROM sync_events WHERE status = 'conflict' AND detail ? 'found_uid'")
     assert refused[0].n > 0

@@ -1,5 +1,5 @@
-"""customers.uid: a random identity per record that a restored database cannot re-issue (existing rows get
-one each: a volatile default fills every row)
+"""customers.uid, invoices.uid: a random identity per record that a restored database cannot re-issue
+(existing rows get one each: a volatile default fills every row)
 
 Revision ID: 0009
 Revises: 0008
@@ -14,12 +14,16 @@ branch_labels = None
 depends_on = None
 
 
+TABLES = ('customers', 'invoices')
+
+
 def upgrade() -> None:
-    op.add_column('customers', sa.Column('uid', sa.Uuid(), server_default=sa.text('gen_random_uuid()'),
-                                         nullable=False))
-    op.create_unique_constraint('uq_customers_uid', 'customers', ['uid'])
+    for table in TABLES:
+        op.add_column(table, sa.Column('uid', sa.Uuid(), server_default=sa.text('gen_random_uuid()'), nullable=False))
+        op.create_unique_constraint(f'uq_{table}_uid', table, ['uid'])
 
 
 def downgrade() -> None:
-    op.drop_constraint('uq_customers_uid', 'customers', type_='unique')
-    op.drop_column('customers', 'uid')
+    for table in TABLES:
+        op.drop_constraint(f'uq_{table}_uid', table, type_='unique')
+        op.drop_column(table, 'uid')
