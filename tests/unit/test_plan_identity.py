@@ -128,15 +128,17 @@ def test_an_object_without_a_uid_is_imported_under_one_made_from_it() -> None:
     assert not [log for log in out.logs if log.detail]  # not a restored record
 
 
-def test_a_linked_object_that_lacks_the_uid_gets_it_written() -> None:
+def test_a_linked_object_gets_our_identity_written_only_where_it_is_wrong() -> None:
     link = plan.LinkState(7, "cus_1", {"name": "New", "email": "new@x"}, 1, id=1)
-    theirs = ExternalRecord("cus_1", {"name": "New", "email": "new@x"}, internal_id=7)  # made before uids
-    _, calls = drive(plan.inbound(snap(ours=row(), link=link), "cus_1"), {plan.Fetch: theirs})
-    [write] = [c for c in calls if isinstance(c, plan.SetInternalId)]
-    assert (write.internal_id, write.uid) == (7, NEW_UID)
-    carried = ExternalRecord("001A", {"name": "New", "email": "new@x"}, uid=NEW_UID)  # Salesforce: uid only
-    _, calls = drive(plan.inbound(snap("salesforce", ours=row(), link=link), "cus_1"), {plan.Fetch: carried})
-    assert not any(isinstance(c, plan.SetInternalId) for c in calls)
+    fields = {"name": "New", "email": "new@x"}
+    for theirs, written in ((ExternalRecord("cus_1", fields, internal_id=7, uid=NEW_UID), None),
+                            # made before uids, or an org with no uid field: left so (else it never ends)
+                            (ExternalRecord("cus_1", fields, internal_id=7), None),
+                            (ExternalRecord("cus_1", fields, internal_id=31, uid=NEW_UID), (7, NEW_UID)),
+                            (ExternalRecord("cus_1", fields, internal_id=7, uid=LOST_UID), (7, NEW_UID))):
+        _, calls = drive(plan.inbound(snap(ours=row(), link=link), "cus_1"), {plan.Fetch: theirs})
+        writes = [(c.internal_id, c.uid) for c in calls if isinstance(c, plan.SetInternalId)]
+        assert writes == ([written] if written else [])
 
 
 def test_a_create_that_would_land_on_another_records_object_waits_for_its_import() -> None:

@@ -22,11 +22,10 @@ def may_be(theirs: ExternalRecord, row: Ours) -> bool:
 
 
 def names(theirs: ExternalRecord, internal_id: int, uid: str | None) -> bool:
-    """Does the object carry our identity as we would write it (else we write it: `SetInternalId`)?
-    A system that keeps only the uid (Salesforce's External ID) reads no id back."""
-    if uid is None:
-        return theirs.internal_id == internal_id
-    return theirs.uid == uid and theirs.internal_id in (None, internal_id)
+    """Does a linked object carry our identity (else we write it: `SetInternalId`)? Our id, and no other uid.
+    One with no uid is left so: it was made before uids, or the system has nowhere to keep one (an org
+    without the field), where writing it again and again would never end."""
+    return theirs.internal_id == internal_id and (theirs.uid is None or theirs.uid == uid)
 
 
 def import_uid(system: str, kind: str, external_id: str) -> str:
