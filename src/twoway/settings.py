@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     salesforce_name_field: str = "Name"
     salesforce_email_field: str = "Email__c"
     salesforce_external_id_field: str = "Twoway_Id__c"
+    # Our record's uid beside our id (text, 36 characters): what tells a record from one a database restore
+    # lost. "none": an org without the field (a restore's lost records can then be overwritten there).
+    salesforce_uid_field: str = "Twoway_Uid__c"
     salesforce_timeout_seconds: float = 30.0
     salesforce_rate_limit_per_second: float = 20.0
     salesforce_max_in_flight: int = 8
@@ -152,7 +155,7 @@ class Settings(BaseSettings):
         return url
 
     @field_validator("salesforce_login_url", "salesforce_api_version", "salesforce_object", "salesforce_name_field",
-                     "salesforce_email_field", "salesforce_external_id_field", mode="before")
+                     "salesforce_email_field", "salesforce_external_id_field", "salesforce_uid_field", mode="before")
     @classmethod
     def _empty_is_default(cls, value: object, info: Any) -> object:
         # Compose passes unset variables as "": that means the default, not an empty URL or name.

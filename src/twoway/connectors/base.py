@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +17,8 @@ class ExternalRecord:
     fields: dict[str, str]
     internal_id: int | None = None
     deleted: bool = False
+    # The record's uid as the object carries it (see `create`): our identity that a restore cannot re-issue.
+    uid: str | None = None
     # The answer was an idempotent replay of an earlier request: the object may have changed since.
     replayed: bool = False
     # The parent as this record carries it (a copy taken over there, e.g. an invoice's customer name and
@@ -94,6 +97,35 @@ class Refused(ConnectorError):
         self.current = current
 
 
+def parse_uid(raw: object) -> str | None:
+    """A uid as an object carries it, in its one spelling; None for anything else (a person may type there)."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+def best_match(found: Iterable[ExternalRecord], internal_id: int, uid: str | None) -> ExternalRecord | None:
+    """Of the objects a search by our id or uid found: the one with our uid, else one with our id (the
+    planner refuses that one if it carries another record's uid: our id was issued again after a restore)."""
+    found = list(found)
+    same = [r for r in found if uid is not None and r.uid == uid]
+    return next(iter(same or [r for r in found if r.internal_id == internal_id]), None)
+
+
+class Taken(ConnectorError):
+    """The create would land on `current`, an object that holds our id but another record's uid (a database
+    restore issued the id again; Salesforce's upsert by External ID). Nothing was written. The planner
+    records it and has that object imported first (it becomes its own record and takes its own id), then
+    creates again."""
+
+    def __init__(self, message: str, *, current: ExternalRecord) -> None:
+        super().__init__(message, transient=True, status=409, code="identity_taken")
+        self.current = current
+
+
 class WebhookRejected(Exception):
     """Verification failed; the reason is safe to record (no secret, no signature)."""
 
@@ -103,6 +135,7 @@ class CreateItem:
     internal_id: int
     fields: Mapping[str, str]
     idempotency_key: str
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,15 +185,21 @@ class KindHandler(Parses, Protocol):
 
     async def fetch(self, external_id: str) -> ExternalRecord: ...
 
-    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str) -> ExternalRecord: ...
+    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str,
+                     uid: str | None = None) -> ExternalRecord:
+        """Our id and our `uid` travel with the object (`ExternalRecord.internal_id`, `.uid` when read)."""
+        ...
 
     async def update(self, external_id: str, changes: Mapping[str, str], idempotency_key: str) -> ExternalRecord: ...
 
     async def delete(self, external_id: str, idempotency_key: str) -> None: ...
 
-    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str) -> ExternalRecord: ...
+    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str,
+                              uid: str | None = None) -> ExternalRecord: ...
 
-    async def find_by_internal_id(self, internal_id: int) -> ExternalRecord | None: ...
+    async def find_by_internal_id(self, internal_id: int, uid: str | None = None) -> ExternalRecord | None:
+        """The object that carries our id or our uid (the planner refuses one whose uid is another's)."""
+        ...
 
     def list_all(self, page_size: int = 100) -> AsyncIterator[ExternalRecord]: ...
 
@@ -233,8 +272,8 @@ class Dispatch(Generic[H]):
         return await self.handlers[kind].fetch(external_id)
 
     async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
-                     idempotency_key: str) -> ExternalRecord:
-        return await self.handlers[kind].create(internal_id, fields, idempotency_key)
+                     idempotency_key: str, uid: str | None = None) -> ExternalRecord:
+        return await self.handlers[kind].create(internal_id, fields, idempotency_key, uid)
 
     async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord:
@@ -244,11 +283,11 @@ class Dispatch(Generic[H]):
         await self.handlers[kind].delete(external_id, idempotency_key)
 
     async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
-                              idempotency_key: str) -> ExternalRecord:
-        return await self.handlers[kind].set_internal_id(external_id, internal_id, idempotency_key)
+                              idempotency_key: str, uid: str | None = None) -> ExternalRecord:
+        return await self.handlers[kind].set_internal_id(external_id, internal_id, idempotency_key, uid)
 
-    async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None:
-        return await self.handlers[kind].find_by_internal_id(internal_id)
+    async def find_by_internal_id(self, kind: str, internal_id: int, uid: str | None = None) -> ExternalRecord | None:
+        return await self.handlers[kind].find_by_internal_id(internal_id, uid)
 
     def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
         return self.handlers[kind].list_all(page_size)
@@ -288,7 +327,7 @@ class Connector(Protocol):
     async def fetch(self, kind: str, external_id: str) -> ExternalRecord: ...
 
     async def create(self, kind: str, internal_id: int, fields: Mapping[str, str],
-                     idempotency_key: str) -> ExternalRecord: ...
+                     idempotency_key: str, uid: str | None = None) -> ExternalRecord: ...
 
     async def update(self, kind: str, external_id: str, changes: Mapping[str, str],
                      idempotency_key: str) -> ExternalRecord: ...
@@ -296,9 +335,10 @@ class Connector(Protocol):
     async def delete(self, kind: str, external_id: str, idempotency_key: str) -> None: ...
 
     async def set_internal_id(self, kind: str, external_id: str, internal_id: int,
-                              idempotency_key: str) -> ExternalRecord: ...
+                              idempotency_key: str, uid: str | None = None) -> ExternalRecord: ...
 
-    async def find_by_internal_id(self, kind: str, internal_id: int) -> ExternalRecord | None: ...
+    async def find_by_internal_id(self, kind: str, internal_id: int,
+                                  uid: str | None = None) -> ExternalRecord | None: ...
 
     def list_all(self, kind: str, page_size: int = 100) -> AsyncIterator[ExternalRecord]: ...
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +30,7 @@ class SyncRow:
     updated_at: datetime | None
     deleted_at: datetime | None
     fields: dict[str, str]
+    uid: str | None = None
 
     def __getattr__(self, name: str) -> str:
         try:
@@ -75,7 +77,7 @@ async def read(session: AsyncSession, ids: Sequence[int]) -> list[SyncRow]:
         return []
     stmt = select(Invoice).where(Invoice.id.in_(list(ids))).execution_options(populate_existing=True)
     rows = (await session.execute(stmt)).scalars().all()
-    return [SyncRow(i.id, i.version, i.updated_at, i.deleted_at, synced_fields(i)) for i in rows]
+    return [SyncRow(i.id, i.version, i.updated_at, i.deleted_at, synced_fields(i), str(i.uid)) for i in rows]
 
 
 async def write(session: AsyncSession, edit: records.Edit) -> bool:
@@ -100,7 +102,8 @@ async def insert(session: AsyncSession, row: records.New) -> None:
     fields = row.fields
     invoice = Invoice(id=row.id, customer_id=int(fields["customer_id"]), currency=fields.get("currency", ""),
                       collection_method=fields.get("collection_method") or "charge_automatically",
-                      description=fields.get("description", ""), status="draft", version=1, lines=[])
+                      description=fields.get("description", ""), status="draft", version=1, lines=[],
+                      **({"uid": UUID(row.uid)} if row.uid else {}))
     apply(invoice, {k: v for k, v in fields.items() if k not in ("customer_id",)}, fresh=True,
           free=await _free_line_ids(session, invoice, fields))
     if row.deleted:

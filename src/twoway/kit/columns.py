@@ -36,6 +36,8 @@ class ColumnStore:
 
     async def insert(self, session: AsyncSession, kind: Kind, rows: Sequence[New]) -> None:
         params: dict[str, Any] = {"ids": [r.id for r in rows], "del": [r.deleted for r in rows]}
+        if kind.has_uid:
+            params["uids"] = [r.uid for r in rows]
         for f in kind.fields:
             params[f"v_{f}"] = [r.fields.get(f, "") for r in rows]
         await session.execute(_statement(kind, _insert), params)
@@ -62,7 +64,8 @@ def _value(kind: Kind, name: str, expr: str) -> str:
 
 
 def _select(kind: Kind) -> TextClause:
-    return text(f"SELECT id, version, updated_at, deleted_at, {', '.join(kind.fields)} FROM {kind.table} "
+    uid = "CAST(uid AS text) AS uid, " if kind.has_uid else ""
+    return text(f"SELECT id, version, updated_at, deleted_at, {uid}{', '.join(kind.fields)} FROM {kind.table} "
                 f"WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
@@ -89,7 +92,11 @@ def _insert(kind: Kind) -> TextClause:
     values = ", ".join(_value(kind, f, f"v.v_{f}") for f in kind.fields)
     arrays = ", ".join(f"CAST(:v_{f} AS text[])" for f in kind.fields)
     names = ", ".join(f"v_{f}" for f in kind.fields)
+    # An import keeps the uid its object carried (a record a restore lost); without one, a fresh one.
+    uid = ("uid, ", "COALESCE(CAST(v.uid AS uuid), gen_random_uuid()), ", "CAST(:uids AS text[]), ", "uid, ") \
+        if kind.has_uid else ("", "", "", "")
     return text(f"""
-        INSERT INTO {kind.table} (id, {cols}, version, deleted_at)
-        SELECT v.id, {values}, 1, CASE WHEN v.del THEN now() END
-        FROM unnest(CAST(:ids AS bigint[]), CAST(:del AS boolean[]), {arrays}) AS v(id, del, {names})""")
+        INSERT INTO {kind.table} (id, {uid[0]}{cols}, version, deleted_at)
+        SELECT v.id, {uid[1]}{values}, 1, CASE WHEN v.del THEN now() END
+        FROM unnest(CAST(:ids AS bigint[]), {uid[2]}CAST(:del AS boolean[]), {arrays})
+             AS v(id, {uid[3]}del, {names})""")

@@ -44,11 +44,14 @@ class Edit:
 @dataclass(frozen=True)
 class New:
     """A row imported from another system, at version 1, under an id we reserved. `deleted`: a tombstone
-    (a parent deleted over there before we saw it), in step with the link made with it."""
+    (a parent deleted over there before we saw it), in step with the link made with it. `uid`: the
+    identity the external object carried (a record of ours that a restore lost keeps its own); None: a
+    fresh one (a kind with a `uid` column)."""
 
     id: int
     fields: Mapping[str, str]
     deleted: bool = False
+    uid: str | None = None
 
 
 # What `write` takes: a store's edit or new row, or an ORM object the caller changed (or made) itself.
@@ -60,7 +63,8 @@ class RecordStore(Protocol):
     below calls `write` and `insert`."""
 
     async def read(self, session: AsyncSession, kind: Kind, ids: Sequence[int]) -> list[Any]:
-        """Rows with `id`, `version`, `updated_at`, `deleted_at` and an attribute per synced field."""
+        """Rows with `id`, `version`, `updated_at`, `deleted_at`, an attribute per synced field, and `uid`
+        for a kind that has one (`Kind.has_uid`)."""
         ...
 
     async def write(self, session: AsyncSession, kind: Kind, edits: Sequence[Edit]) -> set[int]:
@@ -86,6 +90,11 @@ class Kind:
     @property
     def table(self) -> str:
         return str(self.model.__tablename__)
+
+    @property
+    def has_uid(self) -> bool:
+        """The table keeps a `uid`, an identity a restored database cannot re-issue (its creates carry it)."""
+        return "uid" in self.model.__table__.c
 
 
 # Filled as each kind's models module is imported (`register` at module level). The kit never imports

@@ -17,7 +17,7 @@ import json
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -38,6 +38,8 @@ from twoway.syncstate.words import Direction, Operation, Result, Status
 
 logger = get_logger(__name__)
 quiet = Quiet(logger)
+# How long a plan waits for a uid another record's sync holds (it is held until that write-back, briefly).
+UID_PATIENCE = 10.0
 
 
 def _now() -> datetime:
@@ -236,6 +238,9 @@ class SyncEngine:
                 if unlinked:
                     for t in (await session.execute(sql.TRACES, {**params, "iids": unlinked})).all():
                         traces[t.internal_id] = _trace(t.ok, t.started)
+                    if kind.has_uid:
+                        for r in (await session.execute(sql.RESTORED, {"kind": kind_name, "iids": unlinked})).all():
+                            traces[r.internal_id] = replace(traces.get(r.internal_id, plan.Trace()), restored=True)
                 parent_links: dict[int, str] = {}
                 parents_gone: frozenset[int] = frozenset()
                 if kind.rules.parent is not None:
@@ -266,7 +271,8 @@ class SyncEngine:
                         kind=kind_name, system=system, now=now, ours=ours, link=link,
                         pending=tuple(pending.get(xid, ())) if xid else (),
                         trace=traces.get(rid, plan.Trace()) if rid is not None else plan.Trace(),
-                        rules=kind.rules, policy=self.settings.sync_conflict_policy, claims=item_claims,
+                        rules=kind.rules, policy=self.settings.sync_conflict_policy, uids=kind.has_uid,
+                        claims=item_claims,
                         parent_links=parent_links, parents_gone=parents_gone,
                         idempotency_window=connector.idempotency_window)
                     jobs.append(Job(item, keys[item], snap))
@@ -294,7 +300,7 @@ class SyncEngine:
                     return
                 value, error = None, None
                 try:
-                    value = await self._call(item, call)
+                    value = await self._call(item, call, job.locks)
                 except ConnectorError as exc:
                     error = exc
         except Exception as exc:  # a bug or a crash in a connector: this record is retried, the batch goes on
@@ -302,7 +308,8 @@ class SyncEngine:
         finally:
             ratelimit.PRIORITY.reset(priority)
 
-    async def _call(self, item: Item, call: plan.Call) -> Any:
+    async def _call(self, item: Item, call: plan.Call, locks: list[str] | None = None) -> Any:
+        """One call of a plan; `locks`: the record's, which a lock the call takes joins (FindUid)."""
         if isinstance(call, plan.MarkStarted):
             assert item.internal_id is not None
             return await self._marks.submit((item.kind, item.system, item.internal_id, call.key, dict(call.fields)))
@@ -310,6 +317,9 @@ class SyncEngine:
             return await self._new_id(call.kind or item.kind)
         if isinstance(call, plan.FindLink):
             return await self._find.submit((call.kind, item.system, call.external_id))
+        if isinstance(call, plan.FindUid):
+            assert locks is not None
+            return await self._find_uid(item.kind, call.uid, locks)
         connector = self.connectors[item.system]
         breaker = self.breakers[item.system]
         if not breaker.allow():
@@ -337,19 +347,19 @@ class SyncEngine:
         if isinstance(call, plan.Fetch):
             return await connector.fetch(call.kind or kind, call.external_id)
         if isinstance(call, plan.Search):
-            return await connector.find_by_internal_id(kind, call.internal_id)
+            return await connector.find_by_internal_id(kind, call.internal_id, call.uid)
         if isinstance(call, plan.Create | plan.Update):
-            one = CreateItem(call.internal_id, call.fields, call.key) if isinstance(call, plan.Create) \
+            one = CreateItem(call.internal_id, call.fields, call.key, call.uid) if isinstance(call, plan.Create) \
                 else UpdateItem(call.external_id, call.changes, call.key)
             if connector.batch_writes:  # declared; tests/unit/test_connector_tables.py checks it has the calls
                 return await self._batched(cast(BatchWrites, connector), connector.system, kind, one)
             if isinstance(one, CreateItem):
-                return await connector.create(kind, one.internal_id, one.fields, one.idempotency_key)
+                return await connector.create(kind, one.internal_id, one.fields, one.idempotency_key, one.uid)
             return await connector.update(kind, one.external_id, one.changes, one.idempotency_key)
         if isinstance(call, plan.Delete):
             return await connector.delete(kind, call.external_id, call.key)
         if isinstance(call, plan.SetInternalId):
-            return await connector.set_internal_id(kind, call.external_id, call.internal_id, call.key)
+            return await connector.set_internal_id(kind, call.external_id, call.internal_id, call.key, call.uid)
         raise TypeError(f"unknown call {call!r}")
 
     async def _batched(self, connector: BatchWrites, system: str, kind: str, one: CreateItem | UpdateItem) -> Any:
@@ -379,6 +389,22 @@ class SyncEngine:
                     self._ids[kind] = [int(r[0]) for r in (await session.execute(sql.reserve_ids(kind), {"n": 20}))]
                     await session.commit()
             return self._ids[kind].pop(0)
+
+    async def _find_uid(self, kind: str, uid: str, locks: list[str]) -> int | None:
+        """The row that carries `uid`, read once its lock is held (kept with the record's locks until the
+        write-back): two objects with one uid (a lost record back from two systems at once) import it once."""
+        key = f"{kind}:uid:{uid}"
+        if key not in locks:
+            deadline = asyncio.get_running_loop().time() + UID_PATIENCE
+            while not await self.locks.try_lock([key]):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ConnectorError(f"uid {uid} is being synced elsewhere", transient=True, outage=False)
+                await asyncio.sleep(0.05)
+            locks.append(key)
+        async with self.sessions() as session:
+            found = (await session.execute(sql.find_uid(kind), {"uid": uid})).first()
+            await session.rollback()
+        return int(found.id) if found is not None else None
 
     async def _find_links_many(self, asks: list[tuple[str, str, str]]) -> list[int | None]:
         found: dict[tuple[str, str, str], int] = {}
@@ -508,7 +534,7 @@ class _WriteBack:
                 changes[job.item.kind].append(records.Edit(ours.id, out.row.expected_version, out.row.changes,
                                                            out.row.delete, out.row.restore))
             if out.insert is not None:
-                changes[job.item.kind].append(records.New(*out.insert))
+                changes[job.item.kind].append(records.New(*out.insert, uid=out.insert_uid))
         written: set[tuple[str, int]] = set()
         for kind_name, group in changes.items():
             ids = await records.write(self.session, kind_name, group, queue=self.queued)
@@ -740,7 +766,7 @@ def _ours(kind: records.Kind, row: Any) -> plan.Ours | None:
     if row is None:
         return None
     return plan.Ours(int(row.id), int(row.version), sql.field_values(kind, row), row.deleted_at is not None,
-                     row.updated_at)
+                     row.updated_at, str(row.uid) if kind.has_uid and row.uid is not None else None)
 
 
 def _trace(ok: bool, started: Any) -> plan.Trace:

@@ -34,6 +34,12 @@ def deleted_ids(kind_name: str) -> Any:
 
 
 @cache
+def find_uid(kind_name: str) -> Any:
+    table = records.kind(kind_name).table
+    return text(f"SELECT id FROM {table} WHERE uid = CAST(:uid AS uuid)")
+
+
+@cache
 def reserve_ids(kind_name: str) -> Any:
     table = records.kind(kind_name).table
     return text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)")
@@ -66,6 +72,11 @@ TRACES = text("""
     WHERE kind = :kind AND system = :system AND internal_id = ANY(CAST(:iids AS bigint[]))
       AND (status = 'ok' OR (status = 'started' AND operation = 'create'))
     GROUP BY internal_id""")
+# Rows imported from an object that carried a uid we did not know (plan/inbound.py): a record a restore lost.
+RESTORED = text("""
+    SELECT DISTINCT internal_id FROM sync_events
+    WHERE kind = :kind AND internal_id = ANY(CAST(:iids AS bigint[])) AND direction = 'inbound'
+      AND operation = 'create' AND detail ? 'restored'""")
 PARENT_LINKS = text("""
     SELECT internal_id, external_id, COALESCE(base ->> 'deleted', '') = 'true' AS gone FROM links
     WHERE kind = :kind AND system = :system AND internal_id = ANY(CAST(:iids AS bigint[]))""")

@@ -96,7 +96,8 @@ class SalesforceConnector(BatchDispatch[SObjectHandler]):
             reserve_fraction=settings.salesforce_api_reserve_percent / 100,
             limit_pause_seconds=settings.salesforce_limit_pause_seconds)
         mapping = Mapping_(settings.salesforce_object, settings.salesforce_name_field,
-                           settings.salesforce_email_field, settings.salesforce_external_id_field)
+                           settings.salesforce_email_field, settings.salesforce_external_id_field,
+                           None if settings.salesforce_uid_field.lower() == "none" else settings.salesforce_uid_field)
         return cls(client, mapping, poll_overlap_seconds=settings.salesforce_poll_overlap_seconds,
                    poll_settle_seconds=settings.salesforce_poll_settle_seconds,
                    poll_interval_seconds=settings.salesforce_poll_interval_seconds,

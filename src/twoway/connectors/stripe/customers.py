@@ -1,6 +1,7 @@
 """Our customers and Stripe's, through the connector's raw calls (the answer as a dict: no SDK object tree).
 
-Our id travels as `metadata.internal_id`; a create carries it, so a search by it finds what a lost create made.
+Our id travels as `metadata.internal_id` and our uid as `metadata.twoway_uid`; a create carries both, so a
+search finds what a lost create made (and the planner can tell it from another record that got the same id).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from twoway.connectors.base import ExternalRecord, InboundEvent, NotFound
+from twoway.connectors.base import ExternalRecord, InboundEvent, NotFound, best_match
 from twoway.connectors.stripe import mapping
 
 KIND = "customer"
@@ -34,8 +35,9 @@ class Customers:
             return ExternalRecord(external_id, {}, deleted=True)
         return record(obj)
 
-    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str) -> ExternalRecord:
-        params = {**self.to_system(fields), "metadata": {mapping.INTERNAL_ID_KEY: str(internal_id)}}
+    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str,
+                     uid: str | None = None) -> ExternalRecord:
+        params = {**self.to_system(fields), "metadata": mapping.identity(internal_id, uid)}
         obj, headers = await self.conn.request("create", "POST /v1/customers", idempotency_key=idempotency_key,
                                                **params)
         replayed = headers.get("idempotent-replayed", "").lower() == "true"
@@ -46,10 +48,10 @@ class Customers:
                                          idempotency_key=idempotency_key, **self.to_system(changes))
         return record(obj)
 
-    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str) -> ExternalRecord:
+    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str,
+                              uid: str | None = None) -> ExternalRecord:
         obj, _ = await self.conn.request("update", "POST /v1/customers/{id}", external_id,
-                                         idempotency_key=idempotency_key,
-                                         metadata={mapping.INTERNAL_ID_KEY: str(internal_id)})
+                                         idempotency_key=idempotency_key, metadata=mapping.identity(internal_id, uid))
         return record(obj)
 
     async def delete(self, external_id: str, idempotency_key: str) -> None:
@@ -59,11 +61,10 @@ class Customers:
         except NotFound:
             return  # already gone: the goal state holds
 
-    async def find_by_internal_id(self, internal_id: int) -> ExternalRecord | None:
-        query = f"metadata['{mapping.INTERNAL_ID_KEY}']:'{internal_id}'"
+    async def find_by_internal_id(self, internal_id: int, uid: str | None = None) -> ExternalRecord | None:
+        query = mapping.search_query(internal_id, uid)
         result, _ = await self.conn.request("search", "GET /v1/customers/search", query=query, limit=10)
-        found = [o for o in result.get("data") or [] if mapping.internal_id_of(o) == internal_id]
-        return record(found[0]) if found else None
+        return best_match([record(o) for o in result.get("data") or []], internal_id, uid)
 
     async def list_all(self, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
         after: str | None = None
@@ -97,6 +98,7 @@ def record(obj: Any, deleted: bool = False) -> ExternalRecord:
         fields={} if data.get("deleted") and "email" not in data else mapping.from_stripe(data),
         internal_id=mapping.internal_id_of(data),
         deleted=deleted or bool(data.get("deleted")),
+        uid=mapping.uid_of(data),
     )
 
 

@@ -28,8 +28,16 @@ from twoway.connectors.base import (
     NotFound,
     ParentMissing,
     Refused,
+    best_match,
 )
-from twoway.connectors.stripe.mapping import INTERNAL_ID_KEY, event_object, internal_id_of
+from twoway.connectors.stripe.mapping import (
+    INTERNAL_ID_KEY,
+    event_object,
+    identity,
+    internal_id_of,
+    search_query,
+    uid_of,
+)
 from twoway.invoices import wire
 from twoway.invoices.models import RANK, TERMINAL
 
@@ -126,11 +134,12 @@ def from_stripe(invoice: Mapping[str, Any], lines: list[Mapping[str, Any]]) -> d
 def record(invoice: Mapping[str, Any], lines: list[Mapping[str, Any]] | None = None,
            deleted: bool = False) -> ExternalRecord:
     if deleted or invoice.get("deleted"):
-        return ExternalRecord(str(invoice["id"]), {}, internal_id=internal_id_of(invoice), deleted=True)
+        return ExternalRecord(str(invoice["id"]), {}, internal_id=internal_id_of(invoice), deleted=True,
+                              uid=uid_of(invoice))
     if lines is None:
         lines = list((invoice.get("lines") or {}).get("data") or [])
     return ExternalRecord(str(invoice["id"]), from_stripe(invoice, lines), internal_id=internal_id_of(invoice),
-                          parent=_customer_copy(invoice))
+                          parent=_customer_copy(invoice), uid=uid_of(invoice))
 
 
 def _customer_copy(invoice: Mapping[str, Any]) -> ExternalRecord | None:
@@ -210,12 +219,13 @@ class Invoices:
                 return out
             after = page.data[-1].id
 
-    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str) -> ExternalRecord:
+    async def create(self, internal_id: int, fields: Mapping[str, str], idempotency_key: str,
+                     uid: str | None = None) -> ExternalRecord:
         """The draft, then its lines in one `add_lines` call per batch. Status is not sent here: a command
         after creation moves it."""
         key = idempotency_key
         params = {"customer": fields["customer_id"], "currency": fields["currency"], "auto_advance": False,
-                  **self.to_system(fields), "metadata": {INTERNAL_ID_KEY: str(internal_id)}}
+                  **self.to_system(fields), "metadata": identity(internal_id, uid)}
         try:
             obj = await self.conn.call("create", "POST /v1/invoices", self.api.create_async, params,
                                        {"idempotency_key": key})
@@ -380,22 +390,23 @@ class Invoices:
             raise Refused(f"stripe invoice {external_id} is {current.fields.get('status')}: only drafts can be "
                           "deleted", fields=["status"], current=current) from exc
 
-    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str) -> ExternalRecord:
+    async def set_internal_id(self, external_id: str, internal_id: int, idempotency_key: str,
+                              uid: str | None = None) -> ExternalRecord:
         obj = await self.conn.call("update", "POST /v1/invoices/{id}", self.api.update_async, external_id,
-                                   {"metadata": {INTERNAL_ID_KEY: str(internal_id)}},
+                                   {"metadata": identity(internal_id, uid)},
                                    {"idempotency_key": idempotency_key})
         invoice = _data(obj)
         return record(invoice, await self._all_lines(invoice))
 
-    async def find_by_internal_id(self, internal_id: int) -> ExternalRecord | None:
-        query = f"metadata['{INTERNAL_ID_KEY}']:'{internal_id}'"
+    async def find_by_internal_id(self, internal_id: int, uid: str | None = None) -> ExternalRecord | None:
+        query = search_query(internal_id, uid)
         result = await self.conn.call("search", "GET /v1/invoices/search", self.api.search_async,
                                       {"query": query, "limit": 10})
-        found = [_data(o) for o in result.data]
-        found = [o for o in found if internal_id_of(o) == internal_id]
-        if not found:
+        found = {str(o["id"]): o for o in map(_data, result.data)}
+        best = best_match((record(o, []) for o in found.values()), internal_id, uid)
+        if best is None:
             return None
-        return record(found[0], await self._all_lines(found[0]))
+        return record(found[best.external_id], await self._all_lines(found[best.external_id]))
 
     async def list_all(self, page_size: int = 100) -> AsyncIterator[ExternalRecord]:
         after: str | None = None

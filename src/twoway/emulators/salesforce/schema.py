@@ -54,6 +54,7 @@ STANDARD: tuple[FieldDef, ...] = (
 DEFAULT_CUSTOM: tuple[FieldDef, ...] = (
     FieldDef("Email__c", "email", "Email", 80, custom=True),
     FieldDef("Twoway_Id__c", "string", "Twoway Id", 64, external_id=True, unique=True, custom=True),
+    FieldDef("Twoway_Uid__c", "string", "Twoway Uid", 36, custom=True),
     FieldDef("Legacy_Id__c", "string", "Legacy Id", 64, external_id=True, custom=True),
 )
 _CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,36}__c$")

@@ -10,7 +10,8 @@ The pieces, each readable alone:
 - `calls`: what a plan may yield. Two pseudo-calls are the engine's, not the external system's:
   `MarkStarted` (commit a create trace before the create, so a crash leaves a trace that a create may
   exist) and `NewId` (reserve our id for an import, so the external object can carry it before our row
-  is written); `FindLink` reads a link.
+  is written); `FindLink` reads a link; `FindUid` finds the row with a uid (under a lock on the uid).
+- `identity`: which record an object is (our id, and a uid that a restored database cannot issue again).
 - `snapshot`: what a plan reads. `outcome`: what it returns.
 - `fields`: a kind's field rules applied to values (what we push, how both sides merge).
 - `work`: one record's work in memory, shared by both directions.
@@ -26,6 +27,7 @@ from twoway.sync.plan.calls import (
     Delete,
     Fetch,
     FindLink,
+    FindUid,
     MarkStarted,
     NewId,
     Search,
@@ -51,7 +53,7 @@ from twoway.syncstate.words import Direction, Operation, Result, Status
 
 __all__ = [
     "DELETED", "EXTERNAL_CALLS", "IDEMPOTENCY_WINDOW", "Call", "Claim", "Close", "Create", "Delete", "Direction",
-    "Fetch", "FindLink", "Follow", "LinkState", "LogRow", "MarkStarted", "MergeResult", "NewId", "Operation",
+    "Fetch", "FindLink", "FindUid", "Follow", "LinkState", "LogRow", "MarkStarted", "MergeResult", "NewId", "Operation",
     "Ours", "Outcome", "Pending", "Plan", "Result", "RowWrite", "Search", "SetInternalId", "Snapshot", "Started",
     "Status", "Tombstone", "Trace", "Update", "digest", "events_match_base", "inbound", "merge_fields",
     "outbound", "pushable",

@@ -1,6 +1,6 @@
 """What a plan may yield: the external system's calls, and three pseudo-calls that are the engine's.
 
-The engine answers each (or throws the connector's error in). `MarkStarted`, `NewId` and `FindLink` never
+The engine answers each (or throws the connector's error in). `MarkStarted`, `NewId`, `FindLink` and `FindUid` never
 reach the external system: they read or write our own database, in their own short transactions.
 """
 
@@ -18,7 +18,10 @@ class Fetch:
 
 @dataclass(frozen=True)
 class Search:
+    """The object that carries our id or our uid (the connector's best match)."""
+
     internal_id: int
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Create:
     internal_id: int
     fields: Mapping[str, str]
     key: str
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class SetInternalId:
     external_id: str
     internal_id: int
     key: str
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,5 +76,13 @@ class FindLink:
     external_id: str
 
 
-Call = Fetch | Search | Create | Update | Delete | SetInternalId | MarkStarted | NewId | FindLink
+@dataclass(frozen=True)
+class FindUid:
+    """Engine: our row (id) of this kind that carries `uid`, or None; read under a lock on the uid, held
+    until the write-back, so two objects that carry one uid (from two systems) are imported once."""
+
+    uid: str
+
+
+Call = Fetch | Search | Create | Update | Delete | SetInternalId | MarkStarted | NewId | FindLink | FindUid
 EXTERNAL_CALLS = (Fetch, Search, Create, Update, Delete, SetInternalId)

@@ -1,6 +1,10 @@
 """Inbound: make our catalog agree with the external object, merging both sides' changes.
 
 Also run by outbound first when their change is waiting, so a both-sides edit is merged, not overwritten.
+
+An object we have no link for is claimed by the row that carries its uid (a record a restore lost, that came
+back from another system first), else by the row its id names, unless that row is another record (its
+uid differs: the id was issued again after a restore); else it is imported, keeping its uid.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from twoway.connectors.base import ConnectorError, ExternalRecord
-from twoway.sync.plan.calls import Call, Fetch, FindLink, NewId, SetInternalId
+from twoway.sync.plan.calls import Call, Fetch, FindLink, FindUid, NewId, SetInternalId
 from twoway.sync.plan.fields import merge_fields
+from twoway.sync.plan.identity import import_uid, may_be, names
 from twoway.sync.plan.outcome import Follow, Plan, Tombstone
 from twoway.sync.plan.snapshot import DELETED, Claim, LinkState, Pending, Snapshot
 from twoway.sync.plan.work import Work
@@ -33,7 +38,7 @@ def inbound(s: Snapshot, external_id: str, *, hint_only: bool = False) -> Plan:
     return w.finish(result)
 
 
-def events_match_base(events: tuple[Pending, ...], link: LinkState) -> bool:
+def events_match_base(events: tuple[Pending, ...], link: LinkState, uid: str | None = None) -> bool:
     """Our own write coming back (or an old state we already hold): no fetch needed."""
     if not events:
         return False
@@ -41,7 +46,7 @@ def events_match_base(events: tuple[Pending, ...], link: LinkState) -> bool:
         seen = event.record
         if seen is None or seen.deleted != bool(link.base.get("deleted")):
             return False
-        if not seen.deleted and seen.internal_id != link.internal_id:
+        if not seen.deleted and not names(seen, link.internal_id, uid):
             return False  # our id is missing over there: worth a look (and a write-back)
         if not seen.deleted and any(link.base.get(k) != v for k, v in seen.fields.items()):
             return False
@@ -51,7 +56,7 @@ def events_match_base(events: tuple[Pending, ...], link: LinkState) -> bool:
 def take_in(w: Work, external_id: str) -> Generator[Call, Any, Result]:
     """Their pending events handled: the object read (unless they only echo what we hold) and taken in."""
     events = tuple(sorted(w.s.pending, key=lambda e: (e.created is None, e.created or w.s.now, e.id)))
-    if w.link is not None and events_match_base(events, w.link):
+    if w.link is not None and events_match_base(events, w.link, w.row.uid if w.row else None):
         w.out.processed.extend(e.id for e in events)
         w.close(Direction.INBOUND)
         return Result.ECHO
@@ -112,9 +117,10 @@ def _linked(w: Work, theirs: ExternalRecord, theirs_at: datetime | None) -> Gene
     if theirs_fields is None:
         return Result.DEFERRED
     base = {} if link.base.get("deleted") else dict(link.base)
-    if theirs.internal_id != link.internal_id:
+    if not names(theirs, link.internal_id, row.uid):
         # Level-triggered write-back: whenever we see our id missing (or wrong), put it there.
-        yield SetInternalId(link.external_id, link.internal_id, w.key(link.internal_id, "adopt", link.external_id))
+        yield SetInternalId(link.external_id, link.internal_id, w.key(link.internal_id, "adopt", link.external_id),
+                            row.uid)
     result = merge_fields(w.s.rules, base, row.fields, theirs_fields, ours_changed_at=row.changed_at,
                           theirs_changed_at=theirs_at, policy=w.s.policy)
     for c in result.conflicts:
@@ -139,17 +145,27 @@ def _unlinked(w: Work, theirs: ExternalRecord) -> Generator[Call, Any, Result]:
     if theirs.deleted:
         return Result.NOOP
     claim: Claim | None = None
-    if theirs.internal_id is not None:
-        claim = w.s.claims.get(theirs.internal_id)
+    # The row with its uid, if we have one (the lock on the uid is held from here to the write-back).
+    owner: int | None = (yield FindUid(theirs.uid)) if theirs.uid is not None and w.s.uids else None
+    claimed = owner if owner is not None else theirs.internal_id
+    if claimed is not None:
+        claim = w.s.claims.get(claimed)
         if claim is None:
             # It names a row we did not read (or lock): look again with that row locked.
             w.out.follow.append(Follow(Direction.INBOUND, w.s.kind, external_id=theirs.external_id, reason="claim",
-                                       hint=theirs.internal_id))
+                                       hint=claimed))
             w.out.defer_seconds = 0.0
             return Result.DEFERRED
     fields = yield from _incoming(w, theirs)
     if fields is None:
         return Result.DEFERRED
+    if claim is not None and claim.row is not None and not may_be(theirs, claim.row):
+        # Our id, another record's uid: the id was issued again after a restore. That row is not this object's.
+        w.log(Direction.INBOUND, Operation.ADOPT, Status.CONFLICT, {
+            "claimed": claim.row.id, "uid": claim.row.uid, "found_uid": theirs.uid,
+            "resolution": "the object carries our id but another record's uid (ids issued again after a "
+                          "database restore): not adopted; imported as its own record"})
+        claim = None
     if claim is not None and claim.row is not None and not claim.linked:
         w.set_link(LinkState(claim.row.id, theirs.external_id, dict(theirs.fields)))
         w.out.follow.append(Follow(Direction.OUTBOUND, w.s.kind, claim.row.id, reason="adopted"))
@@ -159,15 +175,22 @@ def _unlinked(w: Work, theirs: ExternalRecord) -> Generator[Call, Any, Result]:
             w.out.follow.append(Follow(Direction.INBOUND, w.s.kind, external_id=theirs.external_id, reason="adopted"))
         w.log(Direction.INBOUND, Operation.ADOPT)
         return Result.ADOPTED
-    # Unknown here (or it claims a row another object holds): import it as its own record.
+    # Unknown here (or it claims a row another object holds): import it as its own record. It keeps the uid
+    # it carries (a record of ours a restore lost) unless a row here has it (two objects carry one uid).
+    restored = w.s.uids and theirs.uid is not None and owner is None
+    uid = (theirs.uid if restored else import_uid(w.s.system, w.s.kind, theirs.external_id)) if w.s.uids else None
     new_id: int = yield NewId()
-    w.out.insert = (new_id, fields)
+    w.out.insert, w.out.insert_uid = (new_id, fields), uid
     w.out.follow.append(Follow(Direction.OUTBOUND, w.s.kind, new_id, reason="change"))
     w.set_link(LinkState(new_id, theirs.external_id, dict(theirs.fields), last_pushed_version=1))
     t = w.out.tombstone
-    w.log(Direction.INBOUND, Operation.CREATE, detail={
-        "parent": f"{t.kind}:{t.external_id}",
-        "resolution": "parent deleted in external system before we saw it: imported on a deleted row"} if t else None)
+    detail: dict[str, Any] = {"parent": f"{t.kind}:{t.external_id}", "resolution": "parent deleted in external "
+                              "system before we saw it: imported on a deleted row"} if t else {}
+    if restored:
+        # Made by us before and unknown here: our catalog lost it (a restore). The other systems may still
+        # hold it: their creates look for it by uid first (`Trace.restored`).
+        detail.update(restored=True, uid=uid)
+    w.log(Direction.INBOUND, Operation.CREATE, detail=detail or None)
     # If this write-back fails, the import still commits with a retry; the linked path writes it then.
-    yield SetInternalId(theirs.external_id, new_id, w.key(new_id, "adopt", theirs.external_id))
+    yield SetInternalId(theirs.external_id, new_id, w.key(new_id, "adopt", theirs.external_id), uid)
     return Result.CREATED

@@ -1,8 +1,10 @@
 """Outbound: make the external system hold what our row holds (merging their pending changes first).
 
 Creates are replayed with the same key while the system remembers it (`Snapshot.idempotency_window`), and
-searched for first only when an earlier create may have landed. A delete the system cannot do in the
-record's state becomes the kind's end state, or gives way to theirs (`Rules.deletion`).
+searched for first only when an earlier create may have landed (or the record came back from another system
+after a restore). A found object that carries another record's uid is never adopted (`_search`). A delete
+the system cannot do in the record's state becomes the kind's end state, or gives way to theirs
+(`Rules.deletion`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, ParentMissing, Refused
+from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound, ParentMissing, Refused, Taken
 from twoway.sync.plan.calls import Call, Create, Delete, Fetch, MarkStarted, Search, Update
 from twoway.sync.plan.fields import digest, pushable
+from twoway.sync.plan.identity import may_be
 from twoway.sync.plan.inbound import take_in
 from twoway.sync.plan.outcome import Follow, Plan
 from twoway.sync.plan.snapshot import DELETED, LinkState, Snapshot
@@ -61,13 +64,15 @@ def _push(w: Work) -> Generator[Call, Any, Result]:
             if not pid or int(pid) in w.s.parents_gone or int(pid) not in w.s.parent_links:
                 raise
             return _parent_missing(w)
+        except Taken as exc:
+            return _taken(w, exc.current)
     assert w.link is not None
     if w.link.base.get("deleted"):
         return _gone(w)
     ours = _outgoing(w, pushable(w.s.rules, row.fields, w.link.base))
     changes = {k: v for k, v in ours.items() if w.link.base.get(k) != v}
     if changes:
-        key = w.key(row.id, f"v{row.version}", digest(changes))
+        key = w.row_key(f"v{row.version}", digest(changes))
         try:
             yield Update(w.link.external_id, changes, key)
         except NotFound:
@@ -95,6 +100,20 @@ def _parent_missing(w: Work) -> Result:
     return Result.WAITING
 
 
+def _taken(w: Work, current: ExternalRecord) -> Result:
+    """Our id is held over there by another record's object (a restore issued the id again): nothing was
+    written to it. Recorded; that object is read and imported as its own record, which moves its id off
+    ours; then this create goes again (not a failure: no attempt used)."""
+    assert w.row is not None
+    w.log(Direction.OUTBOUND, Operation.CREATE, Status.CONFLICT, {
+        "found": current.external_id, "found_uid": current.uid, "uid": w.row.uid,
+        "resolution": "the object holds our id with another record's uid (ids issued again after a database "
+                      "restore): not written; imported as its own record, then this record is created"})
+    w.out.follow.append(Follow(Direction.INBOUND, w.s.kind, external_id=current.external_id, reason="taken"))
+    w.out.defer_seconds = 1.0
+    return Result.WAITING
+
+
 def _orphaned(w: Work, parent: str) -> Result:
     """Its parent was deleted over there (or here, never having got there) before this record got there: it
     never can. Ours goes (recorded); a create that may have landed meanwhile is found and deleted by the
@@ -118,7 +137,7 @@ def _create_or_adopt(w: Work) -> Generator[Call, Any, None]:
     row = w.row
     assert row is not None
     fields = _outgoing(w, pushable(w.s.rules, row.fields, {}))
-    key = w.key(row.id, "create", f"v{row.version}")
+    key = w.row_key("create", f"v{row.version}")
     record: ExternalRecord | None = None
     again = w.s.trace.replayable(w.s.now, w.s.idempotency_window)
     if again is not None and again.fields is not None:
@@ -127,16 +146,16 @@ def _create_or_adopt(w: Work) -> Generator[Call, Any, None]:
     elif w.s.trace.exists:
         # An earlier create (too long ago to replay, or a link lost after a success) may exist: look first.
         # Not before every create: search is slow, eventually consistent and rate limited.
-        record = yield Search(row.id)
+        record = yield from _search(w)
     if record is None:
         if again is None:
             yield MarkStarted(key, fields)
         try:
-            record = yield Create(row.id, fields, key)
+            record = yield Create(row.id, fields, key, row.uid)
         except ConnectorError as exc:
             if exc.code != "idempotency_error":
                 raise
-            record = yield Search(row.id)
+            record = yield from _search(w)
             if record is None:
                 raise ConnectorError("create key reused but no record found yet", transient=True) from exc
         assert record is not None
@@ -148,6 +167,22 @@ def _create_or_adopt(w: Work) -> Generator[Call, Any, None]:
     w.set_link(LinkState(row.id, record.external_id, dict(DELETED) if record.deleted else dict(record.fields)))
 
 
+def _search(w: Work) -> Generator[Call, Any, ExternalRecord | None]:
+    """The object an earlier create of this record made, if the system finds it. One that carries our id
+    but another record's uid is a record a restore lost (its id was issued again): never adopted,
+    overwritten or deleted; recorded as a conflict for a person, and this record goes on without it."""
+    row = w.row
+    assert row is not None
+    found: ExternalRecord | None = yield Search(row.id, row.uid)
+    if found is None or may_be(found, row):
+        return found
+    w.log(Direction.OUTBOUND, Operation.ADOPT, Status.CONFLICT, {
+        "found": found.external_id, "found_uid": found.uid, "uid": row.uid,
+        "resolution": "the object carries our id but another record's uid (ids issued again after a database "
+                      "restore): not adopted"})
+    return None
+
+
 def _push_delete(w: Work) -> Generator[Call, Any, Result]:
     row = w.row
     assert row is not None
@@ -157,11 +192,11 @@ def _push_delete(w: Work) -> Generator[Call, Any, Result]:
         try:
             if again is not None and again.fields is not None:
                 # A create we sent may have landed: re-send it to learn its id (search may lag behind).
-                found = yield Create(row.id, dict(again.fields), again.key)
+                found = yield Create(row.id, dict(again.fields), again.key, row.uid)
                 if found is not None and found.deleted:
                     found = None
             elif w.s.trace.exists:
-                found = yield Search(row.id)
+                found = yield from _search(w)
         except NotFound:
             found = None  # the create never landed (its parent is gone over there)
         if found is None:
@@ -181,7 +216,7 @@ def _push_delete(w: Work) -> Generator[Call, Any, Result]:
         current = yield from _undeletable(w, state, None)
     else:
         try:
-            yield Delete(w.link.external_id, w.key(row.id, "delete"))
+            yield Delete(w.link.external_id, w.row_key("delete"))
         except Refused as exc:
             # It moved on over there first (a draft finalized or paid meanwhile).
             if not deletion.end_state:
@@ -206,7 +241,7 @@ def _undeletable(w: Work, state: str | None, current: ExternalRecord | None
         basis = current.fields if current is not None else w.link.base
         if any(basis.get(k) != v for k, v in end.items()):
             try:
-                yield Update(w.link.external_id, end, w.key(w.row.id, "end", digest(end)))
+                yield Update(w.link.external_id, end, w.row_key("end", digest(end)))
                 current = None  # moved: read it whole below, when it is wanted
             except Refused as exc:
                 current = exc.current  # it moved on meanwhile (paid): theirs stands

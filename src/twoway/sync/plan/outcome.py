@@ -75,6 +75,7 @@ class Outcome:
     link_dirty: bool = False
     row: RowWrite | None = None
     insert: tuple[int, dict[str, str]] | None = None
+    insert_uid: str | None = None  # the uid the imported object carried (None: a new one)
     tombstone: Tombstone | None = None
     processed: list[int] = field(default_factory=list)
     logs: list[LogRow] = field(default_factory=list)

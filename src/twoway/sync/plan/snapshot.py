@@ -24,6 +24,7 @@ class Ours:
     fields: Mapping[str, str]
     deleted: bool = False
     changed_at: datetime | None = None
+    uid: str | None = None  # an identity a restore cannot re-issue (None: a kind without one)
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,13 @@ class Trace:
 
     had_success: bool = False
     started: tuple[Started, ...] = ()
+    # The row was imported from an object that carried a uid we did not know (a record our catalog lost in
+    # a restore): the other systems may hold it too, so a create here looks for it by uid first.
+    restored: bool = False
 
     @property
     def exists(self) -> bool:
-        return self.had_success or bool(self.started)
+        return self.had_success or bool(self.started) or self.restored
 
     def replayable(self, now: datetime, window: timedelta | None) -> Started | None:
         """The earliest create we sent, if re-sending it (same key, same fields) is a safe replay.
@@ -80,7 +84,7 @@ class Trace:
 
 @dataclass(frozen=True)
 class Claim:
-    """A row an external object names as ours (metadata.internal_id), read under its lock."""
+    """A row an external object names as ours (by our id, or by its uid), read under its lock."""
 
     row: Ours | None
     linked: bool
@@ -99,6 +103,7 @@ class Snapshot:
     trace: Trace = Trace()
     rules: Rules = DEFAULT
     policy: Policy = "newer_wins"
+    uids: bool = False  # the kind's rows keep a uid (`Kind.has_uid`): imports keep or make one
     # how long the system keeps an idempotency key (None: for ever): how long a create can be replayed
     idempotency_window: timedelta | None = IDEMPOTENCY_WINDOW
     # inbound, unlinked: rows the external object may claim (by id), read under their lock

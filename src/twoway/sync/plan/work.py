@@ -83,6 +83,13 @@ class Work:
     def key(self, *parts: object) -> str:
         return "twoway:" + ":".join(str(p) for p in (self.s.system, self.s.kind, *parts))
 
+    def row_key(self, *parts: object) -> str:
+        """A key of a write for our row: its id, and its uid, so that a record given the same id after a
+        restore never replays the key of another record's write."""
+        assert self.row is not None
+        ident = f"{self.row.id}.{self.row.uid}" if self.row.uid else self.row.id
+        return self.key(ident, *parts)
+
     def finish(self, result: Result) -> Outcome:
         self.out.result = result
         return self.out
