@@ -94,3 +94,13 @@ def describe(spans: list[Span], limits: dict[str, float]) -> str:
         share = f" ({s.rate / limit * 100:.0f} % of {limit:g}/s)" if limit else ""
         parts.append(f"{s.route} {s.rate:.1f}/s over {s.seconds} s{share}")
     return "; ".join(parts)
+
+
+def ceiling(calls: dict[str, int], global_limit: float, endpoint_limit: float) -> float:
+    """The most of `global_limit` a backlog of these calls per route can use when each route may take
+    `endpoint_limit`: the busiest route takes calls / endpoint_limit seconds at best, the rest fit inside."""
+    busiest = max((n for route, n in calls.items() if route != ALL), default=0)
+    if not busiest:
+        return 0.0
+    total = sum(n for route, n in calls.items() if route != ALL)
+    return min(1.0, total / (busiest / endpoint_limit) / global_limit)

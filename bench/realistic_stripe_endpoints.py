@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.cluster import Cluster, ClusterConfig
 from bench.fasthttp import Pool
-from bench.per_second import ALL, Seconds, describe
+from bench.per_second import ALL, Seconds, ceiling, describe
 
 WORKLOAD = "realistic_stripe_endpoints"
 GLOBAL = 100.0  # Stripe's live limit, and the emulator's with --limits live
@@ -152,9 +152,13 @@ async def mixed(cluster: Cluster, seeded: list[int], s: dict[str, int]) -> list[
                     "our_endpoint_rate": OUR_ENDPOINT, "api_accepted_s": round(accepted, 1),
                     "elapsed_s": round(elapsed, 1)}
     limits = {ALL: GLOBAL, "": ENDPOINT}
+    by_route = {route: _ok(after, route) - _ok(before, route) for route in after["responses"]}
+    by_route = {route: n for route, n in by_route.items() if n}
     note = (f"{'' if done else 'NOT DRAINED within 900 s; '}{calls} calls ({limited} answered 429), {writes} Stripe "
             f"writes ({update_writes} updates), {len(failures)} dead letters; the API took the backlog in "
-            f"{accepted:.1f} s; per route over its own active window: {describe(spans, limits)}")
+            f"{accepted:.1f} s; calls per route: {by_route}; the most this mix can use of {GLOBAL:g}/s at "
+            f"{ENDPOINT:g}/s per endpoint: {ceiling(by_route, GLOBAL, ENDPOINT) * 100:.0f} %; per route over its "
+            f"own active window: {describe(spans, limits)}")
     print(f"[bench] mixed backlog settled in {await settle(cluster)} s", flush=True)
     return [
         Figure(WORKLOAD, "global_limit_used_percent", round(total.rate / GLOBAL * 100, 1) if total else None, "%",
