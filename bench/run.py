@@ -27,10 +27,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench import cpu_per_change, ingest, invoices, outage, realistic_stripe, relay, salesforce_client
+from bench import (
+    cpu_per_change,
+    ingest,
+    invoices,
+    outage,
+    realistic_stripe,
+    realistic_stripe_endpoints,
+    relay,
+    salesforce_client,
+)
 from bench.chaos import machine
 from bench.cluster import Cluster, ClusterConfig
 from bench.fasthttp import Pool
+from bench.per_second import Seconds, describe
 from bench.seed import seed_linked
 from twoway.kit.db import asyncpg_dsn
 from twoway.kit.embedded import free_port
@@ -313,12 +323,18 @@ async def _watch_rows(cluster: Cluster, ids: list[int], seen: list[tuple[str, fl
 # -- rate-limited ------------------------------------------------------------------------------------
 
 
-async def rate_limited(cluster: Cluster, customers: int, updates: int, limit: float) -> list[Figure]:
+async def rate_limited(cluster: Cluster, customers: int, updates: int, limit: float,
+                       endpoint_limit: float | None = None) -> list[Figure]:
+    """`endpoint_limit`: the emulator limits each endpoint too (rate_limited_endpoints), so the updates'
+    endpoint, not the account, bounds the drain: its share of that limit is a figure of its own."""
+    workload = "rate_limited" if endpoint_limit is None else "rate_limited_endpoints"
     ids = await create_customers(cluster, customers, "rl")
-    await settle(cluster, customers / limit * 4 + 60)  # every row pushed, every echo webhook merged
+    # every row pushed, every echo webhook merged
+    await settle(cluster, customers / min(limit, endpoint_limit or limit) * 4 + 60)
     before = await asyncio.to_thread(cluster.emulator_stats)
+    since = time.time()
     started = time.monotonic()
-    async with api_pool(cluster) as api:
+    async with api_pool(cluster) as api, Seconds(cluster) as seconds:
         async def update(i: int) -> None:
             async with api.connection() as conn:
                 await conn.send_json("PATCH", f"/api/v1/customers/{ids[i % len(ids)]}", {"name": f"rl-{i}"})
@@ -335,9 +351,21 @@ async def rate_limited(cluster: Cluster, customers: int, updates: int, limit: fl
     sizes = {"customers": customers, "updates": updates, "limit_per_s": limit, "elapsed_s": round(elapsed, 1)}
     used = round(ok / (elapsed * limit) * 100, 1)
     note = f"{requests} requests ({requests - ok} answered 429), {writes} writes, {len(failures)} dead letters"
-    return [Figure("rate_limited", "limit_used_percent", used, "%", 95, True, sizes, note),
-            Figure("rate_limited", "stripe_writes", writes, "writes", updates * 0.11, False, sizes, note),
-            Figure("rate_limited", "dead_letters", len(failures), "count", 0, False, sizes, note)]
+    figures = [Figure(workload, "stripe_writes", writes, "writes", updates * 0.11, False, sizes, note),
+               Figure(workload, "dead_letters", len(failures), "count", 0, False, sizes, note)]
+    if endpoint_limit is None:
+        return [Figure(workload, "limit_used_percent", used, "%", 95, True, sizes, note), *figures]
+    # Updates and the reads of their echoes are two endpoints: together at most 2 x 25/s of the 100/s.
+    sizes["endpoint_limit_per_s"] = endpoint_limit
+    span = seconds.span(realistic_stripe_endpoints.UPDATE, since)
+    routes = describe(seconds.spans(since), {"*": limit, "": endpoint_limit})
+    note += f"; per route over its own active window: {routes}"
+    share = round(span.rate / endpoint_limit * 100, 1) if span else None
+    return [Figure(workload, "limit_used_percent", used, "%", None, True, sizes,
+                   note + "; calls answered / (elapsed from the first PATCH to Stripe holding every name x 100/s)"),
+            Figure(workload, "update_endpoint_used_percent", share, "%", 95, True, sizes, note,
+                   met=None if span else False),
+            *figures]
 
 
 def _ok_requests(stats: dict[str, Any]) -> int:
@@ -406,10 +434,11 @@ def with_cluster(config: ClusterConfig, body: Callable[[Cluster], Coroutine[Any,
 # or of the names in run_all below.
 EXTRA: dict[str, Callable[[bool], list[Any]]] = {
     "realistic_stripe": realistic_stripe.run, "cpu_per_change": cpu_per_change.run, "outage": outage.run,
-    "invoices": invoices.run,
+    "invoices": invoices.run, "realistic_stripe_endpoints": realistic_stripe_endpoints.run,
 }
 SYNC_PATHS = ("outbound_throughput", "outbound_latency", "inbound_latency")
-NAMES = (*SYNC_PATHS, "ingest", "salesforce_client", "relay", "rate_limited", "reconcile", *EXTRA)
+NAMES = (*SYNC_PATHS, "ingest", "salesforce_client", "relay", "rate_limited", "rate_limited_endpoints", "reconcile",
+         *EXTRA)
 
 
 def run_all(quick: bool, only: set[str] | None = None) -> tuple[list[Figure], dict[str, Any]]:
@@ -452,6 +481,9 @@ def run_all(quick: bool, only: set[str] | None = None) -> tuple[list[Figure], di
                             emulator_args=["--rate-limit-per-second", "100"])
     if want("rate_limited"):
         figures += with_cluster(limited, lambda c: rate_limited(c, s["rl_customers"], s["rl_updates"], 100))
+    if want("rate_limited_endpoints"):  # Stripe's live limiters, and ours at their live defaults
+        figures += with_cluster(realistic_stripe_endpoints.limited(latency_ms=0), lambda c: rate_limited(
+            c, s["rl_customers"], s["rl_updates"], 100, endpoint_limit=realistic_stripe_endpoints.ENDPOINT))
     # No workers and no relay: reconcile is measured alone, against a quiet database and emulator.
     if want("reconcile"):
         figures += with_cluster(ClusterConfig(workers=0, split_relay=False, inbound_mode="webhook"),
