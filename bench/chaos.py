@@ -381,16 +381,7 @@ async def drive(sides: Sides, until: float, rate: float, actors: int) -> None:
             await sides.one_op()
             await asyncio.sleep(sides.rng.expovariate(rate / actors))
 
-    async def refresher() -> None:
-        while time.monotonic() < until:
-            await sides.refresh()
-            for module in sides.modules:
-                await module.refresh()
-            if sides.invoices is not None:
-                await sides.invoices.refresh()
-            await asyncio.sleep(2)
-
-    await asyncio.gather(refresher(), *(actor() for _ in range(actors)))
+    await asyncio.gather(refresh_until(sides, until, 2), *(actor() for _ in range(actors)))
 
 
 async def inject(faults: Faults, until: float, broker_at: float | None, modules: Sequence[Any]) -> None:
@@ -521,7 +512,18 @@ def _print_summary(report: dict[str, Any], out: Path) -> None:
     print(f"report written to {out}" + (f"; logs in {report['logs']}" if report["logs"] else ""))
 
 
+
+async def refresh_until(sides: Sides, until: float, every: float) -> None:
+    """Learn every side's ids now and then, until `until` (each refresh lists every catalog)."""
+    while time.monotonic() < until:
+        await sides.refresh()
+        for module in sides.modules:
+            await module.refresh()
+        if sides.invoices is not None:
+            await sides.invoices.refresh()
+        await asyncio.sleep(every)
+
+
 if __name__ == "__main__":
     sys.exit(main())
-
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import chaos_salesforce, soak_report
-from bench.chaos import Faults, Sides, Tally, exit_on_term, machine, make_sides, seed_catalog, settle
+from bench.chaos import Faults, Sides, Tally, exit_on_term, machine, make_sides, refresh_until, seed_catalog, settle
 from bench.cluster import Cluster, ClusterConfig
 from bench.soak_probe import Probe
 from bench.soak_sample import Sampler
@@ -67,15 +67,6 @@ async def pace(sides: Sides, started: float, until: float, rate: float, max_in_f
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def refresh(sides: Sides, until: float, every: float) -> None:
-    """Learn the other sides' ids now and then (each refresh lists every catalog: not every 2 s here)."""
-    while time.monotonic() < until:
-        await sides.refresh()
-        for module in sides.modules:
-            await module.refresh()
-        if sides.invoices is not None:
-            await sides.invoices.refresh()
-        await asyncio.sleep(every)
 
 
 async def faults_in_turn(faults: Faults, kinds: list[str], every: float, outage: float, until: float) -> None:
@@ -150,7 +141,7 @@ async def run_soak(cluster: Cluster, args: argparse.Namespace, seed: int) -> dic
         faults = Faults(cluster, rng, tally, started)
         await asyncio.gather(
             pace(sides, started, until, args.rate, args.max_in_flight),
-            refresh(sides, until, args.refresh_every),
+            refresh_until(sides, until, args.refresh_every),
             faults_in_turn(faults, args.faults, args.fault_every, args.outage_seconds, until),
             sample_every(sampler, tally, started, until, args.sample_every, samples),
             probe.run(started, until))

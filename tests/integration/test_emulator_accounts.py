@@ -12,14 +12,11 @@ import httpx
 import pytest
 import stripe
 
+from tests.integration import test_emulator
 from tests.integration.test_emulator import KEY, Emulator, Receiver, admin, sdk_for, wait_for
+from tests.integration.test_emulator_limits import _refused
 
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
-    emu = Emulator()
-    yield emu
-    emu.stop()
+emulator = test_emulator.emulator  # the same module-scoped emulator fixture, one of this module's own
 
 
 @pytest.fixture(autouse=True)
@@ -52,12 +49,6 @@ def refusal(call: Any) -> stripe.StripeError:
     return caught.value
 
 
-def _refused(call: Any) -> stripe.RateLimitError | None:
-    try:
-        call()
-    except stripe.RateLimitError as exc:
-        return exc
-    return None
 
 
 def _receiver(receivers: list[Receiver]) -> Receiver:

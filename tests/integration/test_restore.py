@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import API_KEY, emulator_call, wait_until
 from tests.helpers import running_worker, settled
 from tests.integration.test_invoices_api import draft
+from tests.integration.test_salesforce import sf_settings  # noqa: F401  (a fixture: the same Salesforce emulator settings)
 from tests.salesforce import SF_CLIENT_ID, SF_CLIENT_SECRET, SfEmulator, sf_emulator, sf_emulator_session  # noqa: F401
 from twoway.connectors import registry
 from twoway.kit.db import make_engine
@@ -33,17 +33,6 @@ from twoway.ops.reconcile import reconcile
 from twoway.settings import Settings
 
 BEFORE, LOST, LOST_INVOICES, NEW = 10, 50, 20, 50  # the numbers after the backup
-
-
-@pytest.fixture
-def sf_settings(settings: Settings, sf_emulator: SfEmulator) -> Settings:
-    return settings.model_copy(update={
-        "salesforce_login_url": sf_emulator.base, "salesforce_client_id": SF_CLIENT_ID,
-        "salesforce_client_secret": Settings(salesforce_client_secret=SF_CLIENT_SECRET).salesforce_client_secret,
-        "salesforce_ca_file": sf_emulator.ca_file, "salesforce_poll_settle_seconds": 0.3,
-        "salesforce_poll_overlap_seconds": 5, "salesforce_poll_interval_seconds": 0,
-        "salesforce_rate_limit_per_second": 200, "inbound_mode": "poll", "poll_interval_seconds": 0.3,
-    })
 
 
 @contextlib.asynccontextmanager

@@ -174,6 +174,11 @@ def _unlinked(w: Work, theirs: ExternalRecord) -> Generator[Call, Any, Result]:
             # that said so are handled now: a linked pass reads it and merges it in.
             w.out.follow.append(Follow(Direction.INBOUND, w.s.kind, external_id=theirs.external_id, reason="adopted"))
         w.log(Direction.INBOUND, Operation.ADOPT)
+        if not names(theirs, claim.row.id, claim.row.uid):
+            # Claimed by its uid under another id (our catalog lost it and took it back from another system
+            # first): the object must name the row that holds it now, or it names a record it is not.
+            yield SetInternalId(theirs.external_id, claim.row.id, w.key(claim.row.id, "adopt", theirs.external_id),
+                                claim.row.uid)
         return Result.ADOPTED
     # Unknown here (or it claims a row another object holds): import it as its own record. It keeps the uid
     # it carries (a record of ours a restore lost) unless a row here has it (two objects carry one uid).
