@@ -10,6 +10,7 @@ import pytest
 from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound
 from twoway.kit.rules import Deletion, Ladder, Parent, Rules
 from twoway.sync import plan
+from twoway.sync.plan.snapshot import CLOCK_SKEW
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 INVOICE = Rules(owned={"number": "theirs"},
@@ -213,3 +214,70 @@ def test_fields_the_system_keeps_are_taken_from_it_and_recorded() -> None:
     assert out.row is not None and out.row.changes == {"description": "a"}
     assert out.link is not None and out.link.base == {"status": "paid", "description": "a"}
     assert [log.status for log in out.logs] == ["conflict"]
+
+
+# -- reads only where they buy something: the newest event's own object stands for a read ---------------
+
+BASE = {"name": "A", "email": "a@x"}
+
+
+def edited(event_id: int, at: datetime, email: str) -> plan.Pending:
+    return plan.Pending(event_id, ExternalRecord("cus_1", {"name": "A", "email": email}, internal_id=7), at)
+
+
+def take_in(*events: plan.Pending, hint_only: bool = True, **kw: Any) -> tuple[plan.Outcome, list[plan.Call]]:
+    """An inbound pass of a linked customer whose pending `events` each carry the object; a read answers `now@x`."""
+    kw.setdefault("event_objects", True)
+    s = snap(ours=ours(), link=plan.LinkState(7, "cus_1", BASE, 1, id=3), pending=events, **kw)
+    return drive(plan.inbound(s, "cus_1", hint_only=hint_only),
+                 {plan.Fetch: ExternalRecord("cus_1", {"name": "A", "email": "now@x"}, internal_id=7)})
+
+
+def test_the_newest_single_event_stands_for_a_read() -> None:
+    out, calls = take_in(edited(1, NOW, "new@x"), seen=NOW - timedelta(seconds=1))
+    assert calls == [] and out.result == "merged" and out.processed == [1]
+    assert out.row is not None and out.row.changes == {"email": "new@x"}
+
+
+def test_the_newest_of_several_seconds_apart_stands_for_a_read() -> None:
+    out, calls = take_in(edited(2, NOW, "new@x"), edited(1, NOW - timedelta(seconds=1), "old@x"))
+    assert calls == [] and out.row is not None and out.row.changes == {"email": "new@x"} and out.processed == [1, 2]
+
+
+def test_two_events_in_one_second_are_read() -> None:
+    """Stripe's `created` has one-second resolution: which of the two is newer is unknown."""
+    out, calls = take_in(edited(1, NOW, "x@x"), edited(2, NOW, "y@x"))
+    assert [type(c) for c in calls] == [plan.Fetch]
+    assert out.row is not None and out.row.changes == {"email": "now@x"}
+
+
+@pytest.mark.parametrize("seen", [NOW, NOW + timedelta(seconds=3)])
+def test_an_event_no_newer_than_one_already_handled_is_read(seen: datetime) -> None:
+    """Delivered late (reordered), or in the same second as one handled: its object may be stale."""
+    out, calls = take_in(edited(1, NOW, "old@x"), seen=seen)
+    assert [type(c) for c in calls] == [plan.Fetch]
+    assert out.row is not None and out.row.changes == {"email": "now@x"}
+
+
+@pytest.mark.parametrize("kw", [
+    {"hint_only": False},  # reconcile, retry, sweeper: they ask for a read
+    {"event_objects": False},  # Salesforce: its events are hints only
+])
+def test_only_events_of_a_system_whose_events_carry_the_object_stand_for_a_read(kw: dict[str, Any]) -> None:
+    _, calls = take_in(edited(1, NOW, "new@x"), **kw)
+    assert [type(c) for c in calls] == [plan.Fetch]
+
+
+def test_an_event_whose_object_could_not_be_mapped_whole_is_read() -> None:
+    """An invoice whose lines are a first page only: the connector's snapshot is None."""
+    _, calls = take_in(plan.Pending(2, None, NOW), edited(1, NOW - timedelta(seconds=2), "old@x"))
+    assert [type(c) for c in calls] == [plan.Fetch]
+
+
+def test_what_we_know_is_as_new_as_the_links_last_write_and_the_newest_handled_event() -> None:
+    assert plan.seen_until(None, None) is None
+    assert plan.seen_until(NOW, None) == NOW + CLOCK_SKEW
+    assert plan.seen_until(NOW, NOW + timedelta(seconds=5)) == NOW + timedelta(seconds=5)
+    # Written by us half a second before their event's second: their clock may be a second ahead.
+    _, calls = take_in(edited(1, NOW, "new@x"), seen=plan.seen_until(NOW - timedelta(seconds=0.5), None))
+    assert [type(c) for c in calls] == [plan.Fetch]

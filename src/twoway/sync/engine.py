@@ -232,6 +232,10 @@ class SyncEngine:
                 for e in (await session.execute(sql.PENDING, {**params, "xids": list(xids)})).all():
                     pending[e.external_id].append(plan.Pending(e.id, connector.snapshot(kind_name, e.payload),
                                                                e.event_created, e.received_at))
+                handled: dict[str, datetime] = {}
+                if pending:
+                    handled = {r.external_id: r.created for r in (await session.execute(
+                        sql.HANDLED, {**params, "xids": list(pending)})).all() if r.created is not None}
                 unlinked = [i.internal_id for i in group
                             if i.direction == Direction.OUTBOUND and i.internal_id not in by_iid]
                 traces: dict[int, plan.Trace] = {}
@@ -274,7 +278,9 @@ class SyncEngine:
                         rules=kind.rules, policy=self.settings.sync_conflict_policy, uids=kind.has_uid,
                         claims=item_claims,
                         parent_links=parent_links, parents_gone=parents_gone,
-                        idempotency_window=connector.idempotency_window)
+                        idempotency_window=connector.idempotency_window,
+                        event_objects=getattr(connector, "event_objects", False),
+                        seen=plan.seen_until(link_row.updated_at if link_row else None, handled.get(xid or "")))
                     jobs.append(Job(item, keys[item], snap))
             await session.rollback()
         return jobs

@@ -56,13 +56,18 @@ INBOUND_KEYS = text("""
           AND i.processed_at IS NULL
         ORDER BY i.id DESC LIMIT 20) p ON true""")
 LINKS = text("""
-    SELECT id, internal_id, external_id, base, last_pushed_version FROM links
+    SELECT id, internal_id, external_id, base, last_pushed_version, updated_at FROM links
     WHERE kind = :kind AND system = :system
       AND (internal_id = ANY(CAST(:iids AS bigint[])) OR external_id = ANY(CAST(:xids AS text[])))""")
 PENDING = text("""
     SELECT id, external_id, event_created, received_at, payload FROM inbox
     WHERE system = :system AND kind = :kind AND external_id = ANY(CAST(:xids AS text[])) AND processed_at IS NULL
     ORDER BY event_created, id""")
+# The newest event of each object already handled (ix_inbox_object): a later-delivered older one is stale.
+HANDLED = text("""
+    SELECT external_id, max(event_created) AS created FROM inbox
+    WHERE system = :system AND kind = :kind AND external_id = ANY(CAST(:xids AS text[])) AND processed_at IS NOT NULL
+    GROUP BY external_id""")
 TRACES = text("""
     SELECT internal_id, bool_or(status = 'ok') AS ok,
            COALESCE(jsonb_agg(jsonb_build_object('key', detail ->> 'key', 'fields', detail -> 'fields',

@@ -48,6 +48,7 @@ from twoway.sync.plan.snapshot import (
     Snapshot,
     Started,
     Trace,
+    seen_until,
 )
 from twoway.syncstate.words import Direction, Operation, Result, Status
 
@@ -56,5 +57,5 @@ __all__ = [
     "Fetch", "FindLink", "FindUid", "Follow", "LinkState", "LogRow", "MarkStarted", "MergeResult", "NewId", "Operation",
     "Ours", "Outcome", "Pending", "Plan", "Result", "RowWrite", "Search", "SetInternalId", "Snapshot", "Started",
     "Status", "Tombstone", "Trace", "Update", "digest", "events_match_base", "inbound", "merge_fields",
-    "outbound", "pushable",
+    "outbound", "pushable", "seen_until",
 ]

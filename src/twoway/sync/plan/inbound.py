@@ -32,7 +32,7 @@ def inbound(s: Snapshot, external_id: str, *, hint_only: bool = False) -> Plan:
     if hint_only and not s.pending:
         return w.finish(Result.HANDLED)
     try:
-        result = yield from take_in(w, external_id)
+        result = yield from take_in(w, external_id, hint_only=hint_only)
     except ConnectorError as exc:
         return w.fail(exc)
     return w.finish(result)
@@ -53,14 +53,39 @@ def events_match_base(events: tuple[Pending, ...], link: LinkState, uid: str | N
     return True
 
 
-def take_in(w: Work, external_id: str) -> Generator[Call, Any, Result]:
-    """Their pending events handled: the object read (unless they only echo what we hold) and taken in."""
+def newest_state(s: Snapshot, events: tuple[Pending, ...]) -> ExternalRecord | None:
+    """The object the last of `events` (in order) carried, when it is provably the newest state we can know;
+    None: read it.
+
+    Their `created` has one-second resolution, so only a strictly later second orders two states: the event
+    must be later than every other pending one and than all we hold or have seen of the object (`seen`).
+    Its object must be whole (the connector's snapshot: None when it cannot map it all).
+    """
+    if not s.event_objects or not events:
+        return None
+    last = events[-1]
+    if last.record is None or last.created is None:
+        return None
+    if any(e.created is None or e.created >= last.created for e in events[:-1]):
+        return None  # another event of the same second (or of no known time): which is newer is unknown
+    if s.seen is not None and last.created <= s.seen:
+        return None  # a state as new or newer is known (reordered or late delivery)
+    return last.record
+
+
+def take_in(w: Work, external_id: str, *, hint_only: bool = False) -> Generator[Call, Any, Result]:
+    """Their pending events handled: the object read (unless they only echo what we hold) and taken in.
+
+    `hint_only` (the message came from their events): the newest event's own object may stand for the read
+    (`newest_state`); any other message (reconcile, retry, sweeper, our outbound) reads.
+    """
     events = tuple(sorted(w.s.pending, key=lambda e: (e.created is None, e.created or w.s.now, e.id)))
     if w.link is not None and events_match_base(events, w.link, w.row.uid if w.row else None):
         w.out.processed.extend(e.id for e in events)
         w.close(Direction.INBOUND)
         return Result.ECHO
-    theirs: ExternalRecord = yield Fetch(external_id)
+    newest = newest_state(w.s, events) if hint_only else None
+    theirs: ExternalRecord = newest if newest is not None else (yield Fetch(external_id))
     theirs_at = max((e.created for e in events if e.created), default=None)
     if w.link is None:
         result = yield from _unlinked(w, theirs)

@@ -15,6 +15,9 @@ DELETED: dict[str, Any] = {"deleted": True}  # a link's base once the object is 
 # A snapshot's window when its maker names none (tests, models): a day, less a margin. The engine passes
 # the connector's own (`Connector.idempotency_window`).
 IDEMPOTENCY_WINDOW = timedelta(hours=23)
+# How far the external system's clock (its events' `created`) may be ahead of ours (a link's write time):
+# a link written at t holds a state no newer than their t + this.
+CLOCK_SKEW = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,14 @@ class Snapshot:
     parent_links: Mapping[int, str] = field(default_factory=dict)
     # parents whose link says they are deleted over there, or deleted here and never linked
     parents_gone: frozenset[int] = frozenset()
+    # The system's events carry the object as it was at the event (Stripe's): the newest may stand for a read.
+    event_objects: bool = False
+    # The newest moment (in their clock) of a state of the object we hold or have seen: `seen_until`.
+    seen: datetime | None = None
+
+
+def seen_until(link_written: datetime | None, handled: datetime | None) -> datetime | None:
+    """How new (in their clock) the state we know of an object may be: the link's last write (ours, plus
+    the clocks' skew) and the newest event of it already handled. None: we know of none."""
+    times = [t for t in (link_written + CLOCK_SKEW if link_written else None, handled) if t is not None]
+    return max(times, default=None)
