@@ -5,6 +5,10 @@ The handlers below mirror `twoway.sync.engine` decision for decision (level-trig
 state, diff against `base`, push only changed fields, base := what was pushed) and call the real
 `merge`. Stripe is a dict with idempotency keys and an event pipe; our database is a dict that a
 handler edits in a copy and commits whole, so a crash before commit loses exactly the database half.
+
+An event carries the object as it was at the event, stamped to the second like Stripe's `created` while
+the clock ticks in quarter seconds: several events share a second. A pass that takes the newest event's
+object instead of a read must never take one older than a state we hold or saw (`Db.known`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from twoway.connectors.base import ConnectorError, ExternalRecord, NotFound
 from twoway.sync import plan
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+TICKS_PER_SECOND = 4  # the model's clock; events are stamped to the second, as Stripe's are
 DELETED = {"deleted": True}
 FIELDS = ("name", "email")
 values = st.sampled_from(["a", "b", "c"])
@@ -42,6 +47,7 @@ class LinkM:
     external_id: str
     base: dict
     last_pushed_version: int = 0
+    updated_at: int = 0  # the clock when the link was last written
 
 
 @dataclass
@@ -64,6 +70,8 @@ class Db:
     # create traces ("a create may have reached Stripe"): key and fields, committed before the call
     started: dict[int, list[plan.Started]] = field(default_factory=dict)
     ok: set[int] = field(default_factory=set)  # records with a success in the log
+    # per object, the newest clock of a state we hold or saw (a handled event, a link written after calls)
+    known: dict[str, int] = field(default_factory=dict)
 
 
 class Sequence:
@@ -155,15 +163,21 @@ class Engine:
         self.down = down
 
     current: int | None = None
+    xid: str | None = None  # the object of this pass
+    fetched: set[str] = set()  # objects this pass read
+    called = False  # this pass called Stripe
 
     def outbound(self, internal_id: int) -> None:
         self.current = internal_id
+        link = self.db.links.get(internal_id)
+        self.xid = link.external_id if link else None
         self._run(plan.outbound(self._snapshot(internal_id=internal_id)), ("out", internal_id))
 
     def inbound(self, xid: str, hint_only: bool = False, hint: int | None = None) -> None:
         if hint_only and not self._pending(xid):
             return
         message = ("claim", (xid, hint)) if hint is not None else ("in", xid)
+        self.xid = xid
         self._run(plan.inbound(self._snapshot(external_id=xid, hint=hint), xid, hint_only=hint_only), message)
 
     # -- read ------------------------------------------------------------------------------------
@@ -186,13 +200,17 @@ class Engine:
                     claims[cid] = plan.Claim(_ours(cid, row) if row else None, cid in self.db.links)
         xid = link.external_id if link else external_id
         row = self.db.rows.get(internal_id) if internal_id is not None else None
-        pending = tuple(plan.Pending(int(e.event_id.split("_")[1]), _seen(e), _at(e.created))
+        pending = tuple(plan.Pending(int(e.event_id.split("_")[1]), _seen(e), _second(e.created))
                         for e in self._pending(xid or ""))
         trace = plan.Trace(had_success=internal_id in self.db.ok,
                            started=tuple(self.db.started.get(internal_id, ()))) if internal_id else plan.Trace()
+        written = self.db.links[link.internal_id].updated_at if link else None
+        handled = [e.created for e in self.db.inbox.values() if e.external_id == xid and e.processed]
+        seen = plan.seen_until(_at(written) if written is not None else None,
+                               _second(max(handled)) if handled else None)
         return plan.Snapshot(kind="customer", system="stripe", now=_at(self.now), ours=_ours(internal_id, row)
                              if row and internal_id else None, link=link, pending=pending, trace=trace,
-                             claims=claims)
+                             claims=claims, event_objects=True, seen=seen)
 
     def _link(self, internal_id: int) -> plan.LinkState | None:
         link = self.db.links.get(internal_id)
@@ -208,12 +226,17 @@ class Engine:
     def _run(self, steps: plan.Plan, message: tuple[str, object]) -> None:
         value: object = None
         error: ConnectorError | None = None
+        self.fetched, self.called = set(), False
         while True:
             try:
                 call = steps.send(value) if error is None else steps.throw(error)
             except StopIteration as done:
+                self._check_fresh(done.value, message)
                 return self._write_back(done.value, message)
             value, error = None, None
+            self.called = self.called or isinstance(call, plan.EXTERNAL_CALLS)
+            if isinstance(call, plan.Fetch):
+                self.fetched.add(call.external_id)
             try:
                 value = self._call(call)
             except ConnectorError as exc:
@@ -257,6 +280,22 @@ class Engine:
             return None
         raise AssertionError(call)
 
+    def _check_fresh(self, out: plan.Outcome, message: tuple[str, object]) -> None:
+        """An event's object taken for a read is never older than what we hold or saw; then what we know now."""
+        xid = out.link.external_id if out.link is not None else self.xid
+        if xid is None:
+            return
+        handled = [self.db.inbox[f"evt_{i}"].created for i in out.processed]
+        known = self.db.known.get(xid, -1)
+        took_payload = message[0] != "out" and handled and out.result != "echo" and xid not in self.fetched
+        if took_payload:
+            assert max(handled) > known, f"{xid}: took the object of an event at {max(handled)}, knew {known}"
+        seen = max(handled, default=-1)
+        if out.link is not None and out.link_dirty and self.called:
+            seen = max(seen, self.stripe.clock)
+        if seen > known:
+            self.db.known[xid] = seen
+
     # -- write back ------------------------------------------------------------------------------
 
     def _write_back(self, out: plan.Outcome, message: tuple[str, object]) -> None:
@@ -275,7 +314,8 @@ class Engine:
             if link.id is None and (link.internal_id in db.links or taken):
                 db.outbox.append(message)  # the engine's ON CONFLICT: this record goes round again
                 return
-            db.links[link.internal_id] = LinkM(link.external_id, dict(link.base), link.last_pushed_version)
+            db.links[link.internal_id] = LinkM(link.external_id, dict(link.base), link.last_pushed_version,
+                                               self.stripe.clock)
         for event_id in out.processed:
             db.inbox[f"evt_{event_id}"].processed = True
         for close in out.close:
@@ -322,7 +362,12 @@ def _seen(event: Event) -> ExternalRecord:
 
 
 def _at(clock: int | None) -> datetime:
-    return T0 + timedelta(seconds=clock or 0)
+    return T0 + timedelta(seconds=(clock or 0) / TICKS_PER_SECOND)
+
+
+def _second(clock: int) -> datetime:
+    """An event's `created`: to the second, as Stripe stamps it."""
+    return T0 + timedelta(seconds=clock // TICKS_PER_SECOND)
 
 
 class Pipes(RuleBasedStateMachine):
@@ -495,6 +540,14 @@ class SyncModel(Pipes):
         if delete:
             self.stripe.delete(xid)
         elif self.stripe.objs[xid].fields[name] != value:
+            self.stripe.update(xid, {name: value})
+
+    @precondition(lambda self: bool(self.stripe.live()))
+    @rule(i=index, name=fields_st, values=st.lists(values, min_size=2, max_size=3))
+    def remote_burst(self, i: int, name: str, values: list[str]) -> None:
+        """Edits of one customer in one second: their events share a `created`."""
+        xid = sorted(self.stripe.live())[i % len(self.stripe.live())]
+        for value in values:
             self.stripe.update(xid, {name: value})
 
     def converged(self) -> None:

@@ -69,9 +69,11 @@ class StripeConnector(Dispatch[KindHandler]):
     batch_writes = False  # Stripe has no batch writes
     max_in_flight: int | None = None  # the shared rate limiter paces calls; the engine's setting bounds them
     idempotency_window = IDEMPOTENCY_WINDOW
-    # An event's `data.object` is the object as it was at the event: the newest event of an object may stand
-    # for a read of it (sync/plan/inbound.py `newest_state`). Connectors without it (Salesforce) always read.
-    event_objects = True
+    # The kinds whose event's `data.object` (the object as it was at the event) may stand for a read of it
+    # when it is the newest (sync/plan/inbound.py `newest_state`). Invoices read: an import from an invoice
+    # deleted since calls it back in vain, and their events may carry a first page of lines only.
+    # Connectors without it (Salesforce: its polled changes are hints) always read.
+    event_objects = frozenset({"customer"})
 
     def __init__(self, client: stripe.StripeClient, *, limiter: EndpointLimiter, webhook_secrets: list[str],
                  livemode: bool, tolerance: int = 300) -> None:
