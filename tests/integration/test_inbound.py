@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -224,3 +227,60 @@ async def _name_of(db, ext: str, name: str) -> bool:  # type: ignore[no-untyped-
         got = (await s.execute(text("SELECT c.name FROM customers c JOIN links l ON l.internal_id = c.id "
                                     "WHERE l.external_id = :e"), {"e": ext})).scalar()
     return got == name
+
+
+def _reads(emulator: str) -> int:
+    return int(emulator_call(emulator, "/_emulator/stats")["requests"].get("GET /v1/customers/{id}", 0))
+
+
+async def _settled_customer(api, stripe_client, live, db, emulator, email: str):  # type: ignore[no-untyped-def]
+    sc = stripe_client.v1.customers.create({"name": "Start", "email": email})
+    assert await wait_until(lambda: _link_for_external(db, sc.id))
+    assert await wait_until(lambda: settled(live, db, emulator), timeout=30, step=0.3)
+    time.sleep(2.2)  # their next events are seconds later than our last write of the link (clock skew allowed)
+    return sc
+
+
+async def test_stripe_side_edits_seconds_apart_cost_almost_no_reads(settings, stripe_client, emulator, db) -> None:
+    """Issue 23: the newest event's own object stands for a read; <= 0.2 reads per change."""
+    async with inbound_system(settings, stripe_client) as (api, live):
+        sc = await _settled_customer(api, stripe_client, live, db, emulator, "reads@example.com")
+        before, edits = _reads(emulator), 5
+        for n in range(edits):
+            stripe_client.v1.customers.update(sc.id, {"name": f"Edit {n}"})
+            assert await wait_until(lambda n=n: _name_of(db, sc.id, f"Edit {n}"), timeout=20)
+            time.sleep(3.2)  # the next edit's second is later than this one's handling
+        reads = _reads(emulator) - before
+        assert reads / edits <= 0.2, reads
+
+
+async def test_same_second_events_delivered_backwards_end_at_stripes_latest(
+        settings, stripe_client, emulator, db) -> None:
+    """The newer of two same-second events arrives first and is taken; the older one, delivered after it,
+    must not win: taken blindly, its object would put the older name back."""
+    async with inbound_system(settings, stripe_client) as (api, live):
+        sc = await _settled_customer(api, stripe_client, live, db, emulator, "backwards@example.com")
+        set_faults(emulator, webhook_drop_rate=1.0)  # we deliver these two ourselves, in the wrong order
+        for _ in range(5):
+            time.sleep(1 - time.time() % 1 + 0.05)  # early in a second: both edits fall in it
+            stripe_client.v1.customers.update(sc.id, {"name": "Older"})
+            stripe_client.v1.customers.update(sc.id, {"name": "Newer"})
+            events = [e.to_dict() for e in stripe_client.v1.events.list({"limit": 2})]
+            if events[0]["created"] == events[1]["created"]:
+                break
+        else:
+            pytest.fail("no two edits in one second")
+        set_faults(emulator, webhook_drop_rate=0.0)
+        newer, older = events  # newest first
+        assert (newer["data"]["object"]["name"], older["data"]["object"]["name"]) == ("Newer", "Older")
+        async with httpx.AsyncClient(base_url=str(api.base_url)) as hooks:
+            for event in (newer, older):
+                body = json.dumps(event).encode()
+                t = int(time.time())
+                mac = hmac.new(live.webhook_secrets()[0].encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+                r = await hooks.post("/api/v1/webhooks/stripe", content=body, headers={
+                    "Stripe-Signature": f"t={t},v1={mac}", "Content-Type": "application/json"})
+                assert r.status_code == 200, r.text
+                assert await wait_until(lambda: _processed_all_inbox(db), timeout=20)
+                assert await wait_until(lambda: settled(live, db, emulator), timeout=30, step=0.3)
+                assert await _name_of(db, sc.id, "Newer")
