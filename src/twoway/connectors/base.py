@@ -323,6 +323,9 @@ class Connector(Protocol):
     max_in_flight: int | None  # calls in flight the engine allows it; None: SYNC_MAX_IN_FLIGHT
     # How long a create may be re-sent with its first key and fields as a safe replay (then search first).
     idempotency_window: timedelta
+    # Kinds whose event carries the object as it was at the event, which may stand for a read of it when
+    # it is provably the newest state (sync/plan/inbound.py `newest_state`); the others are always read.
+    event_objects: frozenset[str]
 
     async def fetch(self, kind: str, external_id: str) -> ExternalRecord: ...
 

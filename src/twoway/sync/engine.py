@@ -279,7 +279,7 @@ class SyncEngine:
                         claims=item_claims,
                         parent_links=parent_links, parents_gone=parents_gone,
                         idempotency_window=connector.idempotency_window,
-                        event_objects=kind_name in getattr(connector, "event_objects", ()),
+                        event_objects=kind_name in connector.event_objects,
                         seen=plan.seen_until(link_row.updated_at if link_row else None, handled.get(xid or "")))
                     jobs.append(Job(item, keys[item], snap))
             await session.rollback()

@@ -64,6 +64,7 @@ class SalesforceConnector(BatchDispatch[SObjectHandler]):
     # real write of the first create's fields (over edits made since), and past it the planner searches
     # first (SOQL by External ID, one call). 23 h, as for Stripe: the behaviour so far.
     idempotency_window = timedelta(hours=23)
+    event_objects: frozenset[str] = frozenset()  # polled changes are hints: every one is read
 
     def __init__(self, client: SalesforceClient, mapping: Mapping_, *, poll_overlap_seconds: float = 60.0,
                  poll_settle_seconds: float = 2.0, poll_interval_seconds: float = 0.0,

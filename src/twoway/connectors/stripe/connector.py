@@ -72,7 +72,6 @@ class StripeConnector(Dispatch[KindHandler]):
     # The kinds whose event's `data.object` (the object as it was at the event) may stand for a read of it
     # when it is the newest (sync/plan/inbound.py `newest_state`). Invoices read: an import from an invoice
     # deleted since calls it back in vain, and their events may carry a first page of lines only.
-    # Connectors without it (Salesforce: its polled changes are hints) always read.
     event_objects = frozenset({"customer"})
 
     def __init__(self, client: stripe.StripeClient, *, limiter: EndpointLimiter, webhook_secrets: list[str],
